@@ -6,3 +6,9 @@
 //! ResNet-50.
 
 pub(crate) mod device;
+
+pub mod config;
+pub mod loss;
+
+pub use config::PolyConfig;
+pub use loss::{PolyKind, PolyLoss, PolyLossError, Reduction};
