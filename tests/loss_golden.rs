@@ -6,7 +6,11 @@ use poly_loss::prelude::*;
 use serde_json::Value;
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn kind(p: &Value) -> PolyKind {
@@ -42,17 +46,26 @@ fn build<const N: usize>(p: &Value) -> PolyLoss<N> {
 
 fn run<const N: usize>(case: &Value) -> (f32, Vec<f32>) {
     let dev = Cpu::default();
-    let (b, c) = (case["b"].as_u64().unwrap() as usize, case["c"].as_u64().unwrap() as usize);
+    let (b, c) = (
+        case["b"].as_u64().unwrap() as usize,
+        case["c"].as_u64().unwrap() as usize,
+    );
     let x: Tensor<(usize, usize), f32, _> = dev.tensor_from_vec(floats(&case["logits"]), (b, c));
     let loss = build::<N>(&case["params"]);
     let out = if case["targets"].is_null() {
         let y: Tensor<(usize, usize), f32, _> = dev.tensor_from_vec(floats(&case["probs"]), (b, c));
         loss.forward(x.leaky_trace(), y)
     } else {
-        let t: Vec<usize> = case["targets"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let t: Vec<usize> = case["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         if loss.reduction == Reduction::None {
             // The golden case weights row i by i + 1 before summing.
-            let coef: Tensor<(usize,), f32, _> = dev.tensor_from_vec((1..=b).map(|i| i as f32).collect(), (b,));
+            let coef: Tensor<(usize,), f32, _> =
+                dev.tensor_from_vec((1..=b).map(|i| i as f32).collect(), (b,));
             (loss.forward_per_sample(x.leaky_trace(), &t) * coef).sum()
         } else {
             loss.forward(x.leaky_trace(), &t)
@@ -64,7 +77,10 @@ fn run<const N: usize>(case: &Value) -> (f32, Vec<f32>) {
 
 #[test]
 fn pytorch_golden_values() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/poly_loss_golden.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/poly_loss_golden.json"
+    );
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let cases = doc["cases"].as_array().unwrap();
     assert!(cases.len() >= 10);
@@ -77,9 +93,15 @@ fn pytorch_golden_values() {
             n => panic!("{name}: N = {n}"),
         };
         let want = case["loss"].as_f64().unwrap();
-        assert!((v as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{name}: loss {v} vs PyTorch {want}");
+        assert!(
+            (v as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+            "{name}: loss {v} vs PyTorch {want}"
+        );
         for (k, (a, b)) in g.iter().zip(floats(&case["grad"])).enumerate() {
-            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{name}: grad[{k}] {a} vs PyTorch {b}");
+            assert!(
+                (a - b).abs() < 1e-5 * (1.0 + b.abs()),
+                "{name}: grad[{k}] {a} vs PyTorch {b}"
+            );
         }
     }
 }

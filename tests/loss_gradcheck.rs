@@ -12,7 +12,15 @@ enum Tg {
 }
 
 /// Naive f64 loss straight from the definitions.
-fn reference(cfg: &PolyLoss<3>, n: usize, z: &[f64], b: usize, c: usize, tg: &Tg, per_row: Option<&[f64]>) -> f64 {
+fn reference(
+    cfg: &PolyLoss<3>,
+    n: usize,
+    z: &[f64],
+    b: usize,
+    c: usize,
+    tg: &Tg,
+    per_row: Option<&[f64]>,
+) -> f64 {
     let eps = &cfg.epsilon[..n];
     let al = cfg.label_smoothing as f64;
     let w = |k: usize| cfg.weight.as_ref().map_or(1.0, |w| w[k] as f64);
@@ -24,7 +32,10 @@ fn reference(cfg: &PolyLoss<3>, n: usize, z: &[f64], b: usize, c: usize, tg: &Tg
     };
     let poly = |f: f64| -> f64 {
         let g0 = gamma.unwrap_or(0.0);
-        eps.iter().enumerate().map(|(j, &e)| e as f64 * f.powf(g0 + (j + 1) as f64)).sum()
+        eps.iter()
+            .enumerate()
+            .map(|(j, &e)| e as f64 * f.powf(g0 + (j + 1) as f64))
+            .sum()
     };
     let mut total = 0.0;
     let mut denom = 0.0;
@@ -47,7 +58,9 @@ fn reference(cfg: &PolyLoss<3>, n: usize, z: &[f64], b: usize, c: usize, tg: &Tg
                 let bce = -(yk * sig.ln() + (1.0 - yk) * (1.0 - sig).ln());
                 let pt = yk * sig + (1.0 - yk) * (1.0 - sig);
                 let a = match gamma {
-                    Some(g) => alpha.map_or(1.0, |a| a * yk + (1.0 - a) * (1.0 - yk)) * (1.0 - pt).powf(g),
+                    Some(g) => {
+                        alpha.map_or(1.0, |a| a * yk + (1.0 - a) * (1.0 - yk)) * (1.0 - pt).powf(g)
+                    }
                     None => 1.0,
                 };
                 s += w(k) * (a * bce + poly(1.0 - pt));
@@ -129,7 +142,8 @@ fn run_op(case: &Case, z: &[f32], tg: &Tg, coef: &[f32]) -> (f32, Vec<f32>) {
                     let pt: Tensor<(usize, usize), f32, _> =
                         dev.tensor_from_vec(p.iter().map(|&v| v as f32).collect(), (b, c));
                     if case.per_sample {
-                        let cvec: Tensor<(usize,), f32, _> = dev.tensor_from_vec(coef.to_vec(), (b,));
+                        let cvec: Tensor<(usize,), f32, _> =
+                            dev.tensor_from_vec(coef.to_vec(), (b,));
                         (l.forward_per_sample(x.leaky_trace(), pt) * cvec).sum()
                     } else {
                         l.forward(x.leaky_trace(), &pt)
@@ -159,12 +173,26 @@ fn check(case: Case, seed: u64) {
             let s: f64 = raw.iter().sum();
             for k in 0..c {
                 // Sigmoid targets are independent per logit; softmax ones sum to 1.
-                p[i * c + k] = if case.loss.kind.is_sigmoid() { raw[k].min(1.0) } else { raw[k] / s };
+                p[i * c + k] = if case.loss.kind.is_sigmoid() {
+                    raw[k].min(1.0)
+                } else {
+                    raw[k] / s
+                };
             }
         }
         Tg::Prob(p)
     } else {
-        Tg::Idx((0..b).map(|i| if i == 1 { case.loss.ignore_index.unwrap_or(0).min(c - 1) } else { rng.gen_range(0..c) }).collect())
+        Tg::Idx(
+            (0..b)
+                .map(|i| {
+                    if i == 1 {
+                        case.loss.ignore_index.unwrap_or(0).min(c - 1)
+                    } else {
+                        rng.gen_range(0..c)
+                    }
+                })
+                .collect(),
+        )
     };
     // Keep the ignored row if ignore_index is a real class; row 1 uses it.
     let tg = match (tg, case.loss.ignore_index) {
@@ -176,7 +204,11 @@ fn check(case: Case, seed: u64) {
     };
     let coef: Vec<f32> = (0..b).map(|_| rng.gen_range(0.5..2.0)).collect();
     let coef64: Vec<f64> = coef.iter().map(|&v| v as f64).collect();
-    let per_row = if case.per_sample { Some(&coef64[..]) } else { None };
+    let per_row = if case.per_sample {
+        Some(&coef64[..])
+    } else {
+        None
+    };
     let (v, g) = run_op(&case, &z, &tg, &coef);
     let z64: Vec<f64> = z.iter().map(|&v| v as f64).collect();
     let want = reference(&case.loss, case.n, &z64, b, c, &tg, per_row);
@@ -208,11 +240,23 @@ fn eps3() -> PolyLoss<3> {
 fn all_kinds() -> Vec<PolyKind> {
     vec![
         PolyKind::Softmax,
-        PolyKind::SoftmaxFocal { gamma: 2.0, alpha: Some(0.25) },
-        PolyKind::SoftmaxFocal { gamma: 0.5, alpha: None },
+        PolyKind::SoftmaxFocal {
+            gamma: 2.0,
+            alpha: Some(0.25),
+        },
+        PolyKind::SoftmaxFocal {
+            gamma: 0.5,
+            alpha: None,
+        },
         PolyKind::Sigmoid,
-        PolyKind::SigmoidFocal { gamma: 2.0, alpha: Some(0.25) },
-        PolyKind::SigmoidFocal { gamma: 1.5, alpha: None },
+        PolyKind::SigmoidFocal {
+            gamma: 2.0,
+            alpha: Some(0.25),
+        },
+        PolyKind::SigmoidFocal {
+            gamma: 1.5,
+            alpha: None,
+        },
     ]
 }
 
@@ -223,7 +267,17 @@ fn every_kind_index_targets() {
         for n in 1..=3 {
             for &(b, c) in &[(3, 5), (6, 37)] {
                 seed += 1;
-                check(Case { b, c, n, loss: eps3().with_kind(kind), probs: false, per_sample: false }, seed);
+                check(
+                    Case {
+                        b,
+                        c,
+                        n,
+                        loss: eps3().with_kind(kind),
+                        probs: false,
+                        per_sample: false,
+                    },
+                    seed,
+                );
             }
         }
     }
@@ -235,7 +289,17 @@ fn every_kind_probability_targets() {
     for kind in all_kinds() {
         for n in [1, 3] {
             seed += 1;
-            check(Case { b: 4, c: 9, n, loss: eps3().with_kind(kind), probs: true, per_sample: false }, seed);
+            check(
+                Case {
+                    b: 4,
+                    c: 9,
+                    n,
+                    loss: eps3().with_kind(kind),
+                    probs: true,
+                    per_sample: false,
+                },
+                seed,
+            );
         }
     }
 }
@@ -249,11 +313,25 @@ fn options_smoothing_weights_ignore_reductions() {
             for red in [Reduction::Mean, Reduction::Sum] {
                 for per_sample in [false, true] {
                     seed += 1;
-                    let mut loss = eps3().with_kind(kind).with_label_smoothing(0.15).with_weight(weight.clone()).with_reduction(red);
+                    let mut loss = eps3()
+                        .with_kind(kind)
+                        .with_label_smoothing(0.15)
+                        .with_weight(weight.clone())
+                        .with_reduction(red);
                     if !probs {
                         loss = loss.with_ignore_index(2);
                     }
-                    check(Case { b: 5, c: 7, n: 2, loss, probs, per_sample }, seed);
+                    check(
+                        Case {
+                            b: 5,
+                            c: 7,
+                            n: 2,
+                            loss,
+                            probs,
+                            per_sample,
+                        },
+                        seed,
+                    );
                 }
             }
         }
@@ -264,7 +342,17 @@ fn options_smoothing_weights_ignore_reductions() {
 fn ignore_index_outside_the_classes() {
     // PyTorch's default ignore index is -100; ours can be any usize, e.g. usize::MAX.
     let loss = eps3().with_ignore_index(usize::MAX);
-    check(Case { b: 4, c: 6, n: 1, loss, probs: false, per_sample: false }, 7);
+    check(
+        Case {
+            b: 4,
+            c: 6,
+            n: 1,
+            loss,
+            probs: false,
+            per_sample: false,
+        },
+        7,
+    );
 }
 
 #[test]

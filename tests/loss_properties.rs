@@ -32,13 +32,18 @@ fn composed_poly1<T: Tape<f32, Cpu> + Merge<T>>(
     eps: f32,
 ) -> Tensor<Rank0, f32, Cpu, T> {
     let logp = logits.log_softmax::<Axis<1>>();
-    let ce = (logp.with_empty_tape() * y.clone()).sum::<(usize,), Axis<1>>().negate();
+    let ce = (logp.with_empty_tape() * y.clone())
+        .sum::<(usize,), Axis<1>>()
+        .negate();
     let pt = (logp.exp() * y).sum::<(usize,), Axis<1>>();
     (ce + (pt.negate() + 1.0) * eps).mean()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -50,7 +55,12 @@ fn epsilon_zero_is_dfdx_cross_entropy() {
         let t = labels(b, c, 1);
         let ours = poly_loss(x.leaky_trace(), &t, [0.0]);
         let theirs = cross_entropy_with_logits_loss(x.leaky_trace(), onehot(&dev, &t, c));
-        assert!((ours.array() - theirs.array()).abs() < 1e-6, "{} vs {}", ours.array(), theirs.array());
+        assert!(
+            (ours.array() - theirs.array()).abs() < 1e-6,
+            "{} vs {}",
+            ours.array(),
+            theirs.array()
+        );
         let (g1, g2) = (ours.backward(), theirs.backward());
         let d = max_abs_diff(&g1.get(&x).as_vec(), &g2.get(&x).as_vec());
         assert!(d < 1e-6, "gradient differs by {d}");
@@ -65,7 +75,12 @@ fn matches_composition_of_stock_ops() {
         let t = labels(b, c, 4);
         let ours = poly_loss(x.leaky_trace(), &t, [2.0]);
         let stock = composed_poly1(x.leaky_trace(), onehot(&dev, &t, c), 2.0);
-        assert!((ours.array() - stock.array()).abs() < 1e-6 * (1.0 + stock.array().abs()), "{} vs {}", ours.array(), stock.array());
+        assert!(
+            (ours.array() - stock.array()).abs() < 1e-6 * (1.0 + stock.array().abs()),
+            "{} vs {}",
+            ours.array(),
+            stock.array()
+        );
         let (g1, g2) = (ours.backward(), stock.backward());
         let d = max_abs_diff(&g1.get(&x).as_vec(), &g2.get(&x).as_vec());
         assert!(d < 1e-6, "gradient differs by {d}");
@@ -92,9 +107,20 @@ fn adding_a_constant_to_a_row_changes_nothing() {
     let xs: Tensor<(usize, usize), f32, _> = dev.tensor_from_vec(shifted, (b, c));
     let t = labels(b, c, 6);
     let loss = PolyLoss::new([2.0, 1.0]).with_label_smoothing(0.1);
-    let (l1, l2) = (loss.forward(x.leaky_trace(), &t), loss.forward(xs.leaky_trace(), &t));
-    assert!((l1.array() - l2.array()).abs() < 1e-4, "{} vs {}", l1.array(), l2.array());
-    let d = max_abs_diff(&l1.backward().get(&x).as_vec(), &l2.backward().get(&xs).as_vec());
+    let (l1, l2) = (
+        loss.forward(x.leaky_trace(), &t),
+        loss.forward(xs.leaky_trace(), &t),
+    );
+    assert!(
+        (l1.array() - l2.array()).abs() < 1e-4,
+        "{} vs {}",
+        l1.array(),
+        l2.array()
+    );
+    let d = max_abs_diff(
+        &l1.backward().get(&x).as_vec(),
+        &l2.backward().get(&xs).as_vec(),
+    );
     assert!(d < 1e-5, "gradient differs by {d}");
 }
 
@@ -102,7 +128,8 @@ fn adding_a_constant_to_a_row_changes_nothing() {
 fn extreme_logits_and_coefficients_stay_finite() {
     let dev = Cpu::default();
     // ±1e4 logits with the target on the losing side.
-    let x: Tensor<Rank2<2, 4>, f32, _> = dev.tensor([[1e4, -1e4, 0.0, -1e4], [-1e4, -1e4, -1e4, 1e4]]);
+    let x: Tensor<Rank2<2, 4>, f32, _> =
+        dev.tensor([[1e4, -1e4, 0.0, -1e4], [-1e4, -1e4, -1e4, 1e4]]);
     for eps in [-1.0f32, 0.0, 2.0, 100.0] {
         let l = poly_loss(x.leaky_trace(), &[1, 3], [eps]);
         let v = l.array();
@@ -112,10 +139,22 @@ fn extreme_logits_and_coefficients_stay_finite() {
         assert!(g.iter().flatten().all(|v| v.is_finite()), "{g:?}");
         let f = PolyLoss::focal([eps], 2.0, Some(0.25)).forward(x.leaky_trace(), &[1, 3]);
         assert!(f.array().is_finite());
-        assert!(f.backward().get(&x).array().iter().flatten().all(|v| v.is_finite()));
+        assert!(f
+            .backward()
+            .get(&x)
+            .array()
+            .iter()
+            .flatten()
+            .all(|v| v.is_finite()));
         let s = poly_sigmoid_focal_loss(x.leaky_trace(), &[1, 3], [eps], 2.0, None);
         assert!(s.array().is_finite());
-        assert!(s.backward().get(&x).array().iter().flatten().all(|v| v.is_finite()));
+        assert!(s
+            .backward()
+            .get(&x)
+            .array()
+            .iter()
+            .flatten()
+            .all(|v| v.is_finite()));
     }
 }
 
@@ -136,7 +175,11 @@ fn one_hundred_thousand_classes() {
         let logpt = row[t[i]] - lse;
         want += (-logpt + 100.0 * (1.0 - logpt.exp())) / b as f64;
     }
-    assert!(((l.array() as f64) - want).abs() < 1e-3 * want.abs().max(1.0), "{} vs {want}", l.array());
+    assert!(
+        ((l.array() as f64) - want).abs() < 1e-3 * want.abs().max(1.0),
+        "{} vs {want}",
+        l.array()
+    );
     let g = l.backward().get(&x).as_vec();
     assert!(g.iter().all(|v| v.is_finite()));
     // Each row's gradient sums to zero (softmax invariance).
@@ -149,13 +192,20 @@ fn one_hundred_thousand_classes() {
 #[test]
 fn nan_propagates_to_its_row() {
     let dev = Cpu::default();
-    let x: Tensor<Rank2<3, 4>, f32, _> = dev.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, f32::NAN, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0]]);
+    let x: Tensor<Rank2<3, 4>, f32, _> = dev.tensor([
+        [1.0, 2.0, 3.0, 4.0],
+        [0.0, f32::NAN, 1.0, 2.0],
+        [1.0, 1.0, 1.0, 1.0],
+    ]);
     let t = [0usize, 2, 3];
     let l = poly_loss(x.leaky_trace(), &t, [2.0]);
     assert!(l.array().is_nan());
     let per = PolyLoss::new([2.0]).forward_per_sample(x.leaky_trace(), &t);
     let v = per.array();
-    assert!(v[0].is_finite() && v[1].is_nan() && v[2].is_finite(), "{v:?}");
+    assert!(
+        v[0].is_finite() && v[1].is_nan() && v[2].is_finite(),
+        "{v:?}"
+    );
     let g = per.sum().backward().get(&x).array();
     assert!(g[1].iter().all(|v| v.is_nan()));
     assert!(g[0].iter().chain(&g[2]).all(|v| v.is_finite()));
@@ -170,27 +220,68 @@ fn errors_name_what_is_wrong() {
     let dev = Cpu::default();
     let x: Tensor<(usize, usize), f32, _> = dev.tensor_from_vec(vec![0.0; 12], (3, 4));
     let e = try_poly_loss(x.clone(), &[0, 1, 7][..], [2.0]).unwrap_err();
-    assert_eq!(e, PolyLossError::TargetOutOfRange { row: 2, value: 7, classes: 4 });
+    assert_eq!(
+        e,
+        PolyLossError::TargetOutOfRange {
+            row: 2,
+            value: 7,
+            classes: 4
+        }
+    );
     assert!(e.to_string().contains("row 2") && e.to_string().contains("target 7"));
     let e = try_poly_loss(x.clone(), &[0, 1][..], [2.0]).unwrap_err();
-    assert!(matches!(e, PolyLossError::ShapeMismatch { what: "targets", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            PolyLossError::ShapeMismatch {
+                what: "targets",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let p: Tensor<(usize, usize), f32, _> = dev.tensor_from_vec(vec![0.25; 8], (2, 4));
     let e = try_poly_loss(x.clone(), p, [2.0]).unwrap_err();
-    assert!(e.to_string().contains("[2, 4]") && e.to_string().contains("[3, 4]"), "{e}");
+    assert!(
+        e.to_string().contains("[2, 4]") && e.to_string().contains("[3, 4]"),
+        "{e}"
+    );
     let e = try_poly_loss(x.clone(), &[0, 1, 2][..], []).unwrap_err();
     assert_eq!(e, PolyLossError::NoTerms);
-    let e = PolyLoss::new([1.0]).with_ignore_index(5).try_forward(x.clone(), &[5, 5, 5][..]).unwrap_err();
-    assert_eq!(e, PolyLossError::AllIgnored { ignore_index: 5, rows: 3 });
+    let e = PolyLoss::new([1.0])
+        .with_ignore_index(5)
+        .try_forward(x.clone(), &[5, 5, 5][..])
+        .unwrap_err();
+    assert_eq!(
+        e,
+        PolyLossError::AllIgnored {
+            ignore_index: 5,
+            rows: 3
+        }
+    );
     // ...but a sum over all-ignored rows is 0, as in PyTorch.
-    let s = PolyLoss::new([1.0]).with_ignore_index(5).with_reduction(Reduction::Sum);
+    let s = PolyLoss::new([1.0])
+        .with_ignore_index(5)
+        .with_reduction(Reduction::Sum);
     assert_eq!(s.forward(x.clone(), &[5, 5, 5][..]).array(), 0.0);
-    let e = PolyLoss::new([1.0]).with_weight(vec![1.0; 3]).try_forward(x.clone(), &[0, 1, 2][..]).unwrap_err();
+    let e = PolyLoss::new([1.0])
+        .with_weight(vec![1.0; 3])
+        .try_forward(x.clone(), &[0, 1, 2][..])
+        .unwrap_err();
     assert!(e.to_string().contains("class weights"), "{e}");
-    let e = PolyLoss::new([1.0]).with_label_smoothing(1.5).try_forward(x.clone(), &[0, 1, 2][..]).unwrap_err();
+    let e = PolyLoss::new([1.0])
+        .with_label_smoothing(1.5)
+        .try_forward(x.clone(), &[0, 1, 2][..])
+        .unwrap_err();
     assert!(e.to_string().contains("label_smoothing"), "{e}");
-    let e = PolyLoss::focal([1.0], -1.0, None).try_forward(x.clone(), &[0, 1, 2][..]).unwrap_err();
+    let e = PolyLoss::focal([1.0], -1.0, None)
+        .try_forward(x.clone(), &[0, 1, 2][..])
+        .unwrap_err();
     assert!(e.to_string().contains("gamma"), "{e}");
-    let e = PolyLoss::new([1.0]).with_reduction(Reduction::None).try_forward(x.clone(), &[0, 1, 2][..]).unwrap_err();
+    let e = PolyLoss::new([1.0])
+        .with_reduction(Reduction::None)
+        .try_forward(x.clone(), &[0, 1, 2][..])
+        .unwrap_err();
     assert_eq!(e, PolyLossError::ReductionNone);
     let e = try_poly_sigmoid_loss(x, &[0, 4, 1][..], [1.0]).unwrap_err();
     assert!(e.to_string().contains("row 1"), "{e}");
@@ -212,18 +303,31 @@ fn gradients_accumulate_and_follow_strides() {
     let xt = x.leaky_trace();
     let twice = poly_loss(xt.with_empty_tape(), &t, [2.0]) + poly_loss(xt, &t, [2.0]);
     let g2 = twice.backward().get(&x).as_vec();
-    let g1 = poly_loss(x.leaky_trace(), &t, [2.0]).backward().get(&x).as_vec();
+    let g1 = poly_loss(x.leaky_trace(), &t, [2.0])
+        .backward()
+        .get(&x)
+        .as_vec();
     assert!(max_abs_diff(&g2, &g1.iter().map(|v| 2.0 * v).collect::<Vec<_>>()) < 1e-6);
     // A broadcast (strided) input: the gradient of the vector sums the rows'.
     let v: Tensor<Rank1<6>, f32, _> = dev.tensor([0.5, -1.0, 2.0, 0.0, 1.0, -0.5]);
     let bl: Tensor<Rank2<4, 6>, f32, _, _> = v.leaky_trace().broadcast();
     let gv = poly_loss(bl, &t, [2.0]).backward().get(&v).array();
-    let rows: Tensor<Rank2<4, 6>, f32, _> = v.clone().broadcast::<Rank2<4, 6>, _>().try_contiguous().unwrap();
-    let gr = poly_loss(rows.leaky_trace(), &t, [2.0]).backward().get(&rows).array();
+    let rows: Tensor<Rank2<4, 6>, f32, _> = v
+        .clone()
+        .broadcast::<Rank2<4, 6>, _>()
+        .try_contiguous()
+        .unwrap();
+    let gr = poly_loss(rows.leaky_trace(), &t, [2.0])
+        .backward()
+        .get(&rows)
+        .array();
     for k in 0..6 {
         let want: f32 = (0..4).map(|i| gr[i][k]).sum();
         assert!((gv[k] - want).abs() < 1e-6);
     }
     // Without a tape the op records nothing and still computes the value.
-    assert_eq!(poly_loss(x.clone(), &t, [2.0]).array(), poly_loss(x.leaky_trace(), &t, [2.0]).array());
+    assert_eq!(
+        poly_loss(x.clone(), &t, [2.0]).array(),
+        poly_loss(x.leaky_trace(), &t, [2.0]).array()
+    );
 }

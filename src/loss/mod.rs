@@ -366,9 +366,9 @@ impl<const N: usize> PolyLoss<N> {
 /// What user code needs: `use poly_loss::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        poly_focal_loss, poly_loss, poly_sigmoid_focal_loss, poly_sigmoid_loss, try_poly_focal_loss,
-        try_poly_loss, try_poly_sigmoid_focal_loss, try_poly_sigmoid_loss, IntoTargets, PolyDevice,
-        PolyKind, PolyLoss, PolyLossError, PolyLossExt, Reduction,
+        poly_focal_loss, poly_loss, poly_sigmoid_focal_loss, poly_sigmoid_loss,
+        try_poly_focal_loss, try_poly_loss, try_poly_sigmoid_focal_loss, try_poly_sigmoid_loss,
+        IntoTargets, PolyDevice, PolyKind, PolyLoss, PolyLossError, PolyLossExt, Reduction,
     };
-    pub use crate::config::{PolyConfig, load_poly_loss};
+    pub use crate::config::{load_poly_loss, PolyConfig};
 }

@@ -21,7 +21,10 @@ pub trait TargetStorage: Device<f32> {
     /// The buffer type.
     type Probs: Send + Sync + 'static;
     /// Copies a tensor's elements (logical order) into a target buffer.
-    fn probs_buffer<S: Shape, T>(&self, t: &Tensor<S, f32, Self, T>) -> Result<Self::Probs, Self::Err>;
+    fn probs_buffer<S: Shape, T>(
+        &self,
+        t: &Tensor<S, f32, Self, T>,
+    ) -> Result<Self::Probs, Self::Err>;
 }
 
 /// A dfdx device that runs the PolyLoss ops: `Cpu`, and `Cuda` with the
@@ -128,7 +131,10 @@ impl TargetStorage for Cpu {
 #[cfg(feature = "cuda")]
 impl TargetStorage for Cuda {
     type Probs = crate::device::cuda::CudaVec;
-    fn probs_buffer<S: Shape, T>(&self, t: &Tensor<S, f32, Self, T>) -> Result<Self::Probs, CudaError> {
+    fn probs_buffer<S: Shape, T>(
+        &self,
+        t: &Tensor<S, f32, Self, T>,
+    ) -> Result<Self::Probs, CudaError> {
         crate::device::cuda::device_copy(t)
     }
 }

@@ -60,6 +60,7 @@ pub trait SigmoidKernel: TargetStorage {
     /// What the forward keeps for the backward.
     type SigmoidSaved: Send + Sync + 'static;
     /// Forward: the output tensor (shape `out`) and the saved state.
+    #[allow(clippy::type_complexity)]
     fn sigmoid_fwd<S: Shape, T, O: Shape>(
         &self,
         logits: &Tensor<S, f32, Self, T>,

@@ -109,10 +109,7 @@ fn row_probs(z: &[f32], y: &[f32], p: &SoftmaxParams) -> (f32, RowStat) {
     let loss = a * ce + su * g;
     let bc = da * ce + su * dg;
     let ca = a * su - bc * pt;
-    (
-        loss as f32,
-        [m, (ca / s) as f32, (bc / s) as f32, a as f32],
-    )
+    (loss as f32, [m, (ca / s) as f32, (bc / s) as f32, a as f32])
 }
 
 impl SoftmaxKernel for Cpu {

@@ -16,7 +16,7 @@
 mod cpu_kernel;
 pub(crate) use cpu_kernel::for_row_blocks;
 #[cfg(feature = "cuda")]
-mod cuda_kernel;
+pub(crate) mod cuda_kernel;
 
 use dfdx::prelude::*;
 
@@ -62,6 +62,7 @@ pub trait SoftmaxKernel: TargetStorage {
     /// What the forward keeps for the backward.
     type Saved: Send + Sync + 'static;
     /// Forward: the output tensor (shape `out`) and the saved state.
+    #[allow(clippy::type_complexity)]
     fn softmax_fwd<S: Shape, T, O: Shape>(
         &self,
         logits: &Tensor<S, f32, Self, T>,
