@@ -118,7 +118,7 @@ pub fn train(d: &Digits, loss: Loss, epochs: usize, seed: u64) -> (Vec<f32>, Met
                         dev.tensor_from_vec(y, (chunk.len(), Const));
                     cross_entropy_with_logits_loss(logits, y)
                 }
-                Loss::Poly1(eps) => poly_loss::<1, _, _, _, _>(logits, &yb, [eps]),
+                Loss::Poly1(eps) => poly_loss(logits, &yb, [eps]),
             };
             total += l.array();
             batches += 1;

@@ -97,8 +97,8 @@ pub enum Reduction {
 ///     .with_weight(vec![1.0, 2.0, 0.5])
 ///     .with_ignore_index(3);
 /// let l = loss.forward(logits.leaky_trace(), &[0, 2, 3, 1][..]);
-/// let grads = l.backward();
 /// assert!(l.array().is_finite());
+/// let grads = l.backward();
 /// assert_eq!(grads.get(&logits).array()[2], [0.0; 3]); // row 2 is ignored
 /// ```
 #[derive(Debug, Clone, PartialEq)]
