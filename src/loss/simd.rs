@@ -26,15 +26,17 @@ pub(crate) fn exp_lane(x: f32) -> f32 {
     // `<` with NaN is false, so NaN passes both clamps unchanged.
     let x = if x < -87.33 { -87.33 } else { x };
     let x = if x > 88.37 { 88.37 } else { x };
-    let t = x * LOG2E + MAGIC;
+    let t = x.mul_add(LOG2E, MAGIC);
     let n = t - MAGIC;
-    let r = x - n * LN2_HI - n * LN2_LO;
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
     let r2 = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let p = p * r2 + r + 1.0;
+    let p = 1.987_569_1e-4f32
+        .mul_add(r, 1.398_199_9e-3)
+        .mul_add(r, 8.333_452e-3)
+        .mul_add(r, 4.166_579_6e-2)
+        .mul_add(r, 1.666_666_5e-1)
+        .mul_add(r, 0.5);
+    let p = p.mul_add(r2, r + 1.0);
     let ni = (t.to_bits() as i32).wrapping_sub(MAGIC_BITS);
     let scale = f32::from_bits((ni.wrapping_add(127) as u32) << 23);
     p * scale
@@ -149,18 +151,35 @@ multiversion! {
 
     /// (Σ e^(z-m), Σ (z-m)); the second is NaN when the row holds NaN or +∞.
     fn sum_exp_shift(z: &[f32], m: f32) -> (f32, f32) {
-        let mut s = [0.0f32; LANES];
-        let mut d = [0.0f32; LANES];
-        let chunks = z.chunks_exact(LANES);
+        // Four independent accumulators per sum: the exp polynomial is a
+        // long dependency chain, so several vectors must be in flight.
+        let mut s = [[0.0f32; LANES]; 4];
+        let mut d = [[0.0f32; LANES]; 4];
+        let big = z.chunks_exact(4 * LANES);
+        let rest = big.remainder();
+        for c in big {
+            for u in 0..4 {
+                for l in 0..LANES {
+                    let x = c[u * LANES + l] - m;
+                    s[u][l] += exp_lane(x);
+                    d[u][l] += x;
+                }
+            }
+        }
+        let chunks = rest.chunks_exact(LANES);
         let tail = chunks.remainder();
         for c in chunks {
             for l in 0..LANES {
                 let x = c[l] - m;
-                s[l] += exp_lane(x);
-                d[l] += x;
+                s[0][l] += exp_lane(x);
+                d[0][l] += x;
             }
         }
-        let (mut s1, mut d1) = (hsum(s), hsum(d));
+        let (mut s1, mut d1) = (0.0f32, 0.0f32);
+        for u in 0..4 {
+            s1 += hsum(s[u]);
+            d1 += hsum(d[u]);
+        }
         for &v in tail {
             s1 += exp_lane(v - m);
             d1 += v - m;
@@ -236,7 +255,7 @@ multiversion! {
             }
             None => {
                 for (g, &v) in g.iter_mut().zip(z) {
-                    *g += ca * exp_lane(v - m) - cb;
+                    *g += ca.mul_add(exp_lane(v - m), -cb);
                 }
             }
         }

@@ -12,6 +12,12 @@ pub struct CpuSigmoidSaved {
     z: Vec<f32>,
 }
 
+impl Drop for CpuSigmoidSaved {
+    fn drop(&mut self) {
+        crate::device::cpu::recycle(std::mem::take(&mut self.z));
+    }
+}
+
 /// Target of element (i, k), or `None` for an ignored row.
 #[inline]
 fn target<D: crate::loss::targets::TargetStorage<Probs = Vec<f32>>>(
@@ -36,7 +42,7 @@ impl SigmoidKernel for Cpu {
         out: O,
     ) -> Result<(Tensor<O, f32, Self>, CpuSigmoidSaved), CpuError> {
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = crate::device::cpu::host_vec(logits);
+        let z = crate::device::cpu::host_vec_pooled(logits);
         let mut losses = vec![0.0f64; b];
         for_row_blocks(&mut losses, 1, b, c, |first, blk| {
             for (j, l) in blk.iter_mut().enumerate() {

@@ -26,6 +26,12 @@ pub struct CpuSaved {
     stats: Vec<RowStat>,
 }
 
+impl Drop for CpuSaved {
+    fn drop(&mut self) {
+        crate::device::cpu::recycle(std::mem::take(&mut self.z));
+    }
+}
+
 /// Runs `f(first_row, block)` over blocks of `out` (`per_row` items a row),
 /// in parallel when the call is big enough to pay for rayon's fork/join.
 pub(crate) fn for_row_blocks<X: Send>(
@@ -122,7 +128,7 @@ impl SoftmaxKernel for Cpu {
         out: O,
     ) -> Result<(Tensor<O, f32, Self>, CpuSaved), CpuError> {
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = crate::device::cpu::host_vec(logits);
+        let z = crate::device::cpu::host_vec_pooled(logits);
         // Per row: [loss, stats..].
         let mut rows = vec![[0.0f32; 5]; b];
         if c > 0 {
