@@ -33,6 +33,17 @@ pub use error::PolyLossError;
 pub use spec::{PolyKind, PolyLoss, Reduction};
 pub use targets::{IntoTargets, PolyDevice, TargetStorage, Targets};
 
+/// The instruction-set path the CPU kernels use: `"avx512"`, `"avx2"` or
+/// `"scalar"` (capped by the environment variable `POLY_LOSS_SIMD=scalar|avx2`,
+/// read once per process).
+pub fn cpu_simd_path() -> &'static str {
+    match simd::level() {
+        simd::Level::Avx512 => "avx512",
+        simd::Level::Avx2 => "avx2",
+        simd::Level::Scalar => "scalar",
+    }
+}
+
 use poly_sigmoid::{sigmoid_op, SigmoidJob, SigmoidParams};
 use poly_softmax::{softmax_op, SoftmaxJob, SoftmaxParams};
 
@@ -43,6 +54,14 @@ use poly_softmax::{softmax_op, SoftmaxJob, SoftmaxParams};
 /// or target probabilities (`Tensor<(B, C), f32, D>`). N is inferred from
 /// `epsilon`. Panics with [`PolyLossError`]'s message on bad input; see
 /// [`try_poly_loss`].
+///
+/// Call shapes: `poly_loss(logits, &labels, [2.0])` (N inferred),
+/// `poly_loss::<1, _, _, _, _>(..)`, or the method
+/// `logits.poly_loss::<1>(&labels, [2.0])` ([`PolyLossExt`]). A turbofish that
+/// names only N, `poly_loss::<1>(..)`, is rejected by rustc (E0107): a free
+/// function generic over the logits' dims, device and tape must be given all
+/// its generic arguments or none, and stable Rust has no default type
+/// parameters on functions.
 ///
 /// ```
 /// use dfdx::prelude::*;
