@@ -1,0 +1,120 @@
+//! The CUDA ops against the CPU ops on random inputs (run on a machine with a
+//! GPU: `cargo test --features cuda --test cuda_loss`).
+#![cfg(feature = "cuda")]
+
+use dfdx::prelude::*;
+use poly_loss::prelude::*;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn compare(loss: PolyLoss<2>, b: usize, c: usize, probs: bool, per_sample: bool, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let z: Vec<f32> = (0..b * c).map(|_| rng.gen_range(-6.0..6.0)).collect();
+    let t: Vec<usize> = (0..b)
+        .map(|i| if i % 7 == 3 { 1 } else { rng.gen_range(0..c) })
+        .collect();
+    let y: Vec<f32> = (0..b * c).map(|_| rng.gen_range(0.0..1.0f32)).collect();
+    let coef: Vec<f32> = (0..b).map(|_| rng.gen_range(0.5..2.0)).collect();
+    let cpu = Cpu::default();
+    let gpu = Cuda::default();
+    macro_rules! run {
+        ($dev:expr) => {{
+            let x: Tensor<(usize, usize), f32, _> = $dev.tensor_from_vec(z.clone(), (b, c));
+            let yt: Tensor<(usize, usize), f32, _> = $dev.tensor_from_vec(y.clone(), (b, c));
+            let out = match (probs, per_sample) {
+                (false, false) => loss.forward(x.leaky_trace(), &t),
+                (true, false) => loss.forward(x.leaky_trace(), yt),
+                (p, true) => {
+                    let cv: Tensor<(usize,), f32, _> = $dev.tensor_from_vec(coef.clone(), (b,));
+                    let per = if p {
+                        loss.forward_per_sample(x.leaky_trace(), yt)
+                    } else {
+                        loss.forward_per_sample(x.leaky_trace(), &t)
+                    };
+                    (per * cv).sum()
+                }
+            };
+            let v = out.array();
+            (v, out.backward().get(&x).as_vec())
+        }};
+    }
+    let (vc, gc) = run!(cpu);
+    let (vg, gg) = run!(gpu);
+    let ctx = format!(
+        "{:?} b={b} c={c} probs={probs} per_sample={per_sample}",
+        loss.kind
+    );
+    assert!(
+        (vc - vg).abs() <= 1e-4 * (1.0 + vc.abs()),
+        "{ctx}: loss cpu {vc} vs cuda {vg}"
+    );
+    for (k, (a, g)) in gc.iter().zip(&gg).enumerate() {
+        assert!(
+            (a - g).abs() <= 1e-5 + 1e-4 * a.abs(),
+            "{ctx}: grad[{k}] cpu {a} vs cuda {g}"
+        );
+    }
+}
+
+#[test]
+fn cuda_matches_cpu_on_random_inputs() {
+    let kinds = [
+        PolyKind::Softmax,
+        PolyKind::SoftmaxFocal {
+            gamma: 2.0,
+            alpha: Some(0.25),
+        },
+        PolyKind::Sigmoid,
+        PolyKind::SigmoidFocal {
+            gamma: 2.0,
+            alpha: Some(0.25),
+        },
+    ];
+    let mut seed = 0;
+    for kind in kinds {
+        for &(b, c) in &[(1, 1), (3, 5), (64, 102), (256, 1000), (17, 3000)] {
+            for probs in [false, true] {
+                for per_sample in [false, true] {
+                    seed += 1;
+                    let base = PolyLoss::new([2.0, -0.5]).with_kind(kind);
+                    compare(base.clone(), b, c, probs, per_sample, seed);
+                    let w: Vec<f32> = (0..c).map(|k| 0.5 + (k % 5) as f32 * 0.3).collect();
+                    let mut opts = base.with_label_smoothing(0.1).with_weight(w);
+                    if !probs {
+                        opts = opts.with_ignore_index(1);
+                    }
+                    compare(opts, b.max(4), c.max(2), probs, per_sample, seed + 1000);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cuda_extreme_inputs_stay_finite_and_nan_propagates() {
+    let dev = Cuda::default();
+    let x: Tensor<Rank2<2, 4>, f32, _> =
+        dev.tensor([[1e4, -1e4, 0.0, -1e4], [-1e4, -1e4, -1e4, 1e4]]);
+    let l = poly_loss(x.leaky_trace(), &[1, 3], [100.0]);
+    assert!((l.array() - (2e4 + 100.0) / 2.0).abs() < 1.0);
+    assert!(l.backward().get(&x).as_vec().iter().all(|v| v.is_finite()));
+    let xn: Tensor<Rank2<2, 3>, f32, _> = dev.tensor([[0.0, f32::NAN, 1.0], [1.0, 2.0, 3.0]]);
+    let per = PolyLoss::new([2.0]).forward_per_sample(xn.leaky_trace(), &[0, 2]);
+    let v = per.array();
+    assert!(v[0].is_nan() && v[1].is_finite());
+    let g = per.sum().backward().get(&xn).as_vec();
+    assert!(g[..3].iter().all(|v| v.is_nan()) && g[3..].iter().all(|v| v.is_finite()));
+    // A large class count.
+    let big: Tensor<(usize, usize), f32, _> = dev.tensor_from_vec(
+        (0..200_000)
+            .map(|i| ((i * 37) % 1000) as f32 * 0.01)
+            .collect(),
+        (2, 100_000),
+    );
+    let cpu_big: Tensor<(usize, usize), f32, _> =
+        Cpu::default().tensor_from_vec(big.as_vec(), (2, 100_000));
+    let (a, b) = (
+        poly_loss(big, &[5, 99_999], [2.0]).array(),
+        poly_loss(cpu_big, &[5, 99_999], [2.0]).array(),
+    );
+    assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+}

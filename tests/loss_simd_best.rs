@@ -1,0 +1,9 @@
+//! The fused op on the `best` instruction-set path against an f64 reference.
+
+#[path = "support/simd_path.rs"]
+mod simd_path;
+
+#[test]
+fn best_path_matches_f64() {
+    simd_path::check_against_f64("best");
+}
