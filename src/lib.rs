@@ -6,3 +6,15 @@
 //! ResNet-50.
 
 pub(crate) mod device;
+
+pub mod config;
+pub mod loss;
+
+pub use config::PolyConfig;
+pub use loss::{PolyKind, PolyLoss, PolyLossError, Reduction};
+
+/// `use poly_loss::prelude::*;` brings the loss functions, [`PolyLoss`],
+/// [`PolyConfig`] and the traits their signatures use.
+pub mod prelude {
+    pub use crate::loss::prelude::*;
+}

@@ -1,0 +1,436 @@
+//! The tuned-coefficients file: [`PolyConfig`] (TOML).
+//!
+//! ```toml
+//! [loss]
+//! kind = "poly"          # "poly" | "poly-focal" | "poly-sigmoid" | "poly-sigmoid-focal"
+//! terms = 1              # N; must equal epsilon.len()
+//! epsilon = [2.0]
+//! label_smoothing = 0.0  # optional
+//! # gamma = 2.0          # focal kinds only (required there)
+//! # alpha = 0.25         # focal kinds only (optional)
+//!
+//! [result]               # optional: written by the tuner
+//! metric = "val_top1_accuracy"
+//! best = 0.9632
+//! baseline = 0.9511
+//! seeds = [0, 1, 2]
+//!
+//! [provenance]           # optional: known keys typed, extra keys kept
+//! dataset = "digits"
+//! ```
+//!
+//! `[loss]` and `[result]` are strict: an unknown key is an error that names
+//! the key and line. `[provenance]` keeps keys it does not know, so files
+//! round-trip through [`PolyConfig::to_toml_string`].
+//!
+//! ```
+//! use poly_loss::config::PolyConfig;
+//!
+//! let cfg = PolyConfig::from_toml_str("[loss]\nterms = 1\nepsilon = [2.0]\n").unwrap();
+//! let loss = cfg.poly_loss::<1>().unwrap();
+//! assert_eq!(loss.epsilon, [2.0]);
+//! // Asking for another N names both counts.
+//! let err = cfg.poly_loss::<2>().unwrap_err();
+//! assert!(err.to_string().contains("1 coefficient"));
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::loss::{PolyKind, PolyLoss};
+
+/// Where a string config came from, in error messages.
+const STRING_SOURCE: &str = "<toml string>";
+
+/// An error reading, checking or writing a [`PolyConfig`]; every message names
+/// the file (or `<toml string>`) and the key or line at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a key is unknown, missing or of the wrong type
+    /// (the message gives the line, column and key).
+    #[error("{source_name}: {message}")]
+    Parse {
+        /// The file or `<toml string>`.
+        source_name: String,
+        /// toml's message with line and key.
+        message: String,
+    },
+    /// Well-formed but inconsistent (e.g. `terms` ≠ `epsilon.len()`).
+    #[error("{source_name}: key `{key}`: {message}")]
+    Invalid {
+        /// The file or `<toml string>`.
+        source_name: String,
+        /// The offending key, e.g. `loss.gamma`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// `poly_loss::<N>()` asked for a different number of coefficients.
+    #[error("{source_name}: key `loss.epsilon`: the file holds {found} coefficient(s) but PolyLoss<{wanted}> needs {wanted}")]
+    TermsMismatch {
+        /// The file or `<toml string>`.
+        source_name: String,
+        /// Coefficients in the file.
+        found: usize,
+        /// The N asked for.
+        wanted: usize,
+    },
+    /// Serialising to TOML failed.
+    #[error("cannot write the config as TOML: {0}")]
+    Serialize(String),
+}
+
+/// The loss kind as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Poly-N on softmax cross-entropy.
+    #[default]
+    Poly,
+    /// Poly-N on softmax focal loss (needs `gamma`).
+    PolyFocal,
+    /// Poly-N on sigmoid BCE.
+    PolySigmoid,
+    /// Poly-N on sigmoid focal loss (needs `gamma`).
+    PolySigmoidFocal,
+}
+
+impl LossKind {
+    fn is_focal(self) -> bool {
+        matches!(self, LossKind::PolyFocal | LossKind::PolySigmoidFocal)
+    }
+}
+
+/// `[loss]`: what to build the loss from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossSection {
+    /// Loss kind (default `poly`).
+    #[serde(default)]
+    pub kind: LossKind,
+    /// N, the number of coefficients.
+    pub terms: usize,
+    /// ε₁..ε_N (the paper's form, no 1/j).
+    pub epsilon: Vec<f64>,
+    /// Label smoothing α in [0, 1].
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Focal γ (focal kinds only; required there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    /// Focal α (focal kinds only; optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+}
+
+impl LossSection {
+    /// A plain softmax Poly-N section with these coefficients.
+    pub fn poly(epsilon: Vec<f64>) -> Self {
+        Self {
+            kind: LossKind::Poly,
+            terms: epsilon.len(),
+            epsilon,
+            label_smoothing: 0.0,
+            gamma: None,
+            alpha: None,
+        }
+    }
+}
+
+/// `[result]`: what the search found (written by the tuner).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultSection {
+    /// Name of the metric, e.g. `val_top1_accuracy`.
+    pub metric: String,
+    /// Best value found by the search.
+    pub best: f64,
+    /// The cross-entropy baseline (ε = 0) of the same study.
+    pub baseline: f64,
+    /// Seeds of the confirmation re-runs.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    /// Mean over the re-runs of the best ε.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_mean: Option<f64>,
+    /// Standard deviation over the re-runs of the best ε.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_std: Option<f64>,
+    /// Mean over the re-runs of the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_mean: Option<f64>,
+    /// Standard deviation over the re-runs of the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_std: Option<f64>,
+    /// `best_mean - baseline_mean`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difference: Option<f64>,
+}
+
+/// `[provenance]`: where the result came from. Unknown keys are kept in
+/// `extra` and written back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Data set name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// SHA-256 of the starting weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
+    /// Training schedule description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Search algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver: Option<String>,
+    /// Number of fine-tunes the search could spend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u64>,
+    /// Version of polytune that wrote the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polytune_version: Option<String>,
+    /// When it was written (RFC 3339 string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    /// Any other keys, kept as they were.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, toml::Value>,
+}
+
+/// A tuned-coefficients file. See the [module docs](self) for the schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolyConfig {
+    /// `[loss]`.
+    pub loss: LossSection,
+    /// `[result]` (absent in hand-written configs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultSection>,
+    /// `[provenance]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+impl PolyConfig {
+    /// A config holding only a `[loss]` section.
+    pub fn new(loss: LossSection) -> Self {
+        Self {
+            loss,
+            result: None,
+            provenance: None,
+        }
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks a config held in a string.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, STRING_SOURCE)
+    }
+
+    fn parse(text: &str, source_name: &str) -> Result<Self, ConfigError> {
+        let cfg: PolyConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            source_name: source_name.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.check(source_name)?;
+        Ok(cfg)
+    }
+
+    /// Checks the cross-key rules (`terms` = `epsilon.len()`, γ present
+    /// exactly for focal kinds, ranges). `load` and `from_toml_str` call it;
+    /// call it on configs built in code before saving them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check(STRING_SOURCE)
+    }
+
+    fn check(&self, source_name: &str) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, message: String| ConfigError::Invalid {
+            source_name: source_name.to_string(),
+            key,
+            message,
+        };
+        let l = &self.loss;
+        if l.terms == 0 {
+            return Err(bad("loss.terms", "must be at least 1".into()));
+        }
+        if l.terms != l.epsilon.len() {
+            return Err(bad(
+                "loss.terms",
+                format!(
+                    "terms = {} but epsilon has {} value(s)",
+                    l.terms,
+                    l.epsilon.len()
+                ),
+            ));
+        }
+        if let Some((i, e)) = l.epsilon.iter().enumerate().find(|(_, e)| !e.is_finite()) {
+            return Err(bad(
+                "loss.epsilon",
+                format!("epsilon[{i}] = {e} is not finite"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&l.label_smoothing) {
+            return Err(bad(
+                "loss.label_smoothing",
+                format!("{} is outside [0, 1]", l.label_smoothing),
+            ));
+        }
+        if l.kind.is_focal() {
+            match l.gamma {
+                None => {
+                    return Err(bad(
+                        "loss.gamma",
+                        format!("required for kind = {:?}", kind_name(l.kind)),
+                    ))
+                }
+                Some(g) if !(g.is_finite() && g >= 0.0) => {
+                    return Err(bad("loss.gamma", format!("{g} must be finite and >= 0")))
+                }
+                _ => {}
+            }
+            if let Some(a) = l.alpha {
+                if !(0.0..=1.0).contains(&a) {
+                    return Err(bad("loss.alpha", format!("{a} is outside [0, 1]")));
+                }
+            }
+        } else {
+            if l.gamma.is_some() {
+                return Err(bad(
+                    "loss.gamma",
+                    format!(
+                        "only focal kinds take gamma, not kind = {:?}",
+                        kind_name(l.kind)
+                    ),
+                ));
+            }
+            if l.alpha.is_some() {
+                return Err(bad(
+                    "loss.alpha",
+                    format!(
+                        "only focal kinds take alpha, not kind = {:?}",
+                        kind_name(l.kind)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file's text.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Serialize(e.to_string()))
+    }
+
+    /// Writes the config atomically: a temporary file in the same directory,
+    /// flushed to disk, then renamed over `path` (readers never see half a file).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ConfigError> {
+        let path = path.as_ref();
+        self.validate()?;
+        let text = self.to_toml_string()?;
+        let io = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| io(std::io::Error::other("the path names no file")))?;
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })
+    }
+
+    /// The configured loss. Fails when the file holds a number of
+    /// coefficients other than `N`.
+    pub fn poly_loss<const N: usize>(&self) -> Result<PolyLoss<N>, ConfigError> {
+        self.poly_loss_named(STRING_SOURCE)
+    }
+
+    fn poly_loss_named<const N: usize>(
+        &self,
+        source_name: &str,
+    ) -> Result<PolyLoss<N>, ConfigError> {
+        self.check(source_name)?;
+        let l = &self.loss;
+        if l.epsilon.len() != N {
+            return Err(ConfigError::TermsMismatch {
+                source_name: source_name.to_string(),
+                found: l.epsilon.len(),
+                wanted: N,
+            });
+        }
+        let mut epsilon = [0.0f32; N];
+        for (e, &v) in epsilon.iter_mut().zip(&l.epsilon) {
+            *e = v as f32;
+        }
+        let gamma = l.gamma.unwrap_or(0.0) as f32;
+        let alpha = l.alpha.map(|a| a as f32);
+        let kind = match l.kind {
+            LossKind::Poly => PolyKind::Softmax,
+            LossKind::PolyFocal => PolyKind::SoftmaxFocal { gamma, alpha },
+            LossKind::PolySigmoid => PolyKind::Sigmoid,
+            LossKind::PolySigmoidFocal => PolyKind::SigmoidFocal { gamma, alpha },
+        };
+        Ok(PolyLoss::new(epsilon)
+            .with_kind(kind)
+            .with_label_smoothing(l.label_smoothing as f32))
+    }
+}
+
+fn kind_name(k: LossKind) -> &'static str {
+    match k {
+        LossKind::Poly => "poly",
+        LossKind::PolyFocal => "poly-focal",
+        LossKind::PolySigmoid => "poly-sigmoid",
+        LossKind::PolySigmoidFocal => "poly-sigmoid-focal",
+    }
+}
+
+/// Loads a config and builds the loss in one step, naming the file in errors.
+///
+/// ```no_run
+/// let loss = poly_loss::config::load_poly_loss::<1>("configs/poly1-sample.toml")?;
+/// # Ok::<(), poly_loss::config::ConfigError>(())
+/// ```
+pub fn load_poly_loss<const N: usize>(path: impl AsRef<Path>) -> Result<PolyLoss<N>, ConfigError> {
+    let path = path.as_ref();
+    PolyConfig::load(path)?.poly_loss_named(&path.display().to_string())
+}
