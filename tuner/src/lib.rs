@@ -6,3 +6,4 @@
 
 pub mod orchestrator;
 pub mod search;
+pub mod study;

@@ -37,6 +37,17 @@ pub enum TrialOutcome {
     Cancelled,
 }
 
+/// One trial's outcome with the parent's timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRun {
+    /// How it ended.
+    pub outcome: TrialOutcome,
+    /// When it started (a worker was free).
+    pub started: std::time::SystemTime,
+    /// Wall time from start to end (zero if it never started).
+    pub duration: Duration,
+}
+
 /// How far a shutdown has gone. Ordered: `Running < Draining < Kill`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StopLevel {
@@ -241,22 +252,34 @@ impl Orchestrator {
 
     /// Runs one trial when a worker is free. Returns `Cancelled` without
     /// starting it once a stop was requested.
-    pub async fn run_one(&self, spec: TrialSpec) -> TrialOutcome {
+    pub async fn run_one(&self, spec: TrialSpec) -> TrialRun {
+        let not_started = || TrialRun {
+            outcome: TrialOutcome::Cancelled,
+            started: std::time::SystemTime::now(),
+            duration: Duration::ZERO,
+        };
         if self.shutdown.is_stopping() {
-            return TrialOutcome::Cancelled;
+            return not_started();
         }
         let permit = tokio::select! {
             p = self.permits.clone().acquire_owned() => p,
-            _ = self.shutdown.reached(StopLevel::Draining) => return TrialOutcome::Cancelled,
+            _ = self.shutdown.reached(StopLevel::Draining) => return not_started(),
         };
         let Ok(_permit) = permit else {
-            return TrialOutcome::Cancelled;
+            return not_started();
         };
         if self.shutdown.is_stopping() {
-            return TrialOutcome::Cancelled;
+            return not_started();
         }
         tracing::debug!(trial = spec.trial, phase = spec.phase.as_str(), epsilon = ?spec.epsilon, seed = spec.seed, "trial starts");
-        self.runner.run(spec, self.shutdown.subscribe()).await
+        let started = std::time::SystemTime::now();
+        let clock = std::time::Instant::now();
+        let outcome = self.runner.run(spec, self.shutdown.subscribe()).await;
+        TrialRun {
+            outcome,
+            started,
+            duration: clock.elapsed(),
+        }
     }
 
     /// Starts all `specs` on the pool and returns a channel that yields
@@ -266,7 +289,7 @@ impl Orchestrator {
     pub fn run_batch_blocking(
         &self,
         specs: Vec<TrialSpec>,
-    ) -> std::sync::mpsc::Receiver<(usize, TrialOutcome)> {
+    ) -> std::sync::mpsc::Receiver<(usize, TrialRun)> {
         let (tx, rx) = std::sync::mpsc::channel();
         for (i, spec) in specs.into_iter().enumerate() {
             let this = self.clone();
@@ -319,7 +342,8 @@ mod tests {
         .unwrap();
         assert_eq!(rx.len(), 6);
         for (i, o) in rx {
-            assert_eq!(o, TrialOutcome::Failed(format!("eps {}", i)));
+            assert_eq!(o.outcome, TrialOutcome::Failed(format!("eps {}", i)));
+            assert!(o.duration >= Duration::from_millis(20));
         }
         assert_eq!(peak.load(Ordering::SeqCst), 2);
     }
@@ -343,7 +367,7 @@ mod tests {
             o => panic!("{o:?}"),
         }
         shutdown.raise(StopLevel::Draining);
-        assert_eq!(pool.run_one(spec(2)).await, TrialOutcome::Cancelled);
+        assert_eq!(pool.run_one(spec(2)).await.outcome, TrialOutcome::Cancelled);
         shutdown.raise(StopLevel::Running); // never lowers
         assert_eq!(shutdown.level(), StopLevel::Draining);
     }
