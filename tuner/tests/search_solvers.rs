@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use polytune::search::{
-    run_search, trial_cost, SearchConfig, SearchEnd, SolverKind, TrialBackend, FAILED_COST,
+    failed_cost, run_search, trial_cost, SearchConfig, SearchEnd, SolverKind, TrialBackend,
+    FAILED_COST,
 };
 
 /// An analytic "fine-tune": records every batch, checks the bounds.
@@ -57,7 +58,9 @@ impl TrialBackend for Analytic {
         Some(
             trials
                 .iter()
-                .map(|(_, e)| (self.f)(e).map_or(FAILED_COST, |acc| trial_cost(acc, 0.5)))
+                .map(|(_, e)| {
+                    (self.f)(e).map_or_else(|| failed_cost(e), |acc| trial_cost(acc, 0.5))
+                })
                 .collect(),
         )
     }

@@ -16,7 +16,11 @@
 //!   ([`trial_cost`]): validation error, ties broken by validation loss. The
 //!   loss term is at most 1e-4, less than one image in 10 000, so it never
 //!   outweighs a difference in accuracy.
-//! * Failed trials cost [`FAILED_COST`] = 2, worse than any real trial;
+//! * Failed trials cost [`failed_cost`] = 2 + 0.01·‖ε‖, worse than any real
+//!   trial, and slightly worse the further ε is from the baseline, so a
+//!   simplex of failures still has a direction (towards smaller ε, which
+//!   trains more like plain cross-entropy) instead of a flat plateau that
+//!   Nelder–Mead would take for convergence;
 //!   points asked for after the budget is spent (within the last iteration)
 //!   cost [`UNEVALUATED_COST`] = 4 and run nothing. argmin never sees NaN or ∞.
 //! * The executor stops after the iteration in which the budget ran out
@@ -61,8 +65,21 @@ pub use random::RandomSearch;
 pub use space::{Bounds, SineMap, PAPER_EPSILON1, SAME_POINT_TOLERANCE};
 pub use swarm::SeededSwarm;
 
-/// Cost of a failed trial: worse than any finished one (those are ≤ 1.0001).
+/// Base cost of a failed trial: worse than any finished one (those are ≤ 1.0001).
 pub const FAILED_COST: f64 = 2.0;
+
+/// The cost of a failed trial at `epsilon`: `2 + 0.01·min(‖ε‖, 100)`, in
+/// [2, 3], below [`UNEVALUATED_COST`].
+pub fn failed_cost(epsilon: &[f64]) -> f64 {
+    let norm = epsilon.iter().map(|e| e * e).sum::<f64>().sqrt();
+    FAILED_COST
+        + 0.01
+            * if norm.is_finite() {
+                norm.min(100.0)
+            } else {
+                100.0
+            }
+}
 /// Cost returned for points asked for after the budget is spent or a stop
 /// was requested; no trial runs for them.
 pub const UNEVALUATED_COST: f64 = 4.0;
@@ -80,7 +97,7 @@ pub fn trial_cost(val_accuracy: f64, val_loss: f64) -> f64 {
 /// Runs search trials for the [`Evaluator`].
 pub trait TrialBackend: Send + Sync + 'static {
     /// Runs the trials `(index, ε)` (concurrently where it can) and returns
-    /// one finite cost each, in order — [`FAILED_COST`] for a failed trial.
+    /// one finite cost each, in order — [`failed_cost`] for a failed trial.
     /// `None` means the search must stop now (a shutdown, or a fatal error
     /// the backend keeps for its caller).
     fn run_trials(&self, trials: &[(u64, Vec<f64>)]) -> Option<Vec<f64>>;
@@ -93,7 +110,7 @@ pub struct EvaluatedPoint {
     pub index: u64,
     /// ε.
     pub epsilon: Vec<f64>,
-    /// Its cost ([`trial_cost`] or [`FAILED_COST`]).
+    /// Its cost ([`trial_cost`] or [`failed_cost`]).
     pub cost: f64,
 }
 
@@ -234,7 +251,8 @@ impl<B: TrialBackend> Evaluator<B> {
                 Some(new_costs) if new_costs.len() == new.len() => {
                     let new_costs: Vec<f64> = new_costs
                         .into_iter()
-                        .map(|c| if c.is_finite() { c } else { FAILED_COST })
+                        .zip(&new)
+                        .map(|(c, (_, e))| if c.is_finite() { c } else { failed_cost(e) })
                         .collect();
                     for (k, j) in from_new {
                         costs[k] = new_costs[j];

@@ -13,7 +13,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::orchestrator::TrialPhase;
-use crate::search::{trial_cost, FAILED_COST};
+use crate::search::{failed_cost, trial_cost};
 
 /// How a journaled trial ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,11 +67,11 @@ pub struct TrialRecord {
 }
 
 impl TrialRecord {
-    /// The search cost of this trial ([`trial_cost`] or [`FAILED_COST`]).
+    /// The search cost of this trial ([`trial_cost`] or [`failed_cost`]).
     pub fn cost(&self) -> f64 {
         match (self.state, self.val_accuracy, self.val_loss) {
             (RowState::Finished, Some(a), Some(l)) => trial_cost(a, l),
-            _ => FAILED_COST,
+            _ => failed_cost(&self.epsilon),
         }
     }
 

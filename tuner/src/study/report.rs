@@ -18,7 +18,15 @@ fn row(out: &mut String, r: &TrialRecord, mark: &str) {
     let note = if r.error.is_empty() {
         mark.to_string()
     } else {
-        let e: String = r.error.chars().take(60).collect();
+        // Long reasons: keep the start (what failed) and the end (the last stderr line).
+        let chars: Vec<char> = r.error.chars().collect();
+        let e: String = if chars.len() > 110 {
+            let head: String = chars[..30].iter().collect();
+            let tail: String = chars[chars.len() - 77..].iter().collect();
+            format!("{head}...{tail}")
+        } else {
+            r.error.clone()
+        };
         format!("{mark}{e}")
     };
     let _ = writeln!(
@@ -50,7 +58,7 @@ impl StudyReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "search: {} , budget {}, {} trials ({} run now, {} from the journal)",
+            "search: {}, budget {}, {} trials ({} run now, {} from the journal)",
             self.solver,
             self.budget,
             self.trials.len(),
