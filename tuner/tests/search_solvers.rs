@@ -209,6 +209,11 @@ fn brent_converges_on_one_coefficient() {
     check_common(&out, &backend, 20);
     let best = out.best().unwrap();
     assert!((best.epsilon[0] - 3.7).abs() < 0.1, "best {best:?}");
+    // Brent converges after ~6 trials, then restarts around the best point
+    // on narrower brackets until the budget is spent.
+    assert_eq!((out.trials.len(), &out.end), (20, &SearchEnd::BudgetSpent));
+    let late: Vec<f64> = out.trials[8..].iter().map(|t| t.epsilon[0]).collect();
+    assert!(late.iter().all(|e| (e - 3.7).abs() < 2.8), "{late:?}");
 }
 
 #[test]

@@ -23,6 +23,9 @@
 //!   Nelder–Mead would take for convergence;
 //!   points asked for after the budget is spent (within the last iteration)
 //!   cost [`UNEVALUATED_COST`] = 4 and run nothing. argmin never sees NaN or ∞.
+//! * Nelder–Mead and Brent that converge with budget left restart around the
+//!   best point with half the previous step (a fresh executor run), so the
+//!   budget is used.
 //! * The executor stops after the iteration in which the budget ran out
 //!   ([`Budgeted::terminate`]); argmin's `max_iters` is only a safety net.
 //!
@@ -119,7 +122,8 @@ pub struct EvaluatedPoint {
 pub enum SearchEnd {
     /// All budgeted trials ran.
     BudgetSpent,
-    /// The solver stopped on its own (converged) before the budget was spent.
+    /// The solver converged before the budget was spent and a restart around
+    /// the best point found nothing new.
     SolverFinished(String),
     /// The backend asked to stop (shutdown or fatal error).
     Stopped,
@@ -277,6 +281,23 @@ impl<B: TrialBackend> Evaluator<B> {
         costs
     }
 
+    /// Trials run so far.
+    pub fn trial_count(&self) -> usize {
+        self.state.lock().expect("evaluator lock").history.len()
+    }
+
+    /// The lowest-cost point so far (lowest index on ties).
+    pub fn best_point(&self) -> Option<Vec<f64>> {
+        let st = self.state.lock().expect("evaluator lock");
+        let mut best: Option<&EvaluatedPoint> = None;
+        for h in &st.history {
+            if best.is_none_or(|b| h.cost < b.cost || (h.cost == b.cost && h.index < b.index)) {
+                best = Some(h);
+            }
+        }
+        best.map(|b| b.epsilon.clone())
+    }
+
     /// Evaluates one point.
     pub fn evaluate_one(&self, point: &[f64]) -> f64 {
         self.evaluate(&[point.to_vec()])[0]
@@ -420,6 +441,23 @@ pub fn initial_simplex(bounds: &Bounds, step: f64) -> Vec<Vec<f64>> {
     simplex
 }
 
+/// A restart simplex: the best point and, per coordinate, a step of
+/// `fraction` of the box width (away from the nearer bound).
+pub fn restart_simplex(bounds: &Bounds, best: &[f64], fraction: f64) -> Vec<Vec<f64>> {
+    let mut simplex = vec![best.to_vec()];
+    for j in 0..bounds.dim() {
+        let step = fraction * (bounds.upper[j] - bounds.lower[j]);
+        let mut p = best.to_vec();
+        p[j] = if best[j] + step <= bounds.upper[j] {
+            best[j] + step
+        } else {
+            best[j] - step
+        };
+        simplex.push(bounds.clamp(&p));
+    }
+    simplex
+}
+
 /// Runs the configured solver for at most `budget` trials (the baseline
 /// included). `seed` seeds the swarm's and random search's generators;
 /// `parallelism` is the default random-search batch. Blocks until done.
@@ -441,17 +479,31 @@ pub fn run_search<B: TrialBackend>(
         solver: cfg.solver,
         source,
     };
-    let reason: Option<String> = if eval.is_stopped() {
-        None
-    } else {
+    let reason_of = |state_reason: Option<&TerminationReason>| {
+        state_reason.map(|r| r.to_string()).unwrap_or_default()
+    };
+    let mut reason: Option<String> = None;
+    // Round 0 runs the solver from its initial simplex / bracket / swarm.
+    // Nelder–Mead and Brent may converge with budget left: they restart
+    // around the best point so far with a smaller step, until the budget is
+    // spent or a round adds no new trial.
+    for round in 0u32.. {
+        if eval.is_stopped() {
+            break;
+        }
+        let before = eval.trial_count();
+        let shrink = 0.5f64.powi(round as i32);
+        let best = eval.best_point().unwrap_or_else(|| bounds.baseline());
         match cfg.solver {
             SolverKind::NelderMead => {
                 let o = &cfg.nelder_mead;
                 let map = SineMap::new(bounds.clone());
-                let simplex = initial_simplex(&bounds, o.initial_step)
-                    .iter()
-                    .map(|p| map.to_internal(p))
-                    .collect();
+                let simplex = if round == 0 {
+                    initial_simplex(&bounds, o.initial_step)
+                } else {
+                    restart_simplex(&bounds, &best, 0.25 * shrink)
+                };
+                let simplex = simplex.iter().map(|p| map.to_internal(p)).collect();
                 let nm = NelderMead::new(simplex)
                     .with_sd_tolerance(o.sd_tolerance)
                     .and_then(|s| s.with_alpha(o.alpha))
@@ -468,12 +520,27 @@ pub fn run_search<B: TrialBackend>(
                     .ctrlc(false)
                     .run()
                     .map_err(argmin_err)?;
-                Some(
-                    res.state()
-                        .get_termination_reason()
-                        .map(|r| r.to_string())
-                        .unwrap_or_default(),
-                )
+                reason = Some(reason_of(res.state().get_termination_reason()));
+            }
+            SolverKind::Brent => {
+                let (lo, hi) = if round == 0 {
+                    (bounds.lower[0], bounds.upper[0])
+                } else {
+                    let w = 0.25 * shrink * (bounds.upper[0] - bounds.lower[0]);
+                    (
+                        (best[0] - w).max(bounds.lower[0]),
+                        (best[0] + w).min(bounds.upper[0]),
+                    )
+                };
+                let solver =
+                    BrentOpt::new(lo, hi).set_tolerance(f64::EPSILON.sqrt(), cfg.brent.tolerance);
+                let problem = ScalarProblem { eval: eval.clone() };
+                let res = Executor::new(problem, Budgeted::new(solver, eval.clone()))
+                    .configure(|s: IterState<f64, (), (), (), (), f64>| s.max_iters(max_iters))
+                    .ctrlc(false)
+                    .run()
+                    .map_err(argmin_err)?;
+                reason = Some(reason_of(res.state().get_termination_reason()));
             }
             SolverKind::ParticleSwarm => {
                 let solver =
@@ -484,28 +551,8 @@ pub fn run_search<B: TrialBackend>(
                     .ctrlc(false)
                     .run()
                     .map_err(argmin_err)?;
-                Some(
-                    res.state()
-                        .get_termination_reason()
-                        .map(|r| r.to_string())
-                        .unwrap_or_default(),
-                )
-            }
-            SolverKind::Brent => {
-                let solver = BrentOpt::new(bounds.lower[0], bounds.upper[0])
-                    .set_tolerance(f64::EPSILON.sqrt(), cfg.brent.tolerance);
-                let problem = ScalarProblem { eval: eval.clone() };
-                let res = Executor::new(problem, Budgeted::new(solver, eval.clone()))
-                    .configure(|s: IterState<f64, (), (), (), (), f64>| s.max_iters(max_iters))
-                    .ctrlc(false)
-                    .run()
-                    .map_err(argmin_err)?;
-                Some(
-                    res.state()
-                        .get_termination_reason()
-                        .map(|r| r.to_string())
-                        .unwrap_or_default(),
-                )
+                reason = Some(reason_of(res.state().get_termination_reason()));
+                break;
             }
             SolverKind::Random => {
                 let batch = cfg.random.batch.unwrap_or(parallelism).max(1);
@@ -516,14 +563,20 @@ pub fn run_search<B: TrialBackend>(
                     .ctrlc(false)
                     .run()
                     .map_err(argmin_err)?;
-                Some(
-                    res.state()
-                        .get_termination_reason()
-                        .map(|r| r.to_string())
-                        .unwrap_or_default(),
-                )
+                reason = Some(reason_of(res.state().get_termination_reason()));
+                break;
             }
         }
-    };
+        if eval.trial_count() == before {
+            break; // the restart found nothing new: converged for good
+        }
+        if !eval.is_stopped() {
+            tracing::debug!(
+                round,
+                "{} converged with budget left; restarting around the best point",
+                cfg.solver
+            );
+        }
+    }
     Ok(eval.finish(reason))
 }
