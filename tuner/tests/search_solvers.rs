@@ -8,12 +8,15 @@ use polytune::search::{
     FAILED_COST,
 };
 
+/// One batch of `(index, ε)` trials.
+type Batch = Vec<(u64, Vec<f64>)>;
+
 /// An analytic "fine-tune": records every batch, checks the bounds.
 struct Analytic {
     f: fn(&[f64]) -> Option<f64>,
     lower: Vec<f64>,
     upper: Vec<f64>,
-    batches: Mutex<Vec<Vec<(u64, Vec<f64>)>>>,
+    batches: Mutex<Vec<Batch>>,
     stop_after: Option<usize>,
 }
 

@@ -138,7 +138,7 @@ fn sigint_stops_cleanly_with_a_resume_hint_and_the_study_resumes() {
     let reference = tempfile::tempdir().unwrap();
     run_with_kills(reference.path(), "random", 2, &[]);
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = spawn(tmp.path(), "random", 2);
+    let child = spawn(tmp.path(), "random", 2);
     // Wait for a few rows, then Ctrl-C.
     let t = Instant::now();
     while rows_in(tmp.path()) < 3 && t.elapsed() < Duration::from_secs(20) {

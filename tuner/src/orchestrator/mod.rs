@@ -359,10 +359,10 @@ mod tests {
         let shutdown = Shutdown::new();
         let pool = Orchestrator::new(Arc::new(runner), 1, shutdown.clone());
         assert_eq!(
-            pool.run_one(spec(0)).await,
+            pool.run_one(spec(0)).await.outcome,
             TrialOutcome::Failed("ran".into())
         );
-        match pool.run_one(spec(1)).await {
+        match pool.run_one(spec(1)).await.outcome {
             TrialOutcome::Failed(m) => assert!(m.contains("boom in trial 1"), "{m}"),
             o => panic!("{o:?}"),
         }

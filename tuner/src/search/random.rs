@@ -28,7 +28,7 @@ impl RandomSearch {
         Self {
             bounds,
             batch: batch.max(1),
-            rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed_0f_5ea4c4),
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed_0f5e_a4c4),
         }
     }
 
