@@ -46,6 +46,8 @@ pub struct TrialRun {
     pub started: std::time::SystemTime,
     /// Wall time from start to end (zero if it never started).
     pub duration: Duration,
+    /// False when a shutdown came before a worker picked the trial up.
+    pub launched: bool,
 }
 
 /// How far a shutdown has gone. Ordered: `Running < Draining < Kill`.
@@ -161,6 +163,15 @@ impl Shutdown {
     }
 }
 
+fn not_started() -> TrialRun {
+    TrialRun {
+        outcome: TrialOutcome::Cancelled,
+        started: std::time::SystemTime::now(),
+        duration: Duration::ZERO,
+        launched: false,
+    }
+}
+
 /// A boxed future, as [`TrialRunner::run`] returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -223,8 +234,8 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
-/// The worker pool: at most `workers` trials run at once; trials start in
-/// submission order (tokio's semaphore is fair).
+/// The worker pool: at most `workers` trials run at once; a batch's trials
+/// start in submission order.
 #[derive(Clone)]
 pub struct Orchestrator {
     runner: Arc<dyn TrialRunner>,
@@ -253,24 +264,30 @@ impl Orchestrator {
     /// Runs one trial when a worker is free. Returns `Cancelled` without
     /// starting it once a stop was requested.
     pub async fn run_one(&self, spec: TrialSpec) -> TrialRun {
-        let not_started = || TrialRun {
-            outcome: TrialOutcome::Cancelled,
-            started: std::time::SystemTime::now(),
-            duration: Duration::ZERO,
-        };
+        match self.acquire().await {
+            Some(permit) => self.launch(spec, permit).await,
+            None => not_started(),
+        }
+    }
+
+    /// Waits for a free worker; `None` once a stop was requested.
+    async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         if self.shutdown.is_stopping() {
-            return not_started();
+            return None;
         }
         let permit = tokio::select! {
-            p = self.permits.clone().acquire_owned() => p,
-            _ = self.shutdown.reached(StopLevel::Draining) => return not_started(),
+            p = self.permits.clone().acquire_owned() => p.ok()?,
+            _ = self.shutdown.reached(StopLevel::Draining) => return None,
         };
-        let Ok(_permit) = permit else {
-            return not_started();
-        };
-        if self.shutdown.is_stopping() {
-            return not_started();
-        }
+        (!self.shutdown.is_stopping()).then_some(permit)
+    }
+
+    /// Runs a trial on an acquired worker slot.
+    async fn launch(
+        &self,
+        spec: TrialSpec,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> TrialRun {
         tracing::debug!(trial = spec.trial, phase = spec.phase.as_str(), epsilon = ?spec.epsilon, seed = spec.seed, "trial starts");
         let started = std::time::SystemTime::now();
         let clock = std::time::Instant::now();
@@ -279,6 +296,7 @@ impl Orchestrator {
             outcome,
             started,
             duration: clock.elapsed(),
+            launched: true,
         }
     }
 
@@ -291,14 +309,24 @@ impl Orchestrator {
         specs: Vec<TrialSpec>,
     ) -> std::sync::mpsc::Receiver<(usize, TrialRun)> {
         let (tx, rx) = std::sync::mpsc::channel();
-        for (i, spec) in specs.into_iter().enumerate() {
-            let this = self.clone();
-            let tx = tx.clone();
-            self.handle.spawn(async move {
-                let outcome = this.run_one(spec).await;
-                let _ = tx.send((i, outcome));
-            });
-        }
+        let this = self.clone();
+        // One task hands out worker slots in order, so trials start in
+        // submission order (trial 0, the baseline, first).
+        self.handle.spawn(async move {
+            for (i, spec) in specs.into_iter().enumerate() {
+                match this.acquire().await {
+                    Some(permit) => {
+                        let (that, tx) = (this.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let _ = tx.send((i, that.launch(spec, permit).await));
+                        });
+                    }
+                    None => {
+                        let _ = tx.send((i, not_started()));
+                    }
+                }
+            }
+        });
         rx
     }
 }
@@ -346,6 +374,26 @@ mod tests {
             assert!(o.duration >= Duration::from_millis(20));
         }
         assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_worker_starts_a_batch_in_submission_order() {
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let o = order.clone();
+        let runner = FnRunner::new(move |s: &TrialSpec| {
+            o.lock().unwrap().push(s.trial);
+            TrialOutcome::Cancelled
+        });
+        let pool = Orchestrator::new(Arc::new(runner), 1, Shutdown::new());
+        tokio::task::spawn_blocking(move || {
+            pool.run_batch_blocking((0..8).map(spec).collect())
+                .iter()
+                .take(8)
+                .count()
+        })
+        .await
+        .unwrap();
+        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<u64>>());
     }
 
     #[tokio::test]

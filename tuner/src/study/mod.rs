@@ -299,10 +299,10 @@ impl Backend {
         match (r.state, r.val_accuracy) {
             (RowState::Finished, Some(acc)) => {
                 tracing::info!(
-                    "{} {} ε={:?} seed {}: val acc {:.4}, val loss {:.4}, {:.1} s{tag}",
+                    "{} {} ε={} seed {}: val acc {:.4}, val loss {:.4}, {:.1} s{tag}",
                     r.phase.as_str(),
                     r.trial,
-                    r.epsilon,
+                    fmt_eps(&r.epsilon),
                     r.seed,
                     acc,
                     r.val_loss.unwrap_or(f64::NAN),
@@ -310,10 +310,10 @@ impl Backend {
                 );
             }
             _ => tracing::warn!(
-                "{} {} ε={:?} seed {} {}: {}{tag}",
+                "{} {} ε={} seed {} {}: {}{tag}",
                 r.phase.as_str(),
                 r.trial,
-                r.epsilon,
+                fmt_eps(&r.epsilon),
                 r.seed,
                 r.state.as_str(),
                 r.error
@@ -342,14 +342,24 @@ impl Backend {
         let mut stop = false;
         for (i, run) in rx.iter().take(n) {
             let rec = record(&specs[i], &run);
-            if let Err(e) = self.journal.lock().expect("lock").append(&rec) {
-                self.set_fatal(e.into());
-                stop = true;
+            // Trials that never started leave no row; started-and-cancelled
+            // ones leave a `cancelled` row (ignored on resume).
+            if run.launched {
+                if let Err(e) = self.journal.lock().expect("lock").append(&rec) {
+                    self.set_fatal(e.into());
+                    stop = true;
+                }
             }
             if rec.state == RowState::Cancelled {
                 stop = true;
             } else {
                 self.note(&rec, false);
+                if rec.phase == TrialPhase::Search {
+                    self.used
+                        .lock()
+                        .expect("lock")
+                        .insert(rec.trial, rec.clone());
+                }
             }
             out[i] = Some(rec);
         }
@@ -424,10 +434,8 @@ impl TrialBackend for Backend {
         }
         if !specs.is_empty() {
             let done = self.dispatch(specs)?;
-            let mut used = self.used.lock().expect("lock");
             for (k, rec) in slots.into_iter().zip(done) {
                 costs[k] = rec.cost();
-                used.insert(rec.trial, rec);
             }
         }
         Some(costs)
@@ -435,7 +443,7 @@ impl TrialBackend for Backend {
 }
 
 fn fmt_eps(eps: &[f64]) -> String {
-    let parts: Vec<String> = eps.iter().map(|e| format!("{e:.3}")).collect();
+    let parts: Vec<String> = eps.iter().map(|e| format!("{e:.4}")).collect();
     format!("[{}]", parts.join(", "))
 }
 
