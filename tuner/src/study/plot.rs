@@ -136,6 +136,9 @@ pub fn write_plot(report: &StudyReport, path: &Path) -> Result<(), String> {
     let mut line = Vec::new();
     for t in trials {
         if t.is_finished() && t.cost() < best_so_far {
+            if acc_so_far.is_finite() {
+                line.push((t.trial as f64, acc_so_far)); // a step, not a slope
+            }
             best_so_far = t.cost();
             acc_so_far = t.val_accuracy.unwrap_or_default();
         }
