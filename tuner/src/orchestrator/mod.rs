@@ -1,0 +1,422 @@
+//! The tokio side of a study: a worker pool that runs trials, each in a child
+//! process, with per-trial timeouts and clean shutdown on Ctrl-C / SIGTERM.
+//!
+//! * [`TrialRunner`] runs one trial. [`ChildRunner`] starts a child process
+//!   (by default `<current exe> trial --spec -`, see [`ChildCommand`]) so a
+//!   crash, abort, OOM kill, garbage output or NaN metric fails that trial
+//!   only. [`FnRunner`] runs a closure in-process (tests, benchmarks).
+//! * [`Orchestrator`] bounds how many trials run at once (the worker pool) and
+//!   hands batches of trials from the synchronous argmin side to tokio.
+//! * [`Shutdown`] is the stop switch: on the first signal no new trial
+//!   starts, running ones get a grace period to finish, then they are killed
+//!   (a second signal kills at once).
+
+mod child;
+mod protocol;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+
+pub use child::{ChildCommand, ChildRunner};
+pub use protocol::{ResultError, SpecError, TrialPhase, TrialResult, TrialSpec};
+
+/// How one trial ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrialOutcome {
+    /// The child reported a valid result.
+    Finished(TrialResult),
+    /// The trial failed for good (crash, non-zero exit, timeout, garbage or
+    /// NaN output); the reason is recorded and the search goes on.
+    Failed(String),
+    /// Stopped by a shutdown request before it could finish; not a result,
+    /// so a resumed study runs it again.
+    Cancelled,
+}
+
+/// One trial's outcome with the parent's timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRun {
+    /// How it ended.
+    pub outcome: TrialOutcome,
+    /// When it started (a worker was free).
+    pub started: std::time::SystemTime,
+    /// Wall time from start to end (zero if it never started).
+    pub duration: Duration,
+    /// False when a shutdown came before a worker picked the trial up.
+    pub launched: bool,
+}
+
+/// How far a shutdown has gone. Ordered: `Running < Draining < Kill`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopLevel {
+    /// Normal operation.
+    Running,
+    /// No new trial starts; running trials may finish.
+    Draining,
+    /// Running trials are terminated now.
+    Kill,
+}
+
+/// A cloneable stop switch shared by the orchestrator, the runners and the
+/// search driver.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<StopLevel>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    /// A switch in the `Running` position.
+    pub fn new() -> Self {
+        Self {
+            tx: Arc::new(watch::Sender::new(StopLevel::Running)),
+        }
+    }
+
+    /// The current level.
+    pub fn level(&self) -> StopLevel {
+        *self.tx.borrow()
+    }
+
+    /// True once a stop was requested (draining or killing).
+    pub fn is_stopping(&self) -> bool {
+        self.level() >= StopLevel::Draining
+    }
+
+    /// Raises the level (never lowers it).
+    pub fn raise(&self, level: StopLevel) {
+        self.tx.send_if_modified(|cur| {
+            if level > *cur {
+                *cur = level;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A receiver that sees every change of level.
+    pub fn subscribe(&self) -> watch::Receiver<StopLevel> {
+        self.tx.subscribe()
+    }
+
+    /// Waits until the level is at least `level`.
+    pub async fn reached(&self, level: StopLevel) {
+        let mut rx = self.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail.
+        let _ = rx.wait_for(|l| *l >= level).await;
+    }
+
+    /// Listens for SIGINT and SIGTERM: the first one starts draining and
+    /// schedules [`StopLevel::Kill`] after `grace`; a second one kills at
+    /// once. Must be called inside a tokio runtime; the task ends when the
+    /// level reaches `Kill`.
+    pub fn listen_for_signals(
+        &self,
+        grace: Duration,
+    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let this = self.clone();
+        Ok(tokio::spawn(async move {
+            let mut grace_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+            loop {
+                let timer = async {
+                    match grace_timer.as_mut() {
+                        Some(t) => t.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let name = tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                    _ = timer => {
+                        tracing::warn!("grace period of {:.0} s over: terminating running trials", grace.as_secs_f64());
+                        this.raise(StopLevel::Kill);
+                        return;
+                    }
+                    _ = this.reached(StopLevel::Kill) => return,
+                };
+                if this.is_stopping() {
+                    tracing::warn!("second {name}: terminating running trials now");
+                    this.raise(StopLevel::Kill);
+                    return;
+                }
+                tracing::warn!(
+                    "{name}: no new trials start; running trials get {:.0} s to finish (signal again to stop them now)",
+                    grace.as_secs_f64()
+                );
+                this.raise(StopLevel::Draining);
+                grace_timer = Some(Box::pin(tokio::time::sleep(grace)));
+            }
+        }))
+    }
+}
+
+fn not_started() -> TrialRun {
+    TrialRun {
+        outcome: TrialOutcome::Cancelled,
+        started: std::time::SystemTime::now(),
+        duration: Duration::ZERO,
+        launched: false,
+    }
+}
+
+/// A boxed future, as [`TrialRunner::run`] returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Runs one trial. Implementations must return [`TrialOutcome::Cancelled`]
+/// promptly once `stop` reaches [`StopLevel::Kill`], and never panic.
+pub trait TrialRunner: Send + Sync + 'static {
+    /// Runs `spec` to completion (or cancellation).
+    fn run(&self, spec: TrialSpec, stop: watch::Receiver<StopLevel>) -> BoxFuture<TrialOutcome>;
+}
+
+/// Runs trials in-process with a synchronous closure on tokio's blocking
+/// pool: for analytic objectives in tests and benchmarks. A panic in the
+/// closure fails the trial (like a crashing child would).
+pub struct FnRunner<F> {
+    f: Arc<F>,
+}
+
+impl<F> FnRunner<F>
+where
+    F: Fn(&TrialSpec) -> TrialOutcome + Send + Sync + 'static,
+{
+    /// Wraps the closure.
+    pub fn new(f: F) -> Self {
+        Self { f: Arc::new(f) }
+    }
+}
+
+impl<F> TrialRunner for FnRunner<F>
+where
+    F: Fn(&TrialSpec) -> TrialOutcome + Send + Sync + 'static,
+{
+    fn run(
+        &self,
+        spec: TrialSpec,
+        mut stop: watch::Receiver<StopLevel>,
+    ) -> BoxFuture<TrialOutcome> {
+        let f = self.f.clone();
+        Box::pin(async move {
+            let task = tokio::task::spawn_blocking(move || f(&spec));
+            tokio::select! {
+                joined = task => match joined {
+                    Ok(outcome) => outcome,
+                    Err(e) => TrialOutcome::Failed(format!("trial panicked: {}", panic_message(e))),
+                },
+                // The closure cannot be interrupted; its thread finishes on its own.
+                _ = stop.wait_for(|l| *l >= StopLevel::Kill) => TrialOutcome::Cancelled,
+            }
+        })
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The worker pool: at most `workers` trials run at once; a batch's trials
+/// start in submission order.
+#[derive(Clone)]
+pub struct Orchestrator {
+    runner: Arc<dyn TrialRunner>,
+    permits: Arc<Semaphore>,
+    shutdown: Shutdown,
+    handle: tokio::runtime::Handle,
+}
+
+impl Orchestrator {
+    /// A pool of `workers` (≥ 1) slots. Must be called inside a tokio
+    /// runtime; its handle is kept for [`Orchestrator::run_batch_blocking`].
+    pub fn new(runner: Arc<dyn TrialRunner>, workers: usize, shutdown: Shutdown) -> Self {
+        Self {
+            runner,
+            permits: Arc::new(Semaphore::new(workers.max(1))),
+            shutdown,
+            handle: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// The stop switch this pool obeys.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Runs one trial when a worker is free. Returns `Cancelled` without
+    /// starting it once a stop was requested.
+    pub async fn run_one(&self, spec: TrialSpec) -> TrialRun {
+        match self.acquire().await {
+            Some(permit) => self.launch(spec, permit).await,
+            None => not_started(),
+        }
+    }
+
+    /// Waits for a free worker; `None` once a stop was requested.
+    async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.shutdown.is_stopping() {
+            return None;
+        }
+        let permit = tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.ok()?,
+            _ = self.shutdown.reached(StopLevel::Draining) => return None,
+        };
+        (!self.shutdown.is_stopping()).then_some(permit)
+    }
+
+    /// Runs a trial on an acquired worker slot.
+    async fn launch(
+        &self,
+        spec: TrialSpec,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> TrialRun {
+        tracing::debug!(trial = spec.trial, phase = spec.phase.as_str(), epsilon = ?spec.epsilon, seed = spec.seed, "trial starts");
+        let started = std::time::SystemTime::now();
+        let clock = std::time::Instant::now();
+        let outcome = self.runner.run(spec, self.shutdown.subscribe()).await;
+        TrialRun {
+            outcome,
+            started,
+            duration: clock.elapsed(),
+            launched: true,
+        }
+    }
+
+    /// Starts all `specs` on the pool and returns a channel that yields
+    /// `(position in specs, outcome)` as each finishes. Callable from a
+    /// blocking thread (argmin's synchronous cost function); every spec
+    /// yields exactly one message.
+    pub fn run_batch_blocking(
+        &self,
+        specs: Vec<TrialSpec>,
+    ) -> std::sync::mpsc::Receiver<(usize, TrialRun)> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let this = self.clone();
+        // One task hands out worker slots in order, so trials start in
+        // submission order (trial 0, the baseline, first).
+        self.handle.spawn(async move {
+            for (i, spec) in specs.into_iter().enumerate() {
+                match this.acquire().await {
+                    Some(permit) => {
+                        let (that, tx) = (this.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let _ = tx.send((i, that.launch(spec, permit).await));
+                        });
+                    }
+                    None => {
+                        let _ = tx.send((i, not_started()));
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn spec(i: u64) -> TrialSpec {
+        TrialSpec {
+            trial: i,
+            phase: TrialPhase::Search,
+            epsilon: vec![i as f64],
+            seed: 0,
+            train: Default::default(),
+            data: Default::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pool_never_exceeds_its_workers() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (r, p) = (running.clone(), peak.clone());
+        let runner = FnRunner::new(move |s: &TrialSpec| {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            r.fetch_sub(1, Ordering::SeqCst);
+            TrialOutcome::Failed(format!("eps {}", s.epsilon[0]))
+        });
+        let pool = Orchestrator::new(Arc::new(runner), 2, Shutdown::new());
+        let rx = tokio::task::spawn_blocking(move || {
+            let rx = pool.run_batch_blocking((0..6).map(spec).collect());
+            let mut got: Vec<_> = rx.iter().take(6).collect();
+            got.sort_by_key(|(i, _)| *i);
+            got
+        })
+        .await
+        .unwrap();
+        assert_eq!(rx.len(), 6);
+        for (i, o) in rx {
+            assert_eq!(o.outcome, TrialOutcome::Failed(format!("eps {}", i)));
+            assert!(o.duration >= Duration::from_millis(20));
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_worker_starts_a_batch_in_submission_order() {
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let o = order.clone();
+        let runner = FnRunner::new(move |s: &TrialSpec| {
+            o.lock().unwrap().push(s.trial);
+            TrialOutcome::Cancelled
+        });
+        let pool = Orchestrator::new(Arc::new(runner), 1, Shutdown::new());
+        tokio::task::spawn_blocking(move || {
+            pool.run_batch_blocking((0..8).map(spec).collect())
+                .iter()
+                .take(8)
+                .count()
+        })
+        .await
+        .unwrap();
+        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn draining_pool_starts_nothing_and_panics_fail_one_trial() {
+        let runner = FnRunner::new(|s: &TrialSpec| {
+            if s.trial == 1 {
+                panic!("boom in trial 1");
+            }
+            TrialOutcome::Failed("ran".into())
+        });
+        let shutdown = Shutdown::new();
+        let pool = Orchestrator::new(Arc::new(runner), 1, shutdown.clone());
+        assert_eq!(
+            pool.run_one(spec(0)).await.outcome,
+            TrialOutcome::Failed("ran".into())
+        );
+        match pool.run_one(spec(1)).await.outcome {
+            TrialOutcome::Failed(m) => assert!(m.contains("boom in trial 1"), "{m}"),
+            o => panic!("{o:?}"),
+        }
+        shutdown.raise(StopLevel::Draining);
+        assert_eq!(pool.run_one(spec(2)).await.outcome, TrialOutcome::Cancelled);
+        shutdown.raise(StopLevel::Running); // never lowers
+        assert_eq!(shutdown.level(), StopLevel::Draining);
+    }
+}

@@ -1,0 +1,380 @@
+//! The study config (TOML): `[study]`, `[search]`, and the `[train]` /
+//! `[data]` tables that are passed through to every trial unchanged.
+//!
+//! ```
+//! use polytune::study::StudyConfig;
+//!
+//! let cfg = StudyConfig::from_toml_str(r#"
+//! [study]
+//! budget = 12
+//! workers = 2
+//!
+//! [search]
+//! solver = "particle-swarm"
+//! lower = [-1.0]
+//! upper = [6.0]
+//!
+//! [train]
+//! epochs = 3
+//! "#, "example.toml").unwrap();
+//! assert_eq!(cfg.study.budget, 12);
+//! assert_eq!(cfg.train["epochs"].as_integer(), Some(3));
+//!
+//! let err = StudyConfig::from_toml_str("[study]\nworkers = 0\n", "bad.toml").unwrap_err();
+//! assert_eq!(err.to_string(), "bad.toml: key `study.workers`: 0 must be at least 1");
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::search::SearchConfig;
+
+/// An error loading or checking a study config; names the file and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type (toml's message
+    /// gives the line, column and key).
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file (or the name given for a string).
+        origin: String,
+        /// What toml said.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("{origin}: key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// The dotted key.
+        key: String,
+        /// What is wrong, with the value.
+        message: String,
+    },
+}
+
+/// `[study]`: budget, seeds and execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StudySettings {
+    /// Search trials (fine-tunes), the CE baseline included.
+    pub budget: u64,
+    /// Seed shared by all search trials (init, data order, augmentation)
+    /// and the solvers' generators.
+    pub seed: u64,
+    /// K: after the search the best ε and the baseline are re-run on seeds
+    /// `seed + 1 ..= seed + K`.
+    pub rerun_seeds: u64,
+    /// Trials run at once (e.g. one per GPU; 1 on a small CPU).
+    pub workers: usize,
+    /// A trial running longer than this is killed and fails.
+    pub trial_timeout_s: f64,
+    /// After Ctrl-C / SIGTERM, running trials get this long to finish before
+    /// they are terminated.
+    pub interrupt_grace_s: f64,
+}
+
+impl Default for StudySettings {
+    fn default() -> Self {
+        Self {
+            budget: 20,
+            seed: 0,
+            rerun_seeds: 2,
+            workers: 1,
+            trial_timeout_s: 3600.0,
+            interrupt_grace_s: 30.0,
+        }
+    }
+}
+
+/// `[provenance]`: descriptive keys copied into the tuned TOML (not part of
+/// the fingerprint).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvenanceConfig {
+    /// Data set name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Starting weights file, hashed (SHA-256) into the output. Relative
+    /// paths are relative to the working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+    /// Training schedule in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Further keys, copied as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, toml::Value>,
+}
+
+/// A study config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyConfig {
+    /// `[study]`.
+    #[serde(default)]
+    pub study: StudySettings,
+    /// `[search]`.
+    #[serde(default)]
+    pub search: SearchConfig,
+    /// `[provenance]`.
+    #[serde(default)]
+    pub provenance: ProvenanceConfig,
+    /// `[train]`: opaque here, handed to every trial in its spec.
+    #[serde(default)]
+    pub train: toml::Table,
+    /// `[data]`: opaque here, handed to every trial in its spec.
+    #[serde(default)]
+    pub data: toml::Table,
+}
+
+impl StudyConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks a config; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: StudyConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.validate_named(origin)?;
+        Ok(cfg)
+    }
+
+    /// Checks every rule (after overriding fields in code, e.g. `--budget`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_named("<config>")
+    }
+
+    /// [`StudyConfig::validate`] with a name for the config in the error.
+    pub fn validate_named(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let s = &self.study;
+        if s.budget == 0 {
+            return Err(bad(
+                "study.budget",
+                "0 must be at least 1 (trial 0 is the baseline)".into(),
+            ));
+        }
+        if s.workers == 0 || s.workers > 1024 {
+            return Err(bad(
+                "study.workers",
+                format!("{} must be at least 1", s.workers),
+            ));
+        }
+        if s.rerun_seeds > 1000 {
+            return Err(bad(
+                "study.rerun_seeds",
+                format!("{} is more than 1000", s.rerun_seeds),
+            ));
+        }
+        if !(s.trial_timeout_s.is_finite() && s.trial_timeout_s > 0.0) {
+            return Err(bad(
+                "study.trial_timeout_s",
+                format!("{} must be a positive number of seconds", s.trial_timeout_s),
+            ));
+        }
+        if !(s.interrupt_grace_s.is_finite() && s.interrupt_grace_s >= 0.0) {
+            return Err(bad(
+                "study.interrupt_grace_s",
+                format!("{} must be a number of seconds >= 0", s.interrupt_grace_s),
+            ));
+        }
+        self.search.validate().map_err(|e| bad(&e.key, e.message))
+    }
+
+    /// The config as TOML (what the study directory keeps).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).expect("a StudyConfig always serialises")
+    }
+
+    /// The parts that decide the study's trials and results: `[search]`,
+    /// `study.seed`, `[train]` and `[data]`. Budget, workers, timeouts, K and
+    /// provenance may change between runs of one study.
+    pub fn fingerprint_fields(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let value = serde_json::json!({
+            "study": { "seed": self.study.seed },
+            "search": self.search,
+            "train": self.train,
+            "data": self.data,
+        });
+        flatten("", &value, &mut out);
+        out
+    }
+
+    /// SHA-256 (hex) of [`StudyConfig::fingerprint_fields`].
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        for (k, v) in self.fingerprint_fields() {
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.as_bytes());
+            h.update([0]);
+        }
+        hex(&h.finalize())
+    }
+
+    /// The fingerprinted keys whose values differ, as `key: a ≠ b` lines.
+    pub fn differences(&self, other: &StudyConfig) -> Vec<String> {
+        let (a, b) = (self.fingerprint_fields(), other.fingerprint_fields());
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| {
+                let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(absent)".into());
+                format!("{k}: {} vs {}", show(a.get(k)), show(b.get(k)))
+            })
+            .collect()
+    }
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// SHA-256 (hex) of a file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_fingerprint_scope() {
+        let a = StudyConfig::from_toml_str("", "empty").unwrap();
+        assert_eq!(a.study.budget, 20);
+        assert_eq!(a.search.bounds().lower, vec![-1.0]);
+        assert_eq!(a.search.bounds().upper, vec![10.0]);
+        let mut b = a.clone();
+        b.study.budget = 40;
+        b.study.workers = 3;
+        b.provenance.dataset = Some("x".into());
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.train.insert("epochs".into(), toml::Value::Integer(2));
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(
+            a.differences(&b),
+            vec!["train.epochs: (absent) vs 2".to_string()]
+        );
+        // Known value: SHA-256 of the empty string.
+        let empty = tempfile_path("fp_empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(
+            sha256_file(&empty).unwrap(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let _ = std::fs::remove_file(empty);
+    }
+
+    fn tempfile_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("polytune-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn errors_name_file_key_and_value() {
+        let e = StudyConfig::from_toml_str("[study]\nbudgte = 3\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml:") && e.contains("budgte"), "{e}");
+        let e = StudyConfig::from_toml_str("[search]\nlower = [1.0]\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `search.lower`") && e.contains("must contain 0"),
+            "{e}"
+        );
+        let e = StudyConfig::from_toml_str("[search]\nterms = 2\nupper = [3.0]\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `search.upper`") && e.contains("[3.0] has 1 value(s)"),
+            "{e}"
+        );
+        let e = StudyConfig::from_toml_str("[search]\nsolver = \"bayes\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bayes"), "{e}");
+        let e = StudyConfig::from_toml_str("[search]\nsolver = \"brent\"\nterms = 2\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `search.solver`"), "{e}");
+        let e = StudyConfig::from_toml_str("[study]\ntrial_timeout_s = -1\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `study.trial_timeout_s`: -1"), "{e}");
+        let e = StudyConfig::from_toml_str("[study]\nbudget = 0\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `study.budget`: 0"), "{e}");
+        let e = StudyConfig::from_toml_str("[sudy]\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sudy"), "{e}");
+        // Round trip through the copy kept in the study dir.
+        let cfg = StudyConfig::from_toml_str("[train]\nlr = 0.1\n[data]\nname = \"digits\"\n", "c")
+            .unwrap();
+        let back = StudyConfig::from_toml_str(&cfg.to_toml_string(), "copy").unwrap();
+        assert_eq!(back, cfg);
+    }
+}
