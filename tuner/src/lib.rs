@@ -3,3 +3,5 @@
 //! Searches the ε₁..εₙ coefficients of `poly_loss::PolyLoss<N>` with argmin
 //! solvers, where each evaluation is a short fine-tune, and writes the best
 //! coefficients to TOML for downstream training.
+
+pub mod data;
