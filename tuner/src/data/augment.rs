@@ -252,7 +252,7 @@ pub fn augment_into(
     assert_eq!(out.len(), n * 3, "output size");
     let AugmentScratch { a, b } = scratch;
     a.clear();
-    a.extend(src.iter().map(|&v| v as f32 * (1.0 / 255.0)));
+    a.extend(src.iter().map(|&v| v as f32 / 255.0));
 
     if params.hue_shift != 0.0 {
         shift_hue(a, params.hue_shift as f32);

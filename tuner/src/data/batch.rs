@@ -179,10 +179,11 @@ impl ImageSet {
                 let params = a.params(index);
                 augment_into(&params, src, size, self.original_size(index), scratch, out);
                 let n = size * size;
+                // Same arithmetic as the table, so p = 0 is bit-identical.
                 for (c, plane) in out.chunks_exact_mut(n).enumerate() {
-                    let (m, s) = (IMAGENET_MEAN[c], 1.0 / IMAGENET_STD[c]);
+                    let (m, s) = (IMAGENET_MEAN[c], IMAGENET_STD[c]);
                     for v in plane {
-                        *v = (*v - m) * s;
+                        *v = (*v - m) / s;
                     }
                 }
             }
