@@ -22,7 +22,10 @@ fn fixture(root: &Path) {
         ("valid", "b", "1.png", [190, 200, 210]),
     ];
     for (split, class, name, c) in files {
-        save(&root.join(split).join(class).join(name), &rgb_image(6, 4, |_, _| c));
+        save(
+            &root.join(split).join(class).join(name),
+            &rgb_image(6, 4, |_, _| c),
+        );
     }
 }
 
@@ -59,8 +62,15 @@ fn cache_is_reused_then_rebuilt_when_a_source_changes() {
     let cfg = config(&root, &cache, 6);
 
     let first = Dataset::load(&cfg).unwrap();
-    assert!(is_built(first.train().origin()), "{:?}", first.train().origin());
-    assert!(matches!(first.train().origin(), Origin::Built { decoded: 5, .. }));
+    assert!(
+        is_built(first.train().origin()),
+        "{:?}",
+        first.train().origin()
+    );
+    assert!(matches!(
+        first.train().origin(),
+        Origin::Built { decoded: 5, .. }
+    ));
     let file = cache_file(first.train().origin());
     assert!(file.starts_with(&cache) && file.is_file());
     // Exact pixels: image 3 of train is class b's first, colour (100,110,120),
@@ -72,7 +82,10 @@ fn cache_is_reused_then_rebuilt_when_a_source_changes() {
 
     // Second load: the same file, mapped, same content and fingerprint.
     let second = Dataset::load(&cfg).unwrap();
-    assert_eq!(second.train().origin(), &Origin::CacheHit { path: file.clone() });
+    assert_eq!(
+        second.train().origin(),
+        &Origin::CacheHit { path: file.clone() }
+    );
     assert_eq!(second.train().pixels(), first.train().pixels());
     assert_eq!(second.train().fingerprint(), first.train().fingerprint());
     assert!(matches!(second.valid().origin(), Origin::CacheHit { .. }));
@@ -86,7 +99,10 @@ fn cache_is_reused_then_rebuilt_when_a_source_changes() {
     assert_eq!(third.train().pixels(), first.train().pixels());
 
     // Replacing an image's content changes the cached pixels.
-    save(&root.join("train/a/1.png"), &rgb_image(6, 4, |_, _| [1, 2, 3]));
+    save(
+        &root.join("train/a/1.png"),
+        &rgb_image(6, 4, |_, _| [1, 2, 3]),
+    );
     touch(&root.join("train/a/1.png"), 20);
     let fourth = Dataset::load(&cfg).unwrap();
     assert!(is_built(fourth.train().origin()));
@@ -96,7 +112,10 @@ fn cache_is_reused_then_rebuilt_when_a_source_changes() {
     let small = Dataset::load(&config(&root, &cache, 3)).unwrap();
     assert!(is_built(small.train().origin()));
     assert_ne!(cache_file(small.train().origin()), file);
-    assert!(matches!(Dataset::load(&cfg).unwrap().train().origin(), Origin::CacheHit { .. }));
+    assert!(matches!(
+        Dataset::load(&cfg).unwrap().train().origin(),
+        Origin::CacheHit { .. }
+    ));
     // No temporary files are left behind.
     let leftovers: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
@@ -123,7 +142,11 @@ fn damaged_cache_files_are_rejected_and_rebuilt() {
     for cut in [0, 10, 64, bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(&file, &bytes[..cut]).unwrap();
         let again = Dataset::load(&cfg).unwrap();
-        assert!(is_built(again.train().origin()), "cut at {cut}: {:?}", again.train().origin());
+        assert!(
+            is_built(again.train().origin()),
+            "cut at {cut}: {:?}",
+            again.train().origin()
+        );
         assert_eq!(again.train().pixels(), &pixels[..]);
     }
     // Extra bytes, a damaged header and a damaged trailer.
@@ -137,7 +160,12 @@ fn damaged_cache_files_are_rejected_and_rebuilt() {
     let mut bad_label = bytes.clone();
     // First label (u32) sits right after the pixels: 64 + 5 images × 108 bytes.
     bad_label[64 + 5 * 108] = 1;
-    for (what, b) in [("longer", longer), ("magic", bad_magic), ("trailer", bad_trailer), ("label", bad_label)] {
+    for (what, b) in [
+        ("longer", longer),
+        ("magic", bad_magic),
+        ("trailer", bad_trailer),
+        ("label", bad_label),
+    ] {
         std::fs::write(&file, &b).unwrap();
         let again = Dataset::load(&cfg).unwrap();
         assert!(is_built(again.train().origin()), "{what}");
@@ -181,7 +209,10 @@ fn corrupt_images_fail_by_name_or_are_skipped_and_counted() {
     // Replace train/a/2 with a truncated JPEG under a .jpg name.
     std::fs::remove_file(root.join("train/a/2.png")).unwrap();
     let good = root.join("train/a/2.jpg");
-    save(&good, &rgb_image(32, 32, |x, y| [(x * 8) as u8, (y * 8) as u8, 0]));
+    save(
+        &good,
+        &rgb_image(32, 32, |x, y| [(x * 8) as u8, (y * 8) as u8, 0]),
+    );
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(&good, &bytes[..bytes.len() / 2]).unwrap();
 
@@ -190,7 +221,9 @@ fn corrupt_images_fail_by_name_or_are_skipped_and_counted() {
     assert!(matches!(e, DataError::Decode { .. }), "{e}");
     assert!(e.to_string().contains("train/a/2.jpg"), "{e}");
     // Nothing was cached for the failed split.
-    let cached = std::fs::read_dir(&cache).map(|d| d.flatten().count()).unwrap_or(0);
+    let cached = std::fs::read_dir(&cache)
+        .map(|d| d.flatten().count())
+        .unwrap_or(0);
     assert_eq!(cached, 0, "a failed build left files in the cache");
 
     cfg.skip_corrupt = true;

@@ -30,7 +30,12 @@ fn pil_axis(src: &[f64], in_len: usize, out_len: usize) -> Vec<f64> {
                 ws.push(if t < 1.0 { 1.0 - t } else { 0.0 });
             }
             let total: f64 = ws.iter().sum();
-            let v: f64 = ws.iter().enumerate().map(|(k, w)| w * src[xmin + k]).sum::<f64>() / total;
+            let v: f64 = ws
+                .iter()
+                .enumerate()
+                .map(|(k, w)| w * src[xmin + k])
+                .sum::<f64>()
+                / total;
             v.round().clamp(0.0, 255.0)
         })
         .collect()
@@ -46,7 +51,8 @@ fn reference(rgb: &[u8], w: u32, h: u32, size: u32) -> Vec<u8> {
         for x in 0..g.keep_w as usize {
             for c in 0..3 {
                 let src = ((g.crop_y as usize + y) * w as usize + g.crop_x as usize + x) * 3 + c;
-                canvas[((g.pad_top as usize + y) * side + g.pad_left as usize + x) * 3 + c] = rgb[src] as f64;
+                canvas[((g.pad_top as usize + y) * side + g.pad_left as usize + x) * 3 + c] =
+                    rgb[src] as f64;
             }
         }
     }
@@ -88,7 +94,10 @@ fn padding_without_resize_is_exact() {
     let out = resize(&rgb, 2, 4, 4);
     for y in 0..4 {
         assert_eq!(&out[(y * 4) * 3..(y * 4) * 3 + 3], &[0, 0, 0]);
-        assert_eq!(&out[(y * 4 + 1) * 3..(y * 4 + 3) * 3], &rgb[y * 6..y * 6 + 6]);
+        assert_eq!(
+            &out[(y * 4 + 1) * 3..(y * 4 + 3) * 3],
+            &rgb[y * 6..y * 6 + 6]
+        );
         assert_eq!(&out[(y * 4 + 3) * 3..(y * 4 + 4) * 3], &[0, 0, 0]);
     }
 }
@@ -106,7 +115,11 @@ fn downscale_matches_hand_computed_pixels() {
         for x in 0..4 {
             for c in 0..3 {
                 let got = out[(y * 4 + x) * 3 + c] as i32;
-                assert!((got - want_rows[y]).abs() <= 1, "({x},{y},{c}) = {got}, want {}", want_rows[y]);
+                assert!(
+                    (got - want_rows[y]).abs() <= 1,
+                    "({x},{y},{c}) = {got}, want {}",
+                    want_rows[y]
+                );
             }
         }
     }
@@ -116,12 +129,21 @@ fn downscale_matches_hand_computed_pixels() {
 fn random_images_match_naive_pil_bilinear() {
     let mut state = 12345u64;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 56) as u8
     };
     // Landscape and portrait downscales, an upscale, and fastai's crop case
     // (29 px at size 100 rounds to a 28-px square).
-    for &(w, h, size) in &[(37u32, 23u32, 16u32), (23, 37, 16), (50, 50, 7), (5, 3, 12), (29, 20, 100), (61, 40, 224)] {
+    for &(w, h, size) in &[
+        (37u32, 23u32, 16u32),
+        (23, 37, 16),
+        (50, 50, 7),
+        (5, 3, 12),
+        (29, 20, 100),
+        (61, 40, 224),
+    ] {
         let rgb: Vec<u8> = (0..w * h * 3).map(|_| next()).collect();
         let got = resize(&rgb, w, h, size);
         let want = reference(&rgb, w, h, size);
@@ -138,7 +160,11 @@ fn random_images_match_naive_pil_bilinear() {
 #[test]
 fn jpeg_and_png_decode_to_rgb() {
     let dir = tempdir();
-    let img = rgb_image(40, 30, |x, _| if x < 20 { [200, 30, 60] } else { [20, 220, 90] });
+    let img = rgb_image(
+        40,
+        30,
+        |x, _| if x < 20 { [200, 30, 60] } else { [20, 220, 90] },
+    );
     let jpg = dir.path().join("a.jpg");
     let png = dir.path().join("a.PNG");
     save(&jpg, &img);
@@ -152,7 +178,11 @@ fn jpeg_and_png_decode_to_rgb() {
     for (x, want) in [(5usize, [200u8, 30, 60]), (35, [20, 220, 90])] {
         let o = (15 * 40 + x) * 3;
         for c in 0..3 {
-            assert!((px[o + c] as i32 - want[c] as i32).abs() <= 4, "x={x} c={c}: {}", px[o + c]);
+            assert!(
+                (px[o + c] as i32 - want[c] as i32).abs() <= 4,
+                "x={x} c={c}: {}",
+                px[o + c]
+            );
         }
     }
     // Greyscale PNGs become RGB with equal channels.
@@ -167,7 +197,10 @@ fn jpeg_and_png_decode_to_rgb() {
 fn corrupt_truncated_and_missing_images_name_the_file() {
     let dir = tempdir();
     let jpg = dir.path().join("ok.jpg");
-    save(&jpg, &rgb_image(64, 48, |x, y| [(x * 4) as u8, (y * 5) as u8, 7]));
+    save(
+        &jpg,
+        &rgb_image(64, 48, |x, y| [(x * 4) as u8, (y * 5) as u8, 7]),
+    );
     let bytes = std::fs::read(&jpg).unwrap();
 
     let truncated = dir.path().join("truncated.jpg");
@@ -179,12 +212,18 @@ fn corrupt_truncated_and_missing_images_name_the_file() {
     let garbage = dir.path().join("garbage.jpg");
     std::fs::write(&garbage, b"this is not an image at all").unwrap();
     let e = decode_rgb(&garbage).unwrap_err();
-    assert!(matches!(e, DataError::Decode { .. }) && e.to_string().contains("garbage.jpg"), "{e}");
+    assert!(
+        matches!(e, DataError::Decode { .. }) && e.to_string().contains("garbage.jpg"),
+        "{e}"
+    );
 
     let empty = dir.path().join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
     let e = decode_rgb(&empty).unwrap_err();
-    assert!(e.to_string().contains("empty.jpg") && e.to_string().contains("empty"), "{e}");
+    assert!(
+        e.to_string().contains("empty.jpg") && e.to_string().contains("empty"),
+        "{e}"
+    );
 
     // A JPEG whose entropy data is damaged (header intact, EOI present).
     let mut damaged = bytes.clone();
@@ -201,5 +240,8 @@ fn corrupt_truncated_and_missing_images_name_the_file() {
     }
 
     let e = decode_rgb(&dir.path().join("nope.jpg")).unwrap_err();
-    assert!(matches!(e, DataError::MissingFile { .. }) && e.to_string().contains("nope.jpg"), "{e}");
+    assert!(
+        matches!(e, DataError::MissingFile { .. }) && e.to_string().contains("nope.jpg"),
+        "{e}"
+    );
 }

@@ -56,7 +56,10 @@ fn check_roundtrip(bytes: &[u8]) {
     assert_eq!(i32v.data, vec![-7.0, 1.0, 2.0, 3.0]);
     // A 2×2 matrix is not a vector.
     let e = m.vector("i32").unwrap_err().to_string();
-    assert!(e.contains("fixture.mat") && e.contains("`i32`") && e.contains("[2, 2]"), "{e}");
+    assert!(
+        e.contains("fixture.mat") && e.contains("`i32`") && e.contains("[2, 2]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -128,19 +131,28 @@ fn real_flowers_label_files() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/flowers102")
     };
     if !dir.join("imagelabels.mat").is_file() {
-        eprintln!("note: skipping the real Flowers-102 check: {} is absent", dir.display());
+        eprintln!(
+            "note: skipping the real Flowers-102 check: {} is absent",
+            dir.display()
+        );
         return;
     }
     let labels = MatFile::open(dir.join("imagelabels.mat")).unwrap();
     let l = labels.vector("labels").unwrap();
     assert_eq!(l.len(), 8189);
     assert!(l[..10].iter().all(|&v| v == 77.0), "{:?}", &l[..10]);
-    assert!(l.iter().all(|&v| v.fract() == 0.0 && (1.0..=102.0).contains(&v)));
+    assert!(l
+        .iter()
+        .all(|&v| v.fract() == 0.0 && (1.0..=102.0).contains(&v)));
     let setid = MatFile::open(dir.join("setid.mat")).unwrap();
     let trn = setid.vector("trnid").unwrap();
     assert_eq!(&trn[..5], &[6765.0, 6755.0, 6768.0, 6736.0, 6744.0]);
     assert_eq!(
-        (trn.len(), setid.vector("valid").unwrap().len(), setid.vector("tstid").unwrap().len()),
+        (
+            trn.len(),
+            setid.vector("valid").unwrap().len(),
+            setid.vector("tstid").unwrap().len()
+        ),
         (1020, 1020, 6149)
     );
     // The three id lists partition 1..=8189.

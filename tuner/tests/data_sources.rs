@@ -6,7 +6,9 @@ mod data_support;
 use std::path::Path;
 
 use data_support::{flat_color, flowers_fixture, rgb_image, save, tempdir, write_mat, Var};
-use polytune::data::{flowers, folders, manifest, DataConfig, DataError, Dataset, SourceKind, Split};
+use polytune::data::{
+    flowers, folders, manifest, DataConfig, DataError, Dataset, SourceKind, Split,
+};
 
 /// 12 labelled images, 3 classes; the id lists partition 1..=12.
 const LABELS: [f64; 12] = [2.0, 2.0, 1.0, 3.0, 1.0, 3.0, 2.0, 1.0, 3.0, 1.0, 2.0, 3.0];
@@ -29,7 +31,11 @@ fn flowers_layout_gives_exact_ids_and_labels() {
     let e = index.unwrap_err();
     assert!(matches!(e, DataError::Empty { .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("imagelabels.mat") && msg.contains("99 class(es) have no training images: 4, 5"), "{msg}");
+    assert!(
+        msg.contains("imagelabels.mat")
+            && msg.contains("99 class(es) have no training images: 4, 5"),
+        "{msg}"
+    );
 
     // With all 102 classes present in training the index is built.
     let labels: Vec<f64> = (0..104).map(|i| (i % 102 + 1) as f64).collect();
@@ -44,9 +50,15 @@ fn flowers_layout_gives_exact_ids_and_labels() {
     assert_eq!(train[0].path, root2.join("jpg/image_00001.jpg"));
     assert_eq!(train[101].label, 101);
     let valid = index.items(Split::Valid).unwrap();
-    assert_eq!((valid[0].path.clone(), valid[0].label), (root2.join("jpg/image_00103.jpg"), 0));
+    assert_eq!(
+        (valid[0].path.clone(), valid[0].label),
+        (root2.join("jpg/image_00103.jpg"), 0)
+    );
     let test = index.items(Split::Test).unwrap();
-    assert_eq!((test[0].path.clone(), test[0].label), (root2.join("jpg/image_00104.jpg"), 1));
+    assert_eq!(
+        (test[0].path.clone(), test[0].label),
+        (root2.join("jpg/image_00104.jpg"), 1)
+    );
 }
 
 #[test]
@@ -72,7 +84,12 @@ fn flowers_dataset_loads_in_id_order_with_pixels() {
     let img = data.train().image(0);
     let o = (3 * 6 + 3) * 3;
     for c in 0..3 {
-        assert!((img[o + c] as i32 - want[c] as i32).abs() <= 4, "{c}: {} vs {}", img[o + c], want[c]);
+        assert!(
+            (img[o + c] as i32 - want[c] as i32).abs() <= 4,
+            "{c}: {} vs {}",
+            img[o + c],
+            want[c]
+        );
     }
     // Padding: a 6×4 image at 6 px has a zero row at the top and bottom.
     assert!(img[..18].iter().all(|&v| v == 0));
@@ -87,10 +104,18 @@ fn flowers_error(labels: &[f64], trn: &[f64], val: &[f64], tst: &[f64]) -> Strin
     let dir = tempdir();
     let root = dir.path();
     std::fs::create_dir_all(root.join("jpg")).unwrap();
-    write_mat(&root.join("imagelabels.mat"), &[Var::row("labels", labels)], true);
+    write_mat(
+        &root.join("imagelabels.mat"),
+        &[Var::row("labels", labels)],
+        true,
+    );
     write_mat(
         &root.join("setid.mat"),
-        &[Var::row("trnid", trn), Var::row("valid", val), Var::row("tstid", tst)],
+        &[
+            Var::row("trnid", trn),
+            Var::row("valid", val),
+            Var::row("tstid", tst),
+        ],
         false,
     );
     flowers::open(root).unwrap_err().to_string()
@@ -100,39 +125,71 @@ fn flowers_error(labels: &[f64], trn: &[f64], val: &[f64], tst: &[f64]) -> Strin
 fn flowers_bad_labels_and_ids_are_named() {
     // Label out of range (0 and 103), and not an integer.
     let e = flowers_error(&[1.0, 0.0, 2.0], &[1.0], &[2.0], &[3.0]);
-    assert!(e.contains("imagelabels.mat") && e.contains("`labels`[1] = 0") && e.contains("1..=102"), "{e}");
+    assert!(
+        e.contains("imagelabels.mat") && e.contains("`labels`[1] = 0") && e.contains("1..=102"),
+        "{e}"
+    );
     let e = flowers_error(&[1.0, 2.0, 103.0], &[1.0], &[2.0], &[3.0]);
     assert!(e.contains("`labels`[2] = 103"), "{e}");
     let e = flowers_error(&[1.0, 2.5, 3.0], &[1.0], &[2.0], &[3.0]);
     assert!(e.contains("`labels`[1] = 2.5"), "{e}");
     // Id out of range.
     let e = flowers_error(&[1.0, 2.0, 3.0], &[1.0], &[2.0], &[4.0]);
-    assert!(e.contains("setid.mat") && e.contains("`tstid`[0] = 4") && e.contains("1..=3"), "{e}");
+    assert!(
+        e.contains("setid.mat") && e.contains("`tstid`[0] = 4") && e.contains("1..=3"),
+        "{e}"
+    );
     let e = flowers_error(&[1.0, 2.0, 3.0], &[0.0], &[2.0], &[3.0]);
     assert!(e.contains("`trnid`[0] = 0"), "{e}");
     // Duplicate id across splits.
     let e = flowers_error(&[1.0, 2.0, 3.0], &[1.0, 2.0], &[2.0], &[3.0]);
-    assert!(e.contains("image id 2 is listed twice (in `trnid` and `valid`)"), "{e}");
+    assert!(
+        e.contains("image id 2 is listed twice (in `trnid` and `valid`)"),
+        "{e}"
+    );
     // Labels and ids of different lengths.
     let e = flowers_error(&[1.0, 2.0, 3.0, 1.0], &[1.0], &[2.0], &[3.0]);
-    assert!(e.contains("setid.mat") && e.contains("has 3 entries") && e.contains("imagelabels.mat") && e.contains("has 4"), "{e}");
+    assert!(
+        e.contains("setid.mat")
+            && e.contains("has 3 entries")
+            && e.contains("imagelabels.mat")
+            && e.contains("has 4"),
+        "{e}"
+    );
 }
 
 #[test]
 fn flowers_missing_pieces_are_named() {
     let dir = tempdir();
     let e = flowers::open(&dir.path().join("absent")).unwrap_err();
-    assert!(matches!(e, DataError::MissingDir { .. }) && e.to_string().contains("absent"), "{e}");
+    assert!(
+        matches!(e, DataError::MissingDir { .. }) && e.to_string().contains("absent"),
+        "{e}"
+    );
     let e = flowers::open(dir.path()).unwrap_err();
     assert!(e.to_string().contains("jpg"), "{e}");
     std::fs::create_dir_all(dir.path().join("jpg")).unwrap();
     let e = flowers::open(dir.path()).unwrap_err();
-    assert!(matches!(e, DataError::MissingFile { .. }) && e.to_string().contains("imagelabels.mat"), "{e}");
+    assert!(
+        matches!(e, DataError::MissingFile { .. }) && e.to_string().contains("imagelabels.mat"),
+        "{e}"
+    );
     // Variable missing.
-    write_mat(&dir.path().join("imagelabels.mat"), &[Var::row("labelz", &[1.0])], true);
-    write_mat(&dir.path().join("setid.mat"), &[Var::row("trnid", &[1.0])], true);
+    write_mat(
+        &dir.path().join("imagelabels.mat"),
+        &[Var::row("labelz", &[1.0])],
+        true,
+    );
+    write_mat(
+        &dir.path().join("setid.mat"),
+        &[Var::row("trnid", &[1.0])],
+        true,
+    );
     let e = flowers::open(dir.path()).unwrap_err().to_string();
-    assert!(e.contains("imagelabels.mat: no variable `labels` (found: labelz)"), "{e}");
+    assert!(
+        e.contains("imagelabels.mat: no variable `labels` (found: labelz)"),
+        "{e}"
+    );
 
     // A listed image that is missing is named when the split is loaded.
     let root = dir.path().join("f");
@@ -159,7 +216,10 @@ fn csv_manifest_relative_paths_labels_and_order() {
     let dir = tempdir();
     let d = dir.path();
     for name in ["a.jpg", "b.jpg", "c.png", "sub/d.jpg", "e.jpg"] {
-        save(&d.join("imgs").join(name), &rgb_image(5, 5, |_, _| [1, 2, 3]));
+        save(
+            &d.join("imgs").join(name),
+            &rgb_image(5, 5, |_, _| [1, 2, 3]),
+        );
     }
     let csv = write_csv(
         d,
@@ -176,10 +236,19 @@ fn csv_manifest_relative_paths_labels_and_order() {
     assert_eq!(idx.classes, vec!["9".to_string(), "10".to_string()]);
     let train = idx.items(Split::Train).unwrap();
     assert_eq!(train.len(), 3);
-    assert_eq!((train[0].path.clone(), train[0].label), (d.join("imgs/a.jpg"), 1));
-    assert_eq!((train[1].path.clone(), train[1].label), (d.join("imgs/b.jpg"), 0));
+    assert_eq!(
+        (train[0].path.clone(), train[0].label),
+        (d.join("imgs/a.jpg"), 1)
+    );
+    assert_eq!(
+        (train[1].path.clone(), train[1].label),
+        (d.join("imgs/b.jpg"), 0)
+    );
     assert_eq!(train[2].path, d.join("imgs/e.jpg"));
-    assert_eq!(idx.items(Split::Valid).unwrap()[0].path, d.join("imgs/c.png"));
+    assert_eq!(
+        idx.items(Split::Valid).unwrap()[0].path,
+        d.join("imgs/c.png")
+    );
     assert_eq!(idx.items(Split::Test).unwrap()[0].label, 0);
 
     let mut cfg = DataConfig::new(SourceKind::Csv, Some(csv));
@@ -189,7 +258,12 @@ fn csv_manifest_relative_paths_labels_and_order() {
     assert_eq!(data.class_names(), &["9".to_string(), "10".to_string()]);
     assert_eq!(data.train().labels(), &[1, 0, 0]);
     let px = &data.train().image(0)[..3];
-    assert!(px.iter().zip([1u8, 2, 3]).all(|(&a, b)| (a as i32 - b as i32).abs() <= 3), "{px:?}");
+    assert!(
+        px.iter()
+            .zip([1u8, 2, 3])
+            .all(|(&a, b)| (a as i32 - b as i32).abs() <= 3),
+        "{px:?}"
+    );
 }
 
 #[test]
@@ -200,24 +274,42 @@ fn csv_bad_rows_name_the_line() {
     let e = manifest::open(&csv).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, DataError::Csv { line: 3, .. }), "{msg}");
-    assert!(msg.contains("manifest.csv, line 3: missing column `SetType`"), "{msg}");
+    assert!(
+        msg.contains("manifest.csv, line 3: missing column `SetType`"),
+        "{msg}"
+    );
 
-    let csv = write_csv(d, "ImgPath,ImgLabel,SetType\na.jpg,1,train\nb.jpg,2,validation\n");
+    let csv = write_csv(
+        d,
+        "ImgPath,ImgLabel,SetType\na.jpg,1,train\nb.jpg,2,validation\n",
+    );
     let msg = manifest::open(&csv).unwrap_err().to_string();
-    assert!(msg.contains("line 3: unknown SetType \"validation\""), "{msg}");
+    assert!(
+        msg.contains("line 3: unknown SetType \"validation\""),
+        "{msg}"
+    );
 
     let csv = write_csv(d, "ImgPath,Label,SetType\na.jpg,1,train\n");
     let msg = manifest::open(&csv).unwrap_err().to_string();
-    assert!(msg.contains("line 1") && msg.contains("no column `ImgLabel`"), "{msg}");
+    assert!(
+        msg.contains("line 1") && msg.contains("no column `ImgLabel`"),
+        "{msg}"
+    );
 
     let csv = write_csv(d, "ImgPath,ImgLabel,SetType\na.jpg,,train\n");
     let msg = manifest::open(&csv).unwrap_err().to_string();
     assert!(msg.contains("line 2: empty `ImgLabel`"), "{msg}");
 
     // A class seen only in valid has no training images.
-    let csv = write_csv(d, "ImgPath,ImgLabel,SetType\na.jpg,cat,train\nb.jpg,dog,valid\nc.jpg,cat,valid\n");
+    let csv = write_csv(
+        d,
+        "ImgPath,ImgLabel,SetType\na.jpg,cat,train\nb.jpg,dog,valid\nc.jpg,cat,valid\n",
+    );
     let msg = manifest::open(&csv).unwrap_err().to_string();
-    assert!(msg.contains("manifest.csv") && msg.contains("no training images: dog"), "{msg}");
+    assert!(
+        msg.contains("manifest.csv") && msg.contains("no training images: dog"),
+        "{msg}"
+    );
 
     // No validation rows at all.
     let csv = write_csv(d, "ImgPath,ImgLabel,SetType\na.jpg,cat,train\n");
@@ -228,11 +320,17 @@ fn csv_bad_rows_name_the_line() {
     assert!(matches!(e, DataError::MissingFile { .. }) && e.to_string().contains("missing.csv"));
 
     // A listed image that does not exist is named when loading.
-    let csv = write_csv(d, "ImgPath,ImgLabel,SetType\nnot_there.jpg,cat,train\nnot_there.jpg,cat,valid\n");
+    let csv = write_csv(
+        d,
+        "ImgPath,ImgLabel,SetType\nnot_there.jpg,cat,train\nnot_there.jpg,cat,valid\n",
+    );
     let mut cfg = DataConfig::new(SourceKind::Csv, Some(csv));
     cfg.cache_dir = d.join("cache");
     let e = Dataset::load(&cfg).unwrap_err();
-    assert!(matches!(e, DataError::MissingFile { .. }) && e.to_string().contains("not_there.jpg"), "{e}");
+    assert!(
+        matches!(e, DataError::MissingFile { .. }) && e.to_string().contains("not_there.jpg"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -258,7 +356,10 @@ fn class_folders_layout() {
         .iter()
         .map(|i| i.path.strip_prefix(d).unwrap().display().to_string())
         .collect();
-    assert_eq!(names, ["train/rose/x.png", "train/tulip/1.JPG", "train/tulip/2.jpg"]);
+    assert_eq!(
+        names,
+        ["train/rose/x.png", "train/tulip/1.JPG", "train/tulip/2.jpg"]
+    );
     assert_eq!(train.iter().map(|i| i.label).collect::<Vec<_>>(), [0, 1, 1]);
     assert_eq!(idx.items(Split::Valid).unwrap().len(), 1);
     assert_eq!(idx.items(Split::Test).unwrap()[0].label, 1);
@@ -266,17 +367,29 @@ fn class_folders_layout() {
     // An empty training class folder.
     std::fs::create_dir_all(d.join("train/lily")).unwrap();
     let msg = folders::open(d).unwrap_err().to_string();
-    assert!(msg.contains("train/lily") && msg.contains("class `lily` has no images"), "{msg}");
+    assert!(
+        msg.contains("train/lily") && msg.contains("class `lily` has no images"),
+        "{msg}"
+    );
     std::fs::remove_dir(d.join("train/lily")).unwrap();
     // A validation class unknown to train/.
     save(&d.join("valid/daisy/a.jpg"), &img);
     let msg = folders::open(d).unwrap_err().to_string();
-    assert!(msg.contains("valid/daisy") && msg.contains("no folder in train/"), "{msg}");
+    assert!(
+        msg.contains("valid/daisy") && msg.contains("no folder in train/"),
+        "{msg}"
+    );
     std::fs::remove_dir_all(d.join("valid/daisy")).unwrap();
     // Missing valid/.
     std::fs::remove_dir_all(d.join("valid")).unwrap();
     let e = folders::open(d).unwrap_err();
-    assert!(matches!(e, DataError::MissingDir { .. }) && e.to_string().contains("valid"), "{e}");
+    assert!(
+        matches!(e, DataError::MissingDir { .. }) && e.to_string().contains("valid"),
+        "{e}"
+    );
     let e = folders::open(&d.join("nowhere")).unwrap_err();
-    assert!(matches!(e, DataError::MissingDir { .. }) && e.to_string().contains("nowhere"), "{e}");
+    assert!(
+        matches!(e, DataError::MissingDir { .. }) && e.to_string().contains("nowhere"),
+        "{e}"
+    );
 }

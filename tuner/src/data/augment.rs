@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::decode::PadGeometry;
 use super::error::{DataError, Result};
-use super::rng::{stream, unit, uniform, TAG_AUGMENT};
+use super::rng::{stream, uniform, unit, TAG_AUGMENT};
 
 /// Augmentation settings (`[data.augment]`); defaults are the seed's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,7 +105,11 @@ impl AugmentConfig {
             Ok(())
         };
         if !(0.0..=1.0).contains(&self.p) {
-            return Err(DataError::config(key("p"), self.p, "must be a probability in [0, 1]"));
+            return Err(DataError::config(
+                key("p"),
+                self.p,
+                "must be a probability in [0, 1]",
+            ));
         }
         if !(0.0..=180.0).contains(&self.max_rotate) {
             return Err(DataError::config(
@@ -115,7 +119,11 @@ impl AugmentConfig {
             ));
         }
         if !(self.min_zoom > 0.0 && self.min_zoom.is_finite()) {
-            return Err(DataError::config(key("min_zoom"), self.min_zoom, "must be > 0"));
+            return Err(DataError::config(
+                key("min_zoom"),
+                self.min_zoom,
+                "must be > 0",
+            ));
         }
         if !(self.max_zoom >= self.min_zoom && self.max_zoom.is_finite()) {
             return Err(DataError::config(
@@ -219,7 +227,11 @@ impl AugmentParams {
             saturation: if s_on { s_v } else { 1.0 },
             // fastai adds the log-uniform draw (around 1) and takes mod 1;
             // adding (draw - 1) is the same shift without a float detour.
-            hue_shift: if h_on && cfg.max_hue > 0.0 { h_v - 1.0 } else { 0.0 },
+            hue_shift: if h_on && cfg.max_hue > 0.0 {
+                h_v - 1.0
+            } else {
+                0.0
+            },
             pad_pct: if cfg.pad_jitter { pad_pct } else { (0.5, 0.5) },
         }
     }
@@ -279,26 +291,42 @@ struct GridMap {
     m: [[f64; 3]; 2],
     /// Perspective coefficients c0..c7 (c8 = 1), if warping.
     persp: Option<[f64; 8]>,
-    /// Pad-jitter translation subtracted in normalised units.
+    /// Pad-jitter translation in output pixels.
     shift: (f64, f64),
 }
 
 impl GridMap {
     fn new(p: &AugmentParams, size: usize, orig: (u32, u32)) -> Option<Self> {
         let shift = jitter_shift(p.pad_pct, size, orig);
-        if !p.flip && p.rotate_deg == 0.0 && p.zoom == 1.0 && p.warp == (0.0, 0.0) && shift == (0.0, 0.0) {
+        if !p.flip
+            && p.rotate_deg == 0.0
+            && p.zoom == 1.0
+            && p.warp == (0.0, 0.0)
+            && shift == (0.0, 0.0)
+        {
             return None;
         }
         let f = if p.flip { -1.0 } else { 1.0 };
         let t = p.rotate_deg.to_radians();
         let (sin, cos) = t.sin_cos();
         let s = 1.0 / p.zoom;
-        let zc = ((1.0 - s) * (2.0 * p.zoom_center.0 - 1.0), (1.0 - s) * (2.0 * p.zoom_center.1 - 1.0));
+        let zc = (
+            (1.0 - s) * (2.0 * p.zoom_center.0 - 1.0),
+            (1.0 - s) * (2.0 * p.zoom_center.1 - 1.0),
+        );
         // F·R·Z with F = diag(f, 1), R = [[cos, sin], [-sin, cos]], Z = [[s, 0, zc.0], [0, s, zc.1]].
         let fr = [[f * cos, f * sin], [-sin, cos]];
         let m = [
-            [fr[0][0] * s, fr[0][1] * s, fr[0][0] * zc.0 + fr[0][1] * zc.1],
-            [fr[1][0] * s, fr[1][1] * s, fr[1][0] * zc.0 + fr[1][1] * zc.1],
+            [
+                fr[0][0] * s,
+                fr[0][1] * s,
+                fr[0][0] * zc.0 + fr[0][1] * zc.1,
+            ],
+            [
+                fr[1][0] * s,
+                fr[1][1] * s,
+                fr[1][0] * zc.0 + fr[1][1] * zc.1,
+            ],
         ];
         let persp = if p.warp != (0.0, 0.0) {
             perspective_coeffs(p.warp.0, p.warp.1)
@@ -312,7 +340,13 @@ impl GridMap {
     /// the borders (PyTorch `grid_sample`, `align_corners=True`).
     fn sample(&self, src: &[f32], dst: &mut [f32], size: usize) {
         let last = (size - 1) as f64;
-        let norm = |i: usize| if size > 1 { -1.0 + 2.0 * i as f64 / last } else { 0.0 };
+        let norm = |i: usize| {
+            if size > 1 {
+                -1.0 + 2.0 * i as f64 / last
+            } else {
+                0.0
+            }
+        };
         for i in 0..size {
             let yo = norm(i);
             for j in 0..size {
@@ -326,27 +360,57 @@ impl GridMap {
                     x = nx;
                     y = ny;
                 }
-                x -= self.shift.0;
-                y -= self.shift.1;
-                let px = reflect((x + 1.0) * 0.5 * last, last);
-                let py = reflect((y + 1.0) * 0.5 * last, last);
-                let (x0, y0) = (px.floor(), py.floor());
-                let (wx, wy) = ((px - x0) as f32, (py - y0) as f32);
-                let (x0, y0) = (x0 as usize, y0 as usize);
-                let (x1, y1) = ((x0 + 1).min(size - 1), (y0 + 1).min(size - 1));
+                // Reflection acts on the jittered image's frame; the jitter
+                // itself moves the centred image with zero fill (fastai pads
+                // with zeros before the affine resample).
+                let px = reflect((x + 1.0) * 0.5 * last, last) - self.shift.0;
+                let py = reflect((y + 1.0) * 0.5 * last, last) - self.shift.1;
                 let o = (i * size + j) * 3;
-                let (r0, r1) = (y0 * size, y1 * size);
-                for c in 0..3 {
-                    let v00 = src[(r0 + x0) * 3 + c];
-                    let v01 = src[(r0 + x1) * 3 + c];
-                    let v10 = src[(r1 + x0) * 3 + c];
-                    let v11 = src[(r1 + x1) * 3 + c];
-                    let top = v00 + (v01 - v00) * wx;
-                    let bot = v10 + (v11 - v10) * wx;
-                    dst[o + c] = top + (bot - top) * wy;
+                if self.shift == (0.0, 0.0) {
+                    bilinear_clamped(src, size, px, py, &mut dst[o..o + 3]);
+                } else {
+                    bilinear_zeros(src, size, px, py, &mut dst[o..o + 3]);
                 }
             }
         }
+    }
+}
+
+/// Bilinear sample at pixel coordinates inside [0, size-1].
+fn bilinear_clamped(src: &[f32], size: usize, px: f64, py: f64, out: &mut [f32]) {
+    let (x0, y0) = (px.floor(), py.floor());
+    let (wx, wy) = ((px - x0) as f32, (py - y0) as f32);
+    let (x0, y0) = (x0 as usize, y0 as usize);
+    let (x1, y1) = ((x0 + 1).min(size - 1), (y0 + 1).min(size - 1));
+    let (r0, r1) = (y0 * size, y1 * size);
+    for c in 0..3 {
+        let v00 = src[(r0 + x0) * 3 + c];
+        let v01 = src[(r0 + x1) * 3 + c];
+        let v10 = src[(r1 + x0) * 3 + c];
+        let v11 = src[(r1 + x1) * 3 + c];
+        let top = v00 + (v01 - v00) * wx;
+        let bot = v10 + (v11 - v10) * wx;
+        out[c] = top + (bot - top) * wy;
+    }
+}
+
+/// Bilinear sample at any pixel coordinates; taps outside the image are 0.
+fn bilinear_zeros(src: &[f32], size: usize, px: f64, py: f64, out: &mut [f32]) {
+    let (fx, fy) = (px.floor(), py.floor());
+    let (wx, wy) = ((px - fx) as f32, (py - fy) as f32);
+    let (x0, y0) = (fx as i64, fy as i64);
+    let n = size as i64;
+    let tap = |x: i64, y: i64, c: usize| -> f32 {
+        if x < 0 || y < 0 || x >= n || y >= n {
+            0.0
+        } else {
+            src[((y * n + x) as usize) * 3 + c]
+        }
+    };
+    for (c, o) in out.iter_mut().enumerate() {
+        let top = tap(x0, y0, c) * (1.0 - wx) + tap(x0 + 1, y0, c) * wx;
+        let bot = tap(x0, y0 + 1, c) * (1.0 - wx) + tap(x0 + 1, y0 + 1, c) * wx;
+        *o = top * (1.0 - wy) + bot * wy;
     }
 }
 
@@ -359,12 +423,16 @@ fn reflect(x: f64, last: f64) -> f64 {
     let ax = x.abs();
     let flips = (ax / last).floor();
     let extra = ax - flips * last;
-    let r = if flips as i64 % 2 == 0 { extra } else { last - extra };
+    let r = if flips as i64 % 2 == 0 {
+        extra
+    } else {
+        last - extra
+    };
     r.clamp(0.0, last)
 }
 
-/// Translation (normalised units) that moves the image from its centred
-/// place in the padded square to the place fastai would pick for `pct`.
+/// Translation (output pixels) that moves the image from its centred place
+/// in the padded square to the place fastai would pick for `pct`.
 fn jitter_shift(pct: (f64, f64), size: usize, orig: (u32, u32)) -> (f64, f64) {
     if pct == (0.5, 0.5) || size < 2 || orig.0 == 0 || orig.1 == 0 {
         return (0.0, 0.0);
@@ -372,9 +440,8 @@ fn jitter_shift(pct: (f64, f64), size: usize, orig: (u32, u32)) -> (f64, f64) {
     let centred = PadGeometry::fastai(orig.0, orig.1, size as u32, (0.5, 0.5));
     let placed = PadGeometry::fastai(orig.0, orig.1, size as u32, pct);
     let scale = size as f64 / centred.side as f64; // source px -> output px
-    let to_norm = 2.0 / (size - 1) as f64;
-    let dx = (placed.pad_left as f64 - centred.pad_left as f64) * scale * to_norm;
-    let dy = (placed.pad_top as f64 - centred.pad_top as f64) * scale * to_norm;
+    let dx = (placed.pad_left as f64 - centred.pad_left as f64) * scale;
+    let dy = (placed.pad_top as f64 - centred.pad_top as f64) * scale;
     (dx, dy)
 }
 
@@ -502,7 +569,14 @@ mod tests {
         let size = 5;
         let src: Vec<u8> = (0..size * size * 3).map(|i| (i * 7 % 256) as u8).collect();
         let mut out = vec![0.0; src.len()];
-        augment_into(&AugmentParams::identity(), &src, size, (5, 5), &mut AugmentScratch::default(), &mut out);
+        augment_into(
+            &AugmentParams::identity(),
+            &src,
+            size,
+            (5, 5),
+            &mut AugmentScratch::default(),
+            &mut out,
+        );
         for p in 0..size * size {
             for c in 0..3 {
                 assert_eq!(out[c * size * size + p], src[p * 3 + c] as f32 / 255.0);
@@ -519,7 +593,14 @@ mod tests {
             flip: true,
             ..AugmentParams::identity()
         };
-        augment_into(&p, &src, size, (4, 4), &mut AugmentScratch::default(), &mut out);
+        augment_into(
+            &p,
+            &src,
+            size,
+            (4, 4),
+            &mut AugmentScratch::default(),
+            &mut out,
+        );
         for i in 0..size {
             for j in 0..size {
                 for c in 0..3 {
@@ -541,7 +622,14 @@ mod tests {
             rotate_deg: 90.0,
             ..AugmentParams::identity()
         };
-        augment_into(&p, &src, size, (5, 5), &mut AugmentScratch::default(), &mut out);
+        augment_into(
+            &p,
+            &src,
+            size,
+            (5, 5),
+            &mut AugmentScratch::default(),
+            &mut out,
+        );
         for i in 0..size {
             for j in 0..size {
                 let want = src[((size - 1 - j) * size + i) * 3] as f32 / 255.0;
@@ -557,10 +645,18 @@ mod tests {
         let c = perspective_coeffs(xt, yt).unwrap();
         let map = |x: f64, y: f64| {
             let z = c[6] * x + c[7] * y + 1.0;
-            ((c[0] * x + c[1] * y + c[2]) / z, (c[3] * x + c[4] * y + c[5]) / z)
+            (
+                (c[0] * x + c[1] * y + c[2]) / z,
+                (c[3] * x + c[4] * y + c[5]) / z,
+            )
         };
         // find_coeffs(p1=orig, p2=targ) gives the map targ -> orig.
-        let targ = [(-1.0 - yt, -1.0 - xt), (-1.0 + yt, 1.0 + xt), (1.0 + yt, -1.0 + xt), (1.0 - yt, 1.0 - xt)];
+        let targ = [
+            (-1.0 - yt, -1.0 - xt),
+            (-1.0 + yt, 1.0 + xt),
+            (1.0 + yt, -1.0 + xt),
+            (1.0 - yt, 1.0 - xt),
+        ];
         let orig = [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)];
         for (t, o) in targ.iter().zip(orig.iter()) {
             let (x, y) = map(t.0, t.1);
@@ -579,7 +675,10 @@ mod tests {
         // Pure red shifted by 1/3 turn is pure green.
         let mut red = vec![1.0f32, 0.0, 0.0];
         shift_hue(&mut red, 1.0 / 3.0);
-        assert!((red[0]).abs() < 1e-5 && (red[1] - 1.0).abs() < 1e-5 && red[2].abs() < 1e-5, "{red:?}");
+        assert!(
+            (red[0]).abs() < 1e-5 && (red[1] - 1.0).abs() < 1e-5 && red[2].abs() < 1e-5,
+            "{red:?}"
+        );
     }
 
     #[test]
@@ -598,7 +697,11 @@ mod tests {
         let g = 0.2989 * l[0] + 0.587 * l[1] + 0.114 * l[2];
         for c in 0..3 {
             let want = 1.0 / (1.0 + (-(l[c] * 0.8 + g * 0.2)).exp());
-            assert!((px[c] as f64 - want).abs() < 1e-5, "{c}: {} vs {want}", px[c]);
+            assert!(
+                (px[c] as f64 - want).abs() < 1e-5,
+                "{c}: {} vs {want}",
+                px[c]
+            );
         }
     }
 

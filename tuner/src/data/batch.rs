@@ -170,7 +170,13 @@ pub fn normalize_into(src: &[u8], out: &mut [f32]) {
 impl ImageSet {
     /// Writes sample `index` (normalised CHW, augmented if asked) to `out`
     /// (`3 * size²` floats).
-    pub fn write_sample(&self, index: usize, augment: Option<&Augment>, scratch: &mut AugmentScratch, out: &mut [f32]) {
+    pub fn write_sample(
+        &self,
+        index: usize,
+        augment: Option<&Augment>,
+        scratch: &mut AugmentScratch,
+        out: &mut [f32],
+    ) {
         let size = self.image_size() as usize;
         let src = self.image(index);
         match augment {
@@ -271,6 +277,7 @@ impl ImageSet {
 }
 
 /// Iterator over the batches of one epoch (see [`ImageSet::batches`]).
+#[derive(Debug)]
 pub struct Batches<'a> {
     set: &'a ImageSet,
     order: Vec<usize>,

@@ -185,7 +185,10 @@ pub fn load_split(req: &CacheRequest<'_>, items: &[Item]) -> Result<ImageSet> {
         }
         Err(CacheMiss::Absent) => Err(DataError::io(
             &path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "cache file vanished after writing"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "cache file vanished after writing",
+            ),
         )),
         Err(CacheMiss::Invalid(reason)) => Err(DataError::io(
             &path,
@@ -244,21 +247,30 @@ fn open_cache(
         return Err(bad("bad magic".into()));
     }
     if rd_u32(h, 8) != VERSION || rd_u32(h, 12) as usize != HEADER_LEN {
-        return Err(bad(format!("format version {} (expected {VERSION})", rd_u32(h, 8))));
+        return Err(bad(format!(
+            "format version {} (expected {VERSION})",
+            rd_u32(h, 8)
+        )));
     }
     if rd_u64(h, 16) != fp {
         return Err(bad("source files changed".into()));
     }
     let size = rd_u32(h, 24);
     if size != req.image_size || rd_u32(h, 28) != 3 {
-        return Err(bad(format!("image size {size} (expected {})", req.image_size)));
+        return Err(bad(format!(
+            "image size {size} (expected {})",
+            req.image_size
+        )));
     }
     let count = rd_u64(h, 32) as usize;
     let source_len = rd_u64(h, 40) as usize;
     let total = rd_u64(h, 48) as usize;
     let per = 3 * size as usize * size as usize;
     if source_len != items.len() || count > source_len {
-        return Err(bad(format!("holds {count} of {source_len} images, source has {}", items.len())));
+        return Err(bad(format!(
+            "holds {count} of {source_len} images, source has {}",
+            items.len()
+        )));
     }
     let expect = file_len(count, per);
     if total != expect || actual_len != expect {
@@ -329,7 +341,10 @@ fn build(path: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Result
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let file_name = path.file_name().expect("cache path has a name").to_string_lossy();
+    let file_name = path
+        .file_name()
+        .expect("cache path has a name")
+        .to_string_lossy();
     let tmp = path.with_file_name(format!("{file_name}.tmp.{}.{nanos}", std::process::id()));
     let result = write_tmp(&tmp, fp, req, items).and_then(|decoded| {
         std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
@@ -356,33 +371,34 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
         .map_err(|e| DataError::io(tmp, e))?;
     let io = |e| DataError::io(tmp, e);
     file.set_len((HEADER_LEN + n * per) as u64).map_err(io)?;
-    let decoded = {
-        // SAFETY: the temporary file was just created by this process under a
-        // unique name; nothing else maps or writes it.
-        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
-        let results = decode_all(req, items, &mut map[HEADER_LEN..])?;
-
-        // Keep the decodable images, in order, packed to the front.
-        let mut kept: Vec<(usize, (u32, u32))> = Vec::with_capacity(n);
-        let mut failed: Vec<DataError> = Vec::new();
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Some(Ok(dims)) => kept.push((i, dims)),
-                Some(Err(e)) => failed.push(e),
-                None => {} // not attempted: an earlier failure aborted the build
-            }
-        }
-        // Missing or unreadable files are errors even with skip_corrupt;
-        // undecodable ones only without it. Report the first in source order.
-        if let Some(p) = failed
-            .iter()
-            .position(|e| !(req.skip_corrupt && matches!(e, DataError::Decode { .. })))
+    let decoded =
         {
-            return Err(failed.swap_remove(p));
-        }
-        if !failed.is_empty() {
-            let names: Vec<String> = failed.iter().take(5).map(|e| e.to_string()).collect();
-            tracing::warn!(
+            // SAFETY: the temporary file was just created by this process under a
+            // unique name; nothing else maps or writes it.
+            let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
+            let results = decode_all(req, items, &mut map[HEADER_LEN..])?;
+
+            // Keep the decodable images, in order, packed to the front.
+            let mut kept: Vec<(usize, (u32, u32))> = Vec::with_capacity(n);
+            let mut failed: Vec<DataError> = Vec::new();
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Some(Ok(dims)) => kept.push((i, dims)),
+                    Some(Err(e)) => failed.push(e),
+                    None => {} // not attempted: an earlier failure aborted the build
+                }
+            }
+            // Missing or unreadable files are errors even with skip_corrupt;
+            // undecodable ones only without it. Report the first in source order.
+            if let Some(p) = failed
+                .iter()
+                .position(|e| !(req.skip_corrupt && matches!(e, DataError::Decode { .. })))
+            {
+                return Err(failed.swap_remove(p));
+            }
+            if !failed.is_empty() {
+                let names: Vec<String> = failed.iter().take(5).map(|e| e.to_string()).collect();
+                tracing::warn!(
                 "{} {} split: skipped {} undecodable image(s) of {n} (skip_corrupt = true): {}{}",
                 req.kind,
                 req.split,
@@ -390,54 +406,56 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
                 names.join("; "),
                 if failed.len() > names.len() { "; ..." } else { "" }
             );
-        }
-        if kept.is_empty() {
-            return Err(DataError::Empty {
-                location: req.root.to_path_buf(),
-                message: format!("every image of the {} split failed to decode", req.split),
-            });
-        }
-        for (k, &(i, _)) in kept.iter().enumerate() {
-            if k != i {
-                let src = HEADER_LEN + i * per;
-                map.copy_within(src..src + per, HEADER_LEN + k * per);
             }
-        }
-        map.flush().map_err(io)?;
-        drop(map);
+            if kept.is_empty() {
+                return Err(DataError::Empty {
+                    location: req.root.to_path_buf(),
+                    message: format!("every image of the {} split failed to decode", req.split),
+                });
+            }
+            for (k, &(i, _)) in kept.iter().enumerate() {
+                if k != i {
+                    let src = HEADER_LEN + i * per;
+                    map.copy_within(src..src + per, HEADER_LEN + k * per);
+                }
+            }
+            map.flush().map_err(io)?;
+            drop(map);
 
-        let count = kept.len();
-        let total = file_len(count, per);
-        file.set_len((HEADER_LEN + count * per) as u64).map_err(io)?;
-        let mut w = BufWriter::new(&file);
-        w.seek(SeekFrom::End(0)).map_err(io)?;
-        for &(i, _) in &kept {
-            w.write_all(&(items[i].label as u32).to_le_bytes()).map_err(io)?;
-        }
-        for &(i, _) in &kept {
-            w.write_all(&(i as u32).to_le_bytes()).map_err(io)?;
-        }
-        for &(_, (wd, ht)) in &kept {
-            w.write_all(&wd.to_le_bytes()).map_err(io)?;
-            w.write_all(&ht.to_le_bytes()).map_err(io)?;
-        }
-        w.write_all(TRAILER).map_err(io)?;
-        let mut header = [0u8; HEADER_LEN];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        header[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-        header[16..24].copy_from_slice(&fp.to_le_bytes());
-        header[24..28].copy_from_slice(&size.to_le_bytes());
-        header[28..32].copy_from_slice(&3u32.to_le_bytes());
-        header[32..40].copy_from_slice(&(count as u64).to_le_bytes());
-        header[40..48].copy_from_slice(&(n as u64).to_le_bytes());
-        header[48..56].copy_from_slice(&(total as u64).to_le_bytes());
-        w.seek(SeekFrom::Start(0)).map_err(io)?;
-        w.write_all(&header).map_err(io)?;
-        w.flush().map_err(io)?;
-        drop(w);
-        count
-    };
+            let count = kept.len();
+            let total = file_len(count, per);
+            file.set_len((HEADER_LEN + count * per) as u64)
+                .map_err(io)?;
+            let mut w = BufWriter::new(&file);
+            w.seek(SeekFrom::End(0)).map_err(io)?;
+            for &(i, _) in &kept {
+                w.write_all(&(items[i].label as u32).to_le_bytes())
+                    .map_err(io)?;
+            }
+            for &(i, _) in &kept {
+                w.write_all(&(i as u32).to_le_bytes()).map_err(io)?;
+            }
+            for &(_, (wd, ht)) in &kept {
+                w.write_all(&wd.to_le_bytes()).map_err(io)?;
+                w.write_all(&ht.to_le_bytes()).map_err(io)?;
+            }
+            w.write_all(TRAILER).map_err(io)?;
+            let mut header = [0u8; HEADER_LEN];
+            header[..8].copy_from_slice(MAGIC);
+            header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+            header[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+            header[16..24].copy_from_slice(&fp.to_le_bytes());
+            header[24..28].copy_from_slice(&size.to_le_bytes());
+            header[28..32].copy_from_slice(&3u32.to_le_bytes());
+            header[32..40].copy_from_slice(&(count as u64).to_le_bytes());
+            header[40..48].copy_from_slice(&(n as u64).to_le_bytes());
+            header[48..56].copy_from_slice(&(total as u64).to_le_bytes());
+            w.seek(SeekFrom::Start(0)).map_err(io)?;
+            w.write_all(&header).map_err(io)?;
+            w.flush().map_err(io)?;
+            drop(w);
+            count
+        };
     file.sync_all().map_err(io)?;
     Ok(decoded)
 }

@@ -201,7 +201,11 @@ impl DataConfig {
             }
         }
         if self.cache_dir.as_os_str().is_empty() {
-            return Err(DataError::config("data.cache_dir", "\"\"", "must not be empty"));
+            return Err(DataError::config(
+                "data.cache_dir",
+                "\"\"",
+                "must not be empty",
+            ));
         }
         if !(self.valid_fraction > 0.0 && self.valid_fraction < 1.0) {
             return Err(DataError::config(

@@ -142,7 +142,11 @@ pub fn open_index(config: &DataConfig) -> Result<SourceIndex> {
 }
 
 /// Loads one split of an index through the cache.
-pub fn load_index_split(config: &DataConfig, index: &SourceIndex, split: Split) -> Result<ImageSet> {
+pub fn load_index_split(
+    config: &DataConfig,
+    index: &SourceIndex,
+    split: Split,
+) -> Result<ImageSet> {
     let items = match index.items(split) {
         Some(items) if !items.is_empty() => items,
         _ => {

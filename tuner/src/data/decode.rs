@@ -19,7 +19,9 @@
 
 use std::path::Path;
 
-use fast_image_resize::{images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{
+    images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
 
 use super::error::{DataError, Result};
 
@@ -108,7 +110,11 @@ impl PadResizer {
     /// interleaved RGB).
     pub fn pad_resize(&mut self, rgb: &[u8], w: u32, h: u32, size: u32, out: &mut [u8]) {
         assert_eq!(rgb.len(), w as usize * h as usize * 3, "rgb buffer size");
-        assert_eq!(out.len(), size as usize * size as usize * 3, "out buffer size");
+        assert_eq!(
+            out.len(),
+            size as usize * size as usize * 3,
+            "out buffer size"
+        );
         let g = PadGeometry::fastai(w, h, size, (0.5, 0.5));
         let side = g.side as usize;
         self.canvas.clear();
@@ -126,8 +132,9 @@ impl PadResizer {
         }
         let src = ImageRef::new(g.side, g.side, &self.canvas, PixelType::U8x3)
             .expect("canvas has side*side*3 bytes");
-        let mut dst = fast_image_resize::images::Image::from_slice_u8(size, size, out, PixelType::U8x3)
-            .expect("out has size*size*3 bytes");
+        let mut dst =
+            fast_image_resize::images::Image::from_slice_u8(size, size, out, PixelType::U8x3)
+                .expect("out has size*size*3 bytes");
         self.resizer
             .resize(&src, &mut dst, &self.options)
             .expect("same pixel type, non-empty images");
@@ -164,9 +171,7 @@ pub fn decode_rgb_bytes(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, u32, u32)
     }
     let format = image::guess_format(bytes).map_err(|e| err(e.to_string()))?;
     if format == image::ImageFormat::Jpeg && !jpeg_has_eoi(bytes) {
-        return Err(err(
-            "JPEG data is truncated (no end-of-image marker)".into(),
-        ));
+        return Err(err("JPEG data is truncated (no end-of-image marker)".into()));
     }
     let img = image::load_from_memory_with_format(bytes, format).map_err(|e| err(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
@@ -185,7 +190,12 @@ fn jpeg_has_eoi(bytes: &[u8]) -> bool {
 
 /// Decodes `path` and writes its padded, resized `size`×`size` RGB version
 /// into `out`; returns the original `(width, height)`.
-pub fn load_resized(path: &Path, size: u32, resizer: &mut PadResizer, out: &mut [u8]) -> Result<(u32, u32)> {
+pub fn load_resized(
+    path: &Path,
+    size: u32,
+    resizer: &mut PadResizer,
+    out: &mut [u8],
+) -> Result<(u32, u32)> {
     let (rgb, w, h) = decode_rgb(path)?;
     resizer.pad_resize(&rgb, w, h, size, out);
     Ok((w, h))
@@ -199,7 +209,10 @@ mod tests {
     fn fastai_geometry_matches_python() {
         // Values printed by fastai's formula in Python (see module docs).
         let g = PadGeometry::fastai(500, 375, 224, (0.5, 0.5));
-        assert_eq!((g.side, g.pad_left, g.pad_top, g.keep_w, g.keep_h), (500, 0, 62, 500, 375));
+        assert_eq!(
+            (g.side, g.pad_left, g.pad_top, g.keep_w, g.keep_h),
+            (500, 0, 62, 500, 375)
+        );
         let g = PadGeometry::fastai(375, 500, 224, (0.5, 0.5));
         assert_eq!((g.side, g.pad_left, g.pad_top), (500, 62, 0));
         let g = PadGeometry::fastai(1000, 667, 224, (0.5, 0.5));

@@ -62,15 +62,15 @@ pub fn open(root: &Path) -> Result<SourceIndex> {
         let ids = setid_mat.vector(var)?;
         let mut items = Vec::with_capacity(ids.len());
         for (index, &v) in ids.iter().enumerate() {
-            let id = as_index(v).filter(|&i| (1..=labels.len()).contains(&i)).ok_or_else(|| {
-                DataError::IdOutOfRange {
+            let id = as_index(v)
+                .filter(|&i| (1..=labels.len()).contains(&i))
+                .ok_or_else(|| DataError::IdOutOfRange {
                     path: setid_path.clone(),
                     variable: var.into(),
                     index,
                     value: v,
                     max: labels.len(),
-                }
-            })?;
+                })?;
             if let Some(first) = seen[id - 1] {
                 return Err(DataError::DuplicateId {
                     path: setid_path.clone(),
@@ -124,7 +124,12 @@ fn as_index(v: f64) -> Option<usize> {
 
 /// Converts 1-based labels to 0-based classes, checking each is an integer
 /// in `1..=classes`.
-pub(crate) fn check_labels(path: &Path, var: &str, raw: &[f64], classes: usize) -> Result<Vec<usize>> {
+pub(crate) fn check_labels(
+    path: &Path,
+    var: &str,
+    raw: &[f64],
+    classes: usize,
+) -> Result<Vec<usize>> {
     if raw.is_empty() {
         return Err(DataError::Empty {
             location: path.to_path_buf(),

@@ -28,7 +28,11 @@ pub enum Origin {
 
 pub(crate) enum Pixels {
     Owned(Vec<u8>),
-    Mapped { map: Mmap, offset: usize, len: usize },
+    Mapped {
+        map: Mmap,
+        offset: usize,
+        len: usize,
+    },
 }
 
 impl Pixels {

@@ -98,7 +98,11 @@ pub fn open(csv_path: &Path) -> Result<SourceIndex> {
                 })
             }
         };
-        let path = if path.is_absolute() { path } else { base.join(path) };
+        let path = if path.is_absolute() {
+            path
+        } else {
+            base.join(path)
+        };
         rows.push((path, label, split));
     }
 

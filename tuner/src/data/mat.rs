@@ -207,12 +207,11 @@ impl MatFile {
             let tag = cur.tag().map_err(&err)?;
             match tag.ty {
                 MI_COMPRESSED => {
-                    let body = cur.take(tag.len).map_err(|m| {
-                        err(format!("compressed element at byte {start}: {m}"))
-                    })?;
-                    let inflated = inflate(body).map_err(|m| {
-                        err(format!("compressed element at byte {start}: {m}"))
-                    })?;
+                    let body = cur
+                        .take(tag.len)
+                        .map_err(|m| err(format!("compressed element at byte {start}: {m}")))?;
+                    let inflated = inflate(body)
+                        .map_err(|m| err(format!("compressed element at byte {start}: {m}")))?;
                     // A compressed element holds one ordinary data element;
                     // offsets inside it are reported relative to the element.
                     let mut inner = Cursor {
@@ -221,13 +220,13 @@ impl MatFile {
                         big_endian,
                         base: start,
                     };
-                    let inner_tag = inner.tag().map_err(|m| {
-                        err(format!("compressed element at byte {start}: {m}"))
-                    })?;
+                    let inner_tag = inner
+                        .tag()
+                        .map_err(|m| err(format!("compressed element at byte {start}: {m}")))?;
                     if inner_tag.ty == MI_MATRIX {
-                        let body = inner.take(inner_tag.len).map_err(|m| {
-                            err(format!("compressed element at byte {start}: {m}"))
-                        })?;
+                        let body = inner
+                            .take(inner_tag.len)
+                            .map_err(|m| err(format!("compressed element at byte {start}: {m}")))?;
                         vars.push(parse_matrix(body, big_endian, start).map_err(&err)?);
                     }
                     // Compressed elements are not padded to 8 bytes.

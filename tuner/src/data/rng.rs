@@ -88,6 +88,9 @@ mod tests {
             counts[v[0]] += 1;
         }
         // Each element leads ~1000 times; 4 sigma is ~110.
-        assert!(counts.iter().all(|&c| (880..=1120).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (880..=1120).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

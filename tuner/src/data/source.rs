@@ -111,7 +111,11 @@ impl SourceIndex {
                     "{} class(es) have no training images: {}{}",
                     empty.len(),
                     shown.join(", "),
-                    if empty.len() > shown.len() { ", ..." } else { "" }
+                    if empty.len() > shown.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
                 ),
             });
         }

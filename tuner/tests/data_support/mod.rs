@@ -46,7 +46,11 @@ struct W {
 
 impl W {
     fn u32(&mut self, v: u32) {
-        let b = if self.be { v.to_be_bytes() } else { v.to_le_bytes() };
+        let b = if self.be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
         self.buf.extend_from_slice(&b);
     }
     fn pad8(&mut self) {
@@ -71,14 +75,19 @@ impl W {
 }
 
 fn matrix_element(v: &Var, be: bool) -> Vec<u8> {
-    let mut w = W { be, buf: Vec::new() };
+    let mut w = W {
+        be,
+        buf: Vec::new(),
+    };
     let class = match v.store {
         Store::Int32 => 12u32,
         _ => 6, // double
     };
     // Array flags.
     let mut flags = Vec::new();
-    let put = |x: u32, out: &mut Vec<u8>| out.extend_from_slice(&if be { x.to_be_bytes() } else { x.to_le_bytes() });
+    let put = |x: u32, out: &mut Vec<u8>| {
+        out.extend_from_slice(&if be { x.to_be_bytes() } else { x.to_le_bytes() })
+    };
     put(class, &mut flags);
     put(0, &mut flags);
     w.element(6, &flags, false);
@@ -117,7 +126,10 @@ fn matrix_element(v: &Var, be: bool) -> Vec<u8> {
     };
     w.element(ty, &data, false);
     let body = w.buf;
-    let mut out = W { be, buf: Vec::new() };
+    let mut out = W {
+        be,
+        buf: Vec::new(),
+    };
     out.u32(14);
     out.u32(body.len() as u32);
     out.buf.extend_from_slice(&body);
@@ -131,7 +143,11 @@ pub fn mat_bytes(vars: &[Var], compressed: bool, be: bool) -> Vec<u8> {
     let mut out = W { be, buf: text };
     out.buf.extend_from_slice(&[0u8; 8]); // subsystem offset
     let version: u16 = 0x0100;
-    out.buf.extend_from_slice(&if be { version.to_be_bytes() } else { version.to_le_bytes() });
+    out.buf.extend_from_slice(&if be {
+        version.to_be_bytes()
+    } else {
+        version.to_le_bytes()
+    });
     out.buf.extend_from_slice(if be { b"MI" } else { b"IM" });
     for v in vars {
         let m = matrix_element(v, be);
@@ -164,12 +180,18 @@ pub fn save(path: &Path, img: &image::RgbImage) {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).unwrap();
     }
-    let ext = path.extension().unwrap().to_str().unwrap().to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
     if ext == "png" {
         img.save_with_format(path, image::ImageFormat::Png).unwrap();
     } else {
         let f = std::fs::File::create(path).unwrap();
-        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(f), 95);
+        let mut enc =
+            image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(f), 95);
         enc.encode_image(img).unwrap();
     }
 }
@@ -182,17 +204,36 @@ pub fn flat_color(label: usize, k: usize) -> [u8; 3] {
 
 /// A Flowers-102 layout under `root`: `labels` (1-based, per image id), the
 /// three id lists; image `id` is a flat-colour JPEG of `w`×`h`.
-pub fn flowers_fixture(root: &Path, labels: &[f64], trnid: &[f64], valid: &[f64], tstid: &[f64], w: u32, h: u32) {
+pub fn flowers_fixture(
+    root: &Path,
+    labels: &[f64],
+    trnid: &[f64],
+    valid: &[f64],
+    tstid: &[f64],
+    w: u32,
+    h: u32,
+) {
     std::fs::create_dir_all(root.join("jpg")).unwrap();
     for (i, &l) in labels.iter().enumerate() {
         let id = i + 1;
         let c = flat_color(l as usize, id % 4);
-        save(&root.join(format!("jpg/image_{id:05}.jpg")), &rgb_image(w, h, |_, _| c));
+        save(
+            &root.join(format!("jpg/image_{id:05}.jpg")),
+            &rgb_image(w, h, |_, _| c),
+        );
     }
-    write_mat(&root.join("imagelabels.mat"), &[Var::row("labels", labels)], true);
+    write_mat(
+        &root.join("imagelabels.mat"),
+        &[Var::row("labels", labels)],
+        true,
+    );
     write_mat(
         &root.join("setid.mat"),
-        &[Var::row("trnid", trnid), Var::row("valid", valid), Var::row("tstid", tstid)],
+        &[
+            Var::row("trnid", trnid),
+            Var::row("valid", valid),
+            Var::row("tstid", tstid),
+        ],
         true,
     );
 }
