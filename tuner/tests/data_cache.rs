@@ -230,7 +230,7 @@ fn corrupt_images_fail_by_name_or_are_skipped_and_counted() {
     let data = Dataset::load(&cfg).unwrap();
     let train = data.train();
     assert_eq!(train.len(), 4);
-    assert_eq!(train.skipped(), &[good.clone()]);
+    assert_eq!(train.skipped(), std::slice::from_ref(&good));
     assert_eq!(train.labels(), &[0, 0, 1, 1]);
     // Sample 1 is source item 2 (train/a/3.png); its colour proves the packing.
     assert_eq!(train.source_index(1), 2);

@@ -476,8 +476,9 @@ fn solve8(mut a: [[f64; 9]; 8]) -> Option<[f64; 8]> {
             if row != col {
                 let f = a[row][col] / a[col][col];
                 if f != 0.0 {
-                    for k in col..9 {
-                        a[row][k] -= f * a[col][k];
+                    let pivot = a[col];
+                    for (v, p) in a[row][col..].iter_mut().zip(&pivot[col..]) {
+                        *v -= f * p;
                     }
                 }
             }

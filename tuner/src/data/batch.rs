@@ -143,9 +143,9 @@ impl Lut {
         static LUT: std::sync::OnceLock<Lut> = std::sync::OnceLock::new();
         LUT.get_or_init(|| {
             let mut t = [[0.0f32; 256]; 3];
-            for c in 0..3 {
-                for v in 0..256 {
-                    t[c][v] = (v as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            for (c, row) in t.iter_mut().enumerate() {
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = (v as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
                 }
             }
             Lut(t)

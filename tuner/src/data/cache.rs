@@ -460,6 +460,9 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
     Ok(decoded)
 }
 
+/// Outcome of decoding one image: its original size, or why it failed.
+type DecodeResult = Result<(u32, u32)>;
+
 /// Decodes `items` in parallel into consecutive `size²·3` chunks of `out`.
 /// Without `skip_corrupt`, the first failure stops further decoding (the
 /// items not attempted come back as `None`).
@@ -467,7 +470,7 @@ fn decode_all(
     req: &CacheRequest<'_>,
     items: &[Item],
     out: &mut [u8],
-) -> Result<Vec<Option<Result<(u32, u32)>>>> {
+) -> Result<Vec<Option<DecodeResult>>> {
     let size = req.image_size;
     let per = 3 * size as usize * size as usize;
     let bar = progress_bar(items.len() as u64, req);

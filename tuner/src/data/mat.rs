@@ -500,7 +500,7 @@ fn read_u32(b: &[u8], big_endian: bool) -> u32 {
 fn decode_numeric(ty: u32, raw: &[u8], be: bool) -> std::result::Result<Vec<f64>, String> {
     macro_rules! conv {
         ($t:ty, $n:expr) => {{
-            if raw.len() % $n != 0 {
+            if $n > 1 && raw.len() % $n.max(1) != 0 {
                 return Err(format!(
                     "{} bytes of data are not a whole number of {}-byte values",
                     raw.len(),

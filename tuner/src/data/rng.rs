@@ -14,11 +14,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// Stream tag: epoch order.
-pub(crate) const TAG_ORDER: u64 = 0x6f72_6465_72;
+pub(crate) const TAG_ORDER: u64 = 0x006f_7264_6572;
 /// Stream tag: augmentation.
 pub(crate) const TAG_AUGMENT: u64 = 0x6175_676d;
 /// Stream tag: the digits train/valid split.
-pub(crate) const TAG_SPLIT: u64 = 0x7370_6c69_74;
+pub(crate) const TAG_SPLIT: u64 = 0x0073_706c_6974;
 
 /// SplitMix64's finaliser: a bijective 64-bit mixer.
 pub(crate) fn mix64(mut z: u64) -> u64 {
