@@ -366,57 +366,45 @@ impl GridMap {
                 let px = reflect((x + 1.0) * 0.5 * last, last) - self.shift.0;
                 let py = reflect((y + 1.0) * 0.5 * last, last) - self.shift.1;
                 let o = (i * size + j) * 3;
-                if self.shift == (0.0, 0.0) {
-                    bilinear_clamped(src, size, px, py, &mut dst[o..o + 3]);
-                } else {
-                    bilinear_zeros(src, size, px, py, &mut dst[o..o + 3]);
-                }
+                bilinear(src, size, px, py, &mut dst[o..o + 3]);
             }
         }
     }
 }
 
-/// Bilinear sample at pixel coordinates inside [0, size-1].
-fn bilinear_clamped(src: &[f32], size: usize, px: f64, py: f64, out: &mut [f32]) {
-    let (x0, y0) = (px.floor(), py.floor());
-    let (wx, wy) = ((px - x0) as f32, (py - y0) as f32);
-    let (x0, y0) = (x0 as usize, y0 as usize);
-    let (x1, y1) = ((x0 + 1).min(size - 1), (y0 + 1).min(size - 1));
-    let (r0, r1) = (y0 * size, y1 * size);
-    for c in 0..3 {
-        let v00 = src[(r0 + x0) * 3 + c];
-        let v01 = src[(r0 + x1) * 3 + c];
-        let v10 = src[(r1 + x0) * 3 + c];
-        let v11 = src[(r1 + x1) * 3 + c];
-        let top = v00 + (v01 - v00) * wx;
-        let bot = v10 + (v11 - v10) * wx;
-        out[c] = top + (bot - top) * wy;
-    }
-}
-
-/// Bilinear sample at any pixel coordinates; taps outside the image are 0.
-fn bilinear_zeros(src: &[f32], size: usize, px: f64, py: f64, out: &mut [f32]) {
+/// Bilinear sample of the HWC image `src` at pixel coordinates (px, py);
+/// taps outside the image count as 0 (inside [0, size-1] none are).
+#[inline]
+fn bilinear(src: &[f32], size: usize, px: f64, py: f64, out: &mut [f32]) {
     let (fx, fy) = (px.floor(), py.floor());
     let (wx, wy) = ((px - fx) as f32, (py - fy) as f32);
     let (x0, y0) = (fx as i64, fy as i64);
     let n = size as i64;
-    let tap = |x: i64, y: i64, c: usize| -> f32 {
-        if x < 0 || y < 0 || x >= n || y >= n {
-            0.0
-        } else {
-            src[((y * n + x) as usize) * 3 + c]
+    // Four taps: (offset into src, weight); outside taps get weight 0.
+    let mut taps = [(0usize, 0.0f32); 4];
+    let corners = [
+        (x0, y0, (1.0 - wx) * (1.0 - wy)),
+        (x0 + 1, y0, wx * (1.0 - wy)),
+        (x0, y0 + 1, (1.0 - wx) * wy),
+        (x0 + 1, y0 + 1, wx * wy),
+    ];
+    for (t, &(x, y, w)) in taps.iter_mut().zip(&corners) {
+        if x >= 0 && y >= 0 && x < n && y < n && w != 0.0 {
+            *t = (((y * n + x) as usize) * 3, w);
         }
-    };
+    }
     for (c, o) in out.iter_mut().enumerate() {
-        let top = tap(x0, y0, c) * (1.0 - wx) + tap(x0 + 1, y0, c) * wx;
-        let bot = tap(x0, y0 + 1, c) * (1.0 - wx) + tap(x0 + 1, y0 + 1, c) * wx;
-        *o = top * (1.0 - wy) + bot * wy;
+        *o = taps.iter().map(|&(k, w)| src[k + c] * w).sum();
     }
 }
 
 /// PyTorch's `reflect_coordinates` for `align_corners=True` then clipping:
 /// reflects `x` into [0, last].
+#[inline]
 fn reflect(x: f64, last: f64) -> f64 {
+    if (0.0..=last).contains(&x) {
+        return x; // the common case: no reflection needed
+    }
     if last <= 0.0 {
         return 0.0;
     }
