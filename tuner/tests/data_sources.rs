@@ -393,3 +393,58 @@ fn class_folders_layout() {
         "{e}"
     );
 }
+
+/// The Flowers-102 index on the real label files, when the shared folder is
+/// there (a fresh clone has none: the test says so and passes).
+#[test]
+fn real_flowers_index() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(real) = [
+        "../../shared/data/flowers102",
+        "../../../shared/data/flowers102",
+    ]
+    .iter()
+    .map(|p| base.join(p))
+    .find(|p| p.join("setid.mat").is_file()) else {
+        eprintln!("note: skipping the real Flowers-102 index check: no shared/data/flowers102");
+        return;
+    };
+    let dir = tempdir();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("jpg")).unwrap();
+    for f in ["imagelabels.mat", "setid.mat"] {
+        std::fs::copy(real.join(f), root.join(f)).unwrap();
+    }
+    let idx = flowers::open(root).unwrap();
+    assert_eq!(idx.classes.len(), 102);
+    let sizes: Vec<usize> = [Split::Train, Split::Valid, Split::Test]
+        .iter()
+        .map(|&s| idx.items(s).unwrap().len())
+        .collect();
+    assert_eq!(sizes, [1020, 1020, 6149]);
+    let train = idx.items(Split::Train).unwrap();
+    let first: Vec<String> = train[..5]
+        .iter()
+        .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        first,
+        [
+            "image_06765.jpg",
+            "image_06755.jpg",
+            "image_06768.jpg",
+            "image_06736.jpg",
+            "image_06744.jpg"
+        ]
+    );
+    // Images 1..=10 carry label 77 (class 76); find them among the splits.
+    let all: Vec<_> = Split::ALL
+        .iter()
+        .flat_map(|&s| idx.items(s).unwrap().iter())
+        .collect();
+    for id in 1..=10 {
+        let name = format!("image_{id:05}.jpg");
+        let item = all.iter().find(|i| i.path.ends_with(&name)).unwrap();
+        assert_eq!(item.label, 76, "{name}");
+    }
+}
