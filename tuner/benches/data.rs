@@ -83,6 +83,35 @@ fn decode(c: &mut Criterion) {
                 }
             })
         });
+        // Baseline in the same run: decode, pad, then the `image` crate's own
+        // triangle-filter resize (also antialiased) instead of fast_image_resize.
+        g.bench_with_input(
+            BenchmarkId::new("baseline_image_crate_resize", size),
+            &size,
+            |b, &size| {
+                b.iter(|| {
+                    for f in &files {
+                        let img = image::open(f).unwrap().into_rgb8();
+                        let (w, h) = img.dimensions();
+                        let side = w.max(h);
+                        let mut canvas = image::RgbImage::new(side, side);
+                        image::imageops::replace(
+                            &mut canvas,
+                            &img,
+                            ((side - w) / 2) as i64,
+                            ((side - h) / 2) as i64,
+                        );
+                        let out = image::imageops::resize(
+                            &canvas,
+                            size,
+                            size,
+                            image::imageops::FilterType::Triangle,
+                        );
+                        std::hint::black_box(out);
+                    }
+                })
+            },
+        );
         // The cache build: all cores, plus writing the cache file.
         g.throughput(Throughput::Elements((N_IMAGES - 2) as u64));
         g.bench_with_input(

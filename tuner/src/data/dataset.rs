@@ -70,6 +70,13 @@ impl Dataset {
         &self.config
     }
 
+    /// Directory of the preprocessed-image cache; derived caches (e.g. the
+    /// trainer's frozen-body features) belong next to the image files,
+    /// keyed by [`ImageSet::fingerprint`].
+    pub fn cache_dir(&self) -> &std::path::Path {
+        &self.config.cache_dir
+    }
+
     /// Which source this is.
     pub fn source(&self) -> SourceKind {
         self.config.source
