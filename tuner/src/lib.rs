@@ -4,6 +4,7 @@
 //! solvers, where each evaluation is a short fine-tune, and writes the best
 //! coefficients to TOML for downstream training.
 
+pub mod data;
 pub mod orchestrator;
 pub mod search;
 pub mod study;

@@ -1,0 +1,704 @@
+//! The seed's data augmentation, fastai-style, on cached u8 images.
+//!
+//! What the seed's `aug_transforms(...)` + `Hue` + `Saturation` do to one
+//! training image, with each transform applied with probability `p`
+//! (default 0.3) and its magnitude drawn as fastai draws it:
+//!
+//! | transform  | fastai draw (when applied)                             | here            |
+//! |------------|--------------------------------------------------------|-----------------|
+//! | flip       | mirror left–right                                      | `flip`          |
+//! | warp       | perspective, corners moved by U(−w, w) in x and in y (each axis its own coin) | `max_warp` (0.1) |
+//! | rotate     | θ ~ U(−5°, 5°)                                          | `max_rotate`    |
+//! | zoom       | z ~ U(0.9, 1.1), centre ~ U(0,1)²                       | `min_zoom`, `max_zoom` |
+//! | brightness | b ~ U(0.5(1−l), 0.5(1+l)); logit(x) += logit(b)         | `max_lighting` (0.5) |
+//! | contrast   | c = exp U(ln(1−l), −ln(1−l)); logit(x) *= c              | `max_lighting`  |
+//! | saturation | s = exp U(ln(1−m), −ln(1−m)); in logit space, lerp to grey by s | `max_saturation` (0.3) |
+//! | hue        | h += exp U(ln(1−m), −ln(1−m)), mod 1 (a shift in [−0.3, +0.43] turns for m = 0.3) | `max_hue` (0.3) |
+//! | pad jitter | fastai's training-split `Resize(method=Pad)` places the image at a random offset in its zero-padded square (always, not with `p`) | `pad_jitter` |
+//!
+//! Order as in fastai's pipeline: hue (order 0), then one bilinear resample
+//! for all geometric transforms (affine = flip·rotate·zoom on the output
+//! grid, then the perspective warp, `align_corners=True`, reflection
+//! padding), then the lighting transforms in logit space.
+//!
+//! Reproducibility: the parameters of sample `index` in augmentation view
+//! `view` come from their own random stream keyed by (seed, view, index), and
+//! every draw is made whether or not its transform is applied, so the result
+//! does not depend on batch composition, thread count, or on the other
+//! probabilities. With `p = 0` and `pad_jitter = false` the output equals the
+//! input exactly.
+
+use serde::{Deserialize, Serialize};
+
+use super::decode::PadGeometry;
+use super::error::{DataError, Result};
+use super::rng::{stream, uniform, unit, TAG_AUGMENT};
+
+/// Augmentation settings (`[data.augment]`); defaults are the seed's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Probability with which each transform is applied to a sample.
+    pub p: f64,
+    /// Whether horizontal flips are drawn.
+    pub flip: bool,
+    /// Largest rotation in degrees (0 disables).
+    pub max_rotate: f64,
+    /// Smallest zoom factor (1 with `max_zoom` 1 disables zoom).
+    pub min_zoom: f64,
+    /// Largest zoom factor.
+    pub max_zoom: f64,
+    /// Brightness and contrast magnitude, in [0, 1) (0 disables).
+    pub max_lighting: f64,
+    /// Perspective warp magnitude, in [0, 1) (0 disables; fastai's default is 0.2, the seed's "small warp" is 0.1).
+    pub max_warp: f64,
+    /// Hue magnitude, in [0, 1) (0 disables).
+    pub max_hue: f64,
+    /// Saturation magnitude, in [0, 1) (0 disables).
+    pub max_saturation: f64,
+    /// Random placement inside the padded square, as fastai's training `Resize(method=Pad)`.
+    pub pad_jitter: bool,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            p: 0.3,
+            flip: true,
+            max_rotate: 5.0,
+            min_zoom: 0.9,
+            max_zoom: 1.1,
+            max_lighting: 0.5,
+            max_warp: 0.1,
+            max_hue: 0.3,
+            max_saturation: 0.3,
+            pad_jitter: true,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// Settings that leave every image unchanged.
+    pub fn none() -> Self {
+        AugmentConfig {
+            p: 0.0,
+            flip: false,
+            max_rotate: 0.0,
+            min_zoom: 1.0,
+            max_zoom: 1.0,
+            max_lighting: 0.0,
+            max_warp: 0.0,
+            max_hue: 0.0,
+            max_saturation: 0.0,
+            pad_jitter: false,
+        }
+    }
+
+    /// Checks every value; `prefix` is the table's dotted key (e.g.
+    /// `data.augment`) used in the error.
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let unit_open = |k: &str, v: f64| -> Result<()> {
+            if !(0.0..1.0).contains(&v) {
+                return Err(DataError::config(key(k), v, "must be in [0, 1)"));
+            }
+            Ok(())
+        };
+        if !(0.0..=1.0).contains(&self.p) {
+            return Err(DataError::config(
+                key("p"),
+                self.p,
+                "must be a probability in [0, 1]",
+            ));
+        }
+        if !(0.0..=180.0).contains(&self.max_rotate) {
+            return Err(DataError::config(
+                key("max_rotate"),
+                self.max_rotate,
+                "must be in [0, 180] degrees",
+            ));
+        }
+        if !(self.min_zoom > 0.0 && self.min_zoom.is_finite()) {
+            return Err(DataError::config(
+                key("min_zoom"),
+                self.min_zoom,
+                "must be > 0",
+            ));
+        }
+        if !(self.max_zoom >= self.min_zoom && self.max_zoom.is_finite()) {
+            return Err(DataError::config(
+                key("max_zoom"),
+                self.max_zoom,
+                format!("must be >= min_zoom ({})", self.min_zoom),
+            ));
+        }
+        unit_open("max_lighting", self.max_lighting)?;
+        unit_open("max_warp", self.max_warp)?;
+        unit_open("max_hue", self.max_hue)?;
+        unit_open("max_saturation", self.max_saturation)?;
+        Ok(())
+    }
+}
+
+/// The drawn augmentation of one sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AugmentParams {
+    /// Mirror left–right.
+    pub flip: bool,
+    /// Rotation in degrees.
+    pub rotate_deg: f64,
+    /// Zoom factor (> 1 zooms in).
+    pub zoom: f64,
+    /// Zoom centre as fractions of the image (fastai's `col_pct`, `row_pct`).
+    pub zoom_center: (f64, f64),
+    /// Perspective warp magnitudes in x and y.
+    pub warp: (f64, f64),
+    /// Brightness change (0.5 = none).
+    pub brightness: f64,
+    /// Contrast factor (1 = none).
+    pub contrast: f64,
+    /// Saturation factor (1 = none).
+    pub saturation: f64,
+    /// Hue shift in turns (0 = none).
+    pub hue_shift: f64,
+    /// Placement of the image in its padded square (0.5, 0.5 = centred).
+    pub pad_pct: (f64, f64),
+}
+
+impl AugmentParams {
+    /// Parameters that change nothing.
+    pub fn identity() -> Self {
+        AugmentParams {
+            flip: false,
+            rotate_deg: 0.0,
+            zoom: 1.0,
+            zoom_center: (0.5, 0.5),
+            warp: (0.0, 0.0),
+            brightness: 0.5,
+            contrast: 1.0,
+            saturation: 1.0,
+            hue_shift: 0.0,
+            pad_pct: (0.5, 0.5),
+        }
+    }
+
+    /// Draws the augmentation of sample `index` in view `view` of a run
+    /// seeded with `seed`.
+    pub fn draw(cfg: &AugmentConfig, seed: u64, view: u64, index: u64) -> Self {
+        let mut r = stream(&[TAG_AUGMENT, seed, view, index]);
+        let p = cfg.p;
+        // Every draw is made unconditionally, in a fixed order.
+        let coin = |r: &mut _| unit(r) < p;
+        let flip = coin(&mut r) & cfg.flip;
+        let sym = |r: &mut _, m: f64| -> f64 {
+            let on = coin(r);
+            let v = uniform(r, -m, m);
+            if on {
+                v
+            } else {
+                0.0
+            }
+        };
+        let warp_x = sym(&mut r, cfg.max_warp);
+        let warp_y = sym(&mut r, cfg.max_warp);
+        let rotate_deg = sym(&mut r, cfg.max_rotate);
+        let zoom_on = unit(&mut r) < p;
+        let zoom_v = uniform(&mut r, cfg.min_zoom, cfg.max_zoom);
+        let zoom_center = (unit(&mut r), unit(&mut r));
+        let ml = cfg.max_lighting;
+        let b_on = unit(&mut r) < p;
+        let b_v = uniform(&mut r, 0.5 * (1.0 - ml), 0.5 * (1.0 + ml));
+        let log_uniform = |r: &mut _, m: f64| uniform(r, (1.0 - m).ln(), -(1.0 - m).ln()).exp();
+        let c_on = unit(&mut r) < p;
+        let c_v = log_uniform(&mut r, ml);
+        let s_on = unit(&mut r) < p;
+        let s_v = log_uniform(&mut r, cfg.max_saturation);
+        let h_on = unit(&mut r) < p;
+        let h_v = log_uniform(&mut r, cfg.max_hue);
+        let pad_pct = (unit(&mut r), unit(&mut r));
+        AugmentParams {
+            flip,
+            rotate_deg,
+            zoom: if zoom_on { zoom_v } else { 1.0 },
+            zoom_center,
+            warp: (warp_x, warp_y),
+            brightness: if b_on { b_v } else { 0.5 },
+            contrast: if c_on { c_v } else { 1.0 },
+            saturation: if s_on { s_v } else { 1.0 },
+            // fastai adds the log-uniform draw (around 1) and takes mod 1;
+            // adding (draw - 1) is the same shift without a float detour.
+            hue_shift: if h_on && cfg.max_hue > 0.0 {
+                h_v - 1.0
+            } else {
+                0.0
+            },
+            pad_pct: if cfg.pad_jitter { pad_pct } else { (0.5, 0.5) },
+        }
+    }
+
+    fn lighting_is_identity(&self) -> bool {
+        self.brightness == 0.5 && self.contrast == 1.0 && self.saturation == 1.0
+    }
+}
+
+/// Working buffers for [`augment_into`]; keep one per thread.
+#[derive(Default)]
+pub struct AugmentScratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+/// Applies `params` to the `size`×`size` interleaved RGB u8 image `src`
+/// (whose original, pre-resize extent was `orig`) and writes planar CHW
+/// values in [0, 1] to `out` (`3*size*size` floats).
+pub fn augment_into(
+    params: &AugmentParams,
+    src: &[u8],
+    size: usize,
+    orig: (u32, u32),
+    scratch: &mut AugmentScratch,
+    out: &mut [f32],
+) {
+    let n = size * size;
+    assert_eq!(src.len(), n * 3, "source image size");
+    assert_eq!(out.len(), n * 3, "output size");
+    let AugmentScratch { a, b } = scratch;
+    a.clear();
+    a.extend(src.iter().map(|&v| v as f32 / 255.0));
+
+    if params.hue_shift != 0.0 {
+        shift_hue(a, params.hue_shift as f32);
+    }
+    if let Some(map) = GridMap::new(params, size, orig) {
+        b.clear();
+        b.resize(n * 3, 0.0);
+        map.sample(a, b, size);
+        std::mem::swap(a, b);
+    }
+    if !params.lighting_is_identity() {
+        lighting(a, params);
+    }
+    for (p, px) in a.chunks_exact(3).enumerate() {
+        out[p] = px[0];
+        out[n + p] = px[1];
+        out[2 * n + p] = px[2];
+    }
+}
+
+/// The geometric part: output grid → source coordinates.
+struct GridMap {
+    /// Affine rows (flip·rotate·zoom) acting on normalised (x, y, 1).
+    m: [[f64; 3]; 2],
+    /// Perspective coefficients c0..c7 (c8 = 1), if warping.
+    persp: Option<[f64; 8]>,
+    /// Pad-jitter translation in output pixels.
+    shift: (f64, f64),
+}
+
+impl GridMap {
+    fn new(p: &AugmentParams, size: usize, orig: (u32, u32)) -> Option<Self> {
+        let shift = jitter_shift(p.pad_pct, size, orig);
+        if !p.flip
+            && p.rotate_deg == 0.0
+            && p.zoom == 1.0
+            && p.warp == (0.0, 0.0)
+            && shift == (0.0, 0.0)
+        {
+            return None;
+        }
+        let f = if p.flip { -1.0 } else { 1.0 };
+        let t = p.rotate_deg.to_radians();
+        let (sin, cos) = t.sin_cos();
+        let s = 1.0 / p.zoom;
+        let zc = (
+            (1.0 - s) * (2.0 * p.zoom_center.0 - 1.0),
+            (1.0 - s) * (2.0 * p.zoom_center.1 - 1.0),
+        );
+        // F·R·Z with F = diag(f, 1), R = [[cos, sin], [-sin, cos]], Z = [[s, 0, zc.0], [0, s, zc.1]].
+        let fr = [[f * cos, f * sin], [-sin, cos]];
+        let m = [
+            [
+                fr[0][0] * s,
+                fr[0][1] * s,
+                fr[0][0] * zc.0 + fr[0][1] * zc.1,
+            ],
+            [
+                fr[1][0] * s,
+                fr[1][1] * s,
+                fr[1][0] * zc.0 + fr[1][1] * zc.1,
+            ],
+        ];
+        let persp = if p.warp != (0.0, 0.0) {
+            perspective_coeffs(p.warp.0, p.warp.1)
+        } else {
+            None
+        };
+        Some(GridMap { m, persp, shift })
+    }
+
+    /// Bilinear resampling of `src` (HWC f32) into `dst` with reflection at
+    /// the borders (PyTorch `grid_sample`, `align_corners=True`).
+    fn sample(&self, src: &[f32], dst: &mut [f32], size: usize) {
+        let last = (size - 1) as f64;
+        let norm = |i: usize| {
+            if size > 1 {
+                -1.0 + 2.0 * i as f64 / last
+            } else {
+                0.0
+            }
+        };
+        for i in 0..size {
+            let yo = norm(i);
+            for j in 0..size {
+                let xo = norm(j);
+                let mut x = self.m[0][0] * xo + self.m[0][1] * yo + self.m[0][2];
+                let mut y = self.m[1][0] * xo + self.m[1][1] * yo + self.m[1][2];
+                if let Some(c) = &self.persp {
+                    let z = c[6] * x + c[7] * y + 1.0;
+                    let nx = (c[0] * x + c[1] * y + c[2]) / z;
+                    let ny = (c[3] * x + c[4] * y + c[5]) / z;
+                    x = nx;
+                    y = ny;
+                }
+                // Reflection acts on the jittered image's frame; the jitter
+                // itself moves the centred image with zero fill (fastai pads
+                // with zeros before the affine resample).
+                let px = reflect((x + 1.0) * 0.5 * last, last) - self.shift.0;
+                let py = reflect((y + 1.0) * 0.5 * last, last) - self.shift.1;
+                let o = (i * size + j) * 3;
+                bilinear(src, size, px, py, &mut dst[o..o + 3]);
+            }
+        }
+    }
+}
+
+/// Bilinear sample of the HWC image `src` at pixel coordinates (px, py);
+/// taps outside the image count as 0 (inside [0, size-1] none are).
+#[inline]
+fn bilinear(src: &[f32], size: usize, px: f64, py: f64, out: &mut [f32]) {
+    let (fx, fy) = (px.floor(), py.floor());
+    let (wx, wy) = ((px - fx) as f32, (py - fy) as f32);
+    let (x0, y0) = (fx as i64, fy as i64);
+    let n = size as i64;
+    // Four taps: (offset into src, weight); outside taps get weight 0.
+    let mut taps = [(0usize, 0.0f32); 4];
+    let corners = [
+        (x0, y0, (1.0 - wx) * (1.0 - wy)),
+        (x0 + 1, y0, wx * (1.0 - wy)),
+        (x0, y0 + 1, (1.0 - wx) * wy),
+        (x0 + 1, y0 + 1, wx * wy),
+    ];
+    for (t, &(x, y, w)) in taps.iter_mut().zip(&corners) {
+        if x >= 0 && y >= 0 && x < n && y < n && w != 0.0 {
+            *t = (((y * n + x) as usize) * 3, w);
+        }
+    }
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = taps.iter().map(|&(k, w)| src[k + c] * w).sum();
+    }
+}
+
+/// PyTorch's `reflect_coordinates` for `align_corners=True` then clipping:
+/// reflects `x` into [0, last].
+#[inline]
+fn reflect(x: f64, last: f64) -> f64 {
+    if (0.0..=last).contains(&x) {
+        return x; // the common case: no reflection needed
+    }
+    if last <= 0.0 {
+        return 0.0;
+    }
+    let ax = x.abs();
+    let flips = (ax / last).floor();
+    let extra = ax - flips * last;
+    let r = if flips as i64 % 2 == 0 {
+        extra
+    } else {
+        last - extra
+    };
+    r.clamp(0.0, last)
+}
+
+/// Translation (output pixels) that moves the image from its centred place
+/// in the padded square to the place fastai would pick for `pct`.
+fn jitter_shift(pct: (f64, f64), size: usize, orig: (u32, u32)) -> (f64, f64) {
+    if pct == (0.5, 0.5) || size < 2 || orig.0 == 0 || orig.1 == 0 {
+        return (0.0, 0.0);
+    }
+    let centred = PadGeometry::fastai(orig.0, orig.1, size as u32, (0.5, 0.5));
+    let placed = PadGeometry::fastai(orig.0, orig.1, size as u32, pct);
+    let scale = size as f64 / centred.side as f64; // source px -> output px
+    let dx = (placed.pad_left as f64 - centred.pad_left as f64) * scale;
+    let dy = (placed.pad_top as f64 - centred.pad_top as f64) * scale;
+    (dx, dy)
+}
+
+/// fastai's `_WarpCoord`: the perspective map sending the corners
+/// (±1, ±1) to the corners moved by (x_t, y_t) (`find_coeffs(orig, targ)`).
+fn perspective_coeffs(x_t: f64, y_t: f64) -> Option<[f64; 8]> {
+    let orig = [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)];
+    let targ = [
+        (-1.0 - y_t, -1.0 - x_t),
+        (-1.0 + y_t, 1.0 + x_t),
+        (1.0 + y_t, -1.0 + x_t),
+        (1.0 - y_t, 1.0 - x_t),
+    ];
+    // Rows as in fastai's find_coeffs(p1 = orig, p2 = targ): A c = p1.
+    let mut a = [[0.0f64; 9]; 8];
+    for (i, (&(p1x, p1y), &(p2x, p2y))) in orig.iter().zip(targ.iter()).enumerate() {
+        a[2 * i] = [p2x, p2y, 1.0, 0.0, 0.0, 0.0, -p1x * p2x, -p1x * p2y, p1x];
+        a[2 * i + 1] = [0.0, 0.0, 0.0, p2x, p2y, 1.0, -p1y * p2x, -p1y * p2y, p1y];
+    }
+    solve8(a)
+}
+
+/// Gaussian elimination with partial pivoting on an augmented 8×9 system.
+fn solve8(mut a: [[f64; 9]; 8]) -> Option<[f64; 8]> {
+    for col in 0..8 {
+        let piv = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[piv][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, piv);
+        for row in 0..8 {
+            if row != col {
+                let f = a[row][col] / a[col][col];
+                if f != 0.0 {
+                    let pivot = a[col];
+                    for (v, p) in a[row][col..].iter_mut().zip(&pivot[col..]) {
+                        *v -= f * p;
+                    }
+                }
+            }
+        }
+    }
+    let mut x = [0.0; 8];
+    for i in 0..8 {
+        x[i] = a[i][8] / a[i][i];
+    }
+    Some(x)
+}
+
+/// fastai's `rgb2hsv` → hue shift → `hsv2rgb`, per pixel.
+fn shift_hue(px: &mut [f32], shift: f32) {
+    for p in px.chunks_exact_mut(3) {
+        let (r, g, b) = (p[0], p[1], p[2]);
+        let maxc = r.max(g).max(b);
+        let minc = r.min(g).min(b);
+        let eq = maxc == minc;
+        let cr = maxc - minc;
+        let s = cr / if eq { 1.0 } else { maxc };
+        let div = if eq { 1.0 } else { cr };
+        let (rc, gc, bc) = ((maxc - r) / div, (maxc - g) / div, (maxc - b) / div);
+        let h = if maxc == r {
+            bc - gc
+        } else if maxc == g {
+            2.0 + rc - bc
+        } else {
+            4.0 + gc - rc
+        };
+        let h = (h / 6.0 + 1.0).rem_euclid(1.0);
+        let h = (h + shift).rem_euclid(1.0);
+        let v = maxc;
+        let hi = (h * 6.0).floor();
+        let f = h * 6.0 - hi;
+        let pp = (v * (1.0 - s)).clamp(0.0, 1.0);
+        let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
+        let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
+        let (nr, ng, nb) = match (hi as i32).rem_euclid(6) {
+            0 => (v, t, pp),
+            1 => (q, v, pp),
+            2 => (pp, v, t),
+            3 => (pp, q, v),
+            4 => (t, pp, v),
+            _ => (v, pp, q),
+        };
+        p[0] = nr;
+        p[1] = ng;
+        p[2] = nb;
+    }
+}
+
+/// Brightness, contrast and saturation in logit space, as fastai's
+/// `LightingTfm`s: `sigmoid(sat((logit(x) + logit(b)) * c))`.
+fn lighting(px: &mut [f32], p: &AugmentParams) {
+    let add = logit(p.brightness as f32);
+    let mul = p.contrast as f32;
+    let s = p.saturation as f32;
+    let with_sat = p.saturation != 1.0;
+    for q in px.chunks_exact_mut(3) {
+        let mut l = [0.0f32; 3];
+        for c in 0..3 {
+            l[c] = (logit(q[c]) + add) * mul;
+        }
+        if with_sat {
+            let g = 0.2989 * l[0] + 0.5870 * l[1] + 0.1140 * l[2];
+            for v in &mut l {
+                *v = *v * s + g * (1.0 - s);
+            }
+        }
+        for c in 0..3 {
+            q[c] = 1.0 / (1.0 + (-l[c]).exp());
+        }
+    }
+}
+
+/// fastai's `logit`: clamps to [1e-7, 1 - 1e-7] first.
+fn logit(x: f32) -> f32 {
+    let x = x.clamp(1e-7, 1.0 - 1e-7);
+    (x / (1.0 - x)).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_params_copy_exactly() {
+        let size = 5;
+        let src: Vec<u8> = (0..size * size * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let mut out = vec![0.0; src.len()];
+        augment_into(
+            &AugmentParams::identity(),
+            &src,
+            size,
+            (5, 5),
+            &mut AugmentScratch::default(),
+            &mut out,
+        );
+        for p in 0..size * size {
+            for c in 0..3 {
+                assert_eq!(out[c * size * size + p], src[p * 3 + c] as f32 / 255.0);
+            }
+        }
+    }
+
+    #[test]
+    fn flip_mirrors_columns() {
+        let size = 4;
+        let src: Vec<u8> = (0..size * size * 3).map(|i| (i * 5 % 256) as u8).collect();
+        let mut out = vec![0.0; src.len()];
+        let p = AugmentParams {
+            flip: true,
+            ..AugmentParams::identity()
+        };
+        augment_into(
+            &p,
+            &src,
+            size,
+            (4, 4),
+            &mut AugmentScratch::default(),
+            &mut out,
+        );
+        for i in 0..size {
+            for j in 0..size {
+                for c in 0..3 {
+                    let want = src[(i * size + (size - 1 - j)) * 3 + c] as f32 / 255.0;
+                    let got = out[c * size * size + i * size + j];
+                    assert!((got - want).abs() < 1e-6, "({i},{j},{c}) {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_by_90_degrees_transposes() {
+        // θ = 90°: source (x, y) = (y_out, -x_out): out(i, j) = src(size-1-j, i).
+        let size = 5;
+        let src: Vec<u8> = (0..size * size * 3).map(|i| (i * 11 % 256) as u8).collect();
+        let mut out = vec![0.0; src.len()];
+        let p = AugmentParams {
+            rotate_deg: 90.0,
+            ..AugmentParams::identity()
+        };
+        augment_into(
+            &p,
+            &src,
+            size,
+            (5, 5),
+            &mut AugmentScratch::default(),
+            &mut out,
+        );
+        for i in 0..size {
+            for j in 0..size {
+                let want = src[((size - 1 - j) * size + i) * 3] as f32 / 255.0;
+                let got = out[i * size + j];
+                assert!((got - want).abs() < 1e-5, "({i},{j}) {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn perspective_maps_corners() {
+        let (xt, yt) = (0.1, -0.05);
+        let c = perspective_coeffs(xt, yt).unwrap();
+        let map = |x: f64, y: f64| {
+            let z = c[6] * x + c[7] * y + 1.0;
+            (
+                (c[0] * x + c[1] * y + c[2]) / z,
+                (c[3] * x + c[4] * y + c[5]) / z,
+            )
+        };
+        // find_coeffs(p1=orig, p2=targ) gives the map targ -> orig.
+        let targ = [
+            (-1.0 - yt, -1.0 - xt),
+            (-1.0 + yt, 1.0 + xt),
+            (1.0 + yt, -1.0 + xt),
+            (1.0 - yt, 1.0 - xt),
+        ];
+        let orig = [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)];
+        for (t, o) in targ.iter().zip(orig.iter()) {
+            let (x, y) = map(t.0, t.1);
+            assert!((x - o.0).abs() < 1e-12 && (y - o.1).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn hue_roundtrip_and_shift() {
+        let mut px = vec![0.8f32, 0.2, 0.4, 0.1, 0.1, 0.1, 0.0, 0.5, 1.0];
+        let orig = px.clone();
+        shift_hue(&mut px, 1.0); // a whole turn changes nothing
+        for (a, b) in px.iter().zip(orig.iter()) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        // Pure red shifted by 1/3 turn is pure green.
+        let mut red = vec![1.0f32, 0.0, 0.0];
+        shift_hue(&mut red, 1.0 / 3.0);
+        assert!(
+            (red[0]).abs() < 1e-5 && (red[1] - 1.0).abs() < 1e-5 && red[2].abs() < 1e-5,
+            "{red:?}"
+        );
+    }
+
+    #[test]
+    fn lighting_matches_formula() {
+        let p = AugmentParams {
+            brightness: 0.7,
+            contrast: 1.3,
+            saturation: 0.8,
+            ..AugmentParams::identity()
+        };
+        let x = [0.2f64, 0.5, 0.9];
+        let mut px: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        lighting(&mut px, &p);
+        let lg = |v: f64| (v / (1.0 - v)).ln();
+        let l: Vec<f64> = x.iter().map(|&v| (lg(v) + lg(0.7)) * 1.3).collect();
+        let g = 0.2989 * l[0] + 0.587 * l[1] + 0.114 * l[2];
+        for c in 0..3 {
+            let want = 1.0 / (1.0 + (-(l[c] * 0.8 + g * 0.2)).exp());
+            assert!(
+                (px[c] as f64 - want).abs() < 1e-5,
+                "{c}: {} vs {want}",
+                px[c]
+            );
+        }
+    }
+
+    #[test]
+    fn reflect_matches_pytorch() {
+        assert_eq!(reflect(-1.0, 4.0), 1.0);
+        assert_eq!(reflect(5.0, 4.0), 3.0);
+        assert_eq!(reflect(9.0, 4.0), 1.0);
+        assert_eq!(reflect(2.5, 4.0), 2.5);
+    }
+}

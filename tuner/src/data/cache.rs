@@ -1,0 +1,557 @@
+//! The preprocessing cache: decoded, padded, resized images stored once as
+//! u8 in one file per (source, split, image size), memory-mapped on reuse.
+//!
+//! A cache file is trusted only when its header, length, trailer and the
+//! fingerprint of the source files all check out. The fingerprint hashes the
+//! format version, the preprocessing, the split, image size, the
+//! `skip_corrupt` flag, and for every source image its path, byte length,
+//! modification time and label — so editing, replacing or touching an image
+//! (or relabelling it) rebuilds the cache, while every trial and run with
+//! unchanged sources maps the same file.
+//!
+//! Files are written under a temporary name in the cache directory, synced,
+//! then renamed over the final name: a run killed mid-write leaves at worst a
+//! stray `*.tmp.*` file (removed by a later build once it is an hour old),
+//! never a truncated file under the trusted name; and a truncated or
+//! otherwise damaged cache file fails validation and is rebuilt.
+//!
+//! Layout (little-endian): a 64-byte header (`PTUNEIMG`, version, header
+//! length, fingerprint, image size, channels, count, source count, total
+//! length), `count` images of `size*size*3` bytes (HWC RGB), then `count`
+//! u32 labels, `count` u32 source indices, `count` (u32, u32) original sizes,
+//! and the 8-byte trailer `PTUNEEND`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use memmap2::{Mmap, MmapMut};
+use rayon::prelude::*;
+
+use super::decode::{load_resized, PadResizer};
+use super::error::{DataError, Result};
+use super::images::{ImageSet, Origin, Pixels};
+use super::source::{Item, Split};
+
+const MAGIC: &[u8; 8] = b"PTUNEIMG";
+const TRAILER: &[u8; 8] = b"PTUNEEND";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 64;
+/// Names the preprocessing; change it whenever decode/pad/resize changes
+/// output pixels, so old caches are rebuilt.
+const PREPROCESS_ID: &str = "fastai-resize-pad-zeros/pil-bilinear/fast_image_resize-6/v1";
+/// File extension of cache files.
+pub const CACHE_EXT: &str = "u8img";
+
+/// 64-bit FNV-1a: a stable, dependency-free hash for cache keys (not for
+/// security: nobody forges cache files against themselves).
+pub(crate) struct Fnv(u64);
+
+impl Fnv {
+    pub(crate) fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 ^= x as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    pub(crate) fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    pub(crate) fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.bytes(s.as_bytes());
+    }
+    pub(crate) fn finish(&self) -> u64 {
+        // One SplitMix round so nearby inputs give unrelated outputs.
+        super::rng::mix64(self.0)
+    }
+}
+
+/// What to load and where its cache lives.
+#[derive(Debug, Clone)]
+pub struct CacheRequest<'a> {
+    /// Directory holding cache files (created when missing).
+    pub cache_dir: &'a Path,
+    /// Source layout name, part of the file name.
+    pub kind: &'static str,
+    /// The source's root directory or manifest (keys the file name).
+    pub root: &'a Path,
+    /// Which split.
+    pub split: Split,
+    /// Side of the square images.
+    pub image_size: u32,
+    /// Skip undecodable images (counted, with a warning) instead of failing.
+    pub skip_corrupt: bool,
+    /// Number of classes (labels are checked against it).
+    pub num_classes: usize,
+    /// Decoding threads; 0 uses rayon's global pool.
+    pub threads: usize,
+}
+
+/// The cache file for a request.
+pub fn cache_path(req: &CacheRequest<'_>) -> PathBuf {
+    let root = std::fs::canonicalize(req.root).unwrap_or_else(|_| req.root.to_path_buf());
+    let mut h = Fnv::new();
+    h.str(req.kind);
+    h.bytes(root.as_os_str().as_encoded_bytes());
+    req.cache_dir.join(format!(
+        "{}-{}-{}px-{:016x}.{CACHE_EXT}",
+        req.kind,
+        req.split.name(),
+        req.image_size,
+        h.finish()
+    ))
+}
+
+/// Fingerprint of the source files of a split (stats every file; a missing
+/// file is an error naming it).
+pub fn fingerprint(req: &CacheRequest<'_>, items: &[Item]) -> Result<u64> {
+    let mut h = Fnv::new();
+    h.u64(VERSION as u64);
+    h.str(PREPROCESS_ID);
+    h.str(req.kind);
+    h.str(req.split.name());
+    h.u64(req.image_size as u64);
+    h.u64(req.skip_corrupt as u64);
+    h.u64(items.len() as u64);
+    for it in items {
+        let meta = std::fs::metadata(&it.path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DataError::MissingFile {
+                    what: "image",
+                    path: it.path.clone(),
+                }
+            } else {
+                DataError::io(&it.path, e)
+            }
+        })?;
+        if !meta.is_file() {
+            return Err(DataError::MissingFile {
+                what: "image (found a directory)",
+                path: it.path.clone(),
+            });
+        }
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        h.bytes(it.path.as_os_str().as_encoded_bytes());
+        h.u64(meta.len());
+        h.u64(mtime.as_secs());
+        h.u64(mtime.subsec_nanos() as u64);
+        h.u64(it.label as u64);
+    }
+    Ok(h.finish())
+}
+
+/// Returns the split's images from a valid cache file, or decodes them in
+/// parallel (with a progress bar on a terminal) and writes the cache first.
+pub fn load_split(req: &CacheRequest<'_>, items: &[Item]) -> Result<ImageSet> {
+    let fp = fingerprint(req, items)?;
+    let path = cache_path(req);
+    match open_cache(&path, fp, req, items) {
+        Ok(set) => {
+            tracing::info!(
+                path = %path.display(),
+                images = set.len(),
+                "{} {} split: using cached {}px images",
+                req.kind,
+                req.split,
+                req.image_size
+            );
+            return Ok(set);
+        }
+        Err(CacheMiss::Absent) => {
+            tracing::info!(path = %path.display(), "no cache yet; decoding {} images", items.len());
+        }
+        Err(CacheMiss::Invalid(reason)) => {
+            tracing::warn!(path = %path.display(), "cache is stale or damaged ({reason}); rebuilding");
+        }
+    }
+    let decoded = build(&path, fp, req, items)?;
+    match open_cache(&path, fp, req, items) {
+        Ok(mut set) => {
+            set.origin = Origin::Built {
+                path: path.clone(),
+                decoded,
+            };
+            Ok(set)
+        }
+        Err(CacheMiss::Absent) => Err(DataError::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "cache file vanished after writing",
+            ),
+        )),
+        Err(CacheMiss::Invalid(reason)) => Err(DataError::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("cache file just written fails validation: {reason}"),
+            ),
+        )),
+    }
+}
+
+enum CacheMiss {
+    Absent,
+    Invalid(String),
+}
+
+fn rd_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn rd_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Total file length for `count` images.
+fn file_len(count: usize, per: usize) -> usize {
+    HEADER_LEN + count * per + count * (4 + 4 + 8) + TRAILER.len()
+}
+
+fn open_cache(
+    path: &Path,
+    fp: u64,
+    req: &CacheRequest<'_>,
+    items: &[Item],
+) -> std::result::Result<ImageSet, CacheMiss> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CacheMiss::Absent),
+        Err(e) => return Err(CacheMiss::Invalid(format!("cannot open: {e}"))),
+    };
+    let bad = |m: String| CacheMiss::Invalid(m);
+    let actual_len = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot stat: {e}")))?
+        .len() as usize;
+    if actual_len < HEADER_LEN + TRAILER.len() {
+        return Err(bad(format!("only {actual_len} bytes")));
+    }
+    // SAFETY: cache files are never modified in place: writers create a new
+    // file and rename it over this name, which leaves this inode (and the
+    // mapping) untouched. A user truncating the file by hand while it is
+    // mapped is outside what the cache guards against.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| bad(format!("cannot map: {e}")))?;
+    let h = &map[..HEADER_LEN];
+    if &h[..8] != MAGIC {
+        return Err(bad("bad magic".into()));
+    }
+    if rd_u32(h, 8) != VERSION || rd_u32(h, 12) as usize != HEADER_LEN {
+        return Err(bad(format!(
+            "format version {} (expected {VERSION})",
+            rd_u32(h, 8)
+        )));
+    }
+    if rd_u64(h, 16) != fp {
+        return Err(bad("source files changed".into()));
+    }
+    let size = rd_u32(h, 24);
+    if size != req.image_size || rd_u32(h, 28) != 3 {
+        return Err(bad(format!(
+            "image size {size} (expected {})",
+            req.image_size
+        )));
+    }
+    let count = rd_u64(h, 32) as usize;
+    let source_len = rd_u64(h, 40) as usize;
+    let total = rd_u64(h, 48) as usize;
+    let per = 3 * size as usize * size as usize;
+    if source_len != items.len() || count > source_len {
+        return Err(bad(format!(
+            "holds {count} of {source_len} images, source has {}",
+            items.len()
+        )));
+    }
+    let expect = file_len(count, per);
+    if total != expect || actual_len != expect {
+        return Err(bad(format!(
+            "length {actual_len} bytes, header says {total}, {count} images need {expect} (truncated?)"
+        )));
+    }
+    if &map[expect - TRAILER.len()..] != TRAILER {
+        return Err(bad("missing trailer (incomplete write)".into()));
+    }
+    let meta = HEADER_LEN + count * per;
+    let mut labels = Vec::with_capacity(count);
+    let mut source_index = Vec::with_capacity(count);
+    let mut orig_sizes = Vec::with_capacity(count);
+    for k in 0..count {
+        let label = rd_u32(&map, meta + 4 * k) as usize;
+        let si = rd_u32(&map, meta + 4 * count + 4 * k);
+        let w = rd_u32(&map, meta + 8 * count + 8 * k);
+        let hh = rd_u32(&map, meta + 8 * count + 8 * k + 4);
+        if label >= req.num_classes {
+            return Err(bad(format!("label {label} at {k} out of range")));
+        }
+        if si as usize >= source_len || (k > 0 && si <= source_index[k - 1]) {
+            return Err(bad(format!("bad source index {si} at {k}")));
+        }
+        if items[si as usize].label != label {
+            return Err(bad(format!("label of image {k} disagrees with the source")));
+        }
+        labels.push(label);
+        source_index.push(si);
+        orig_sizes.push((w, hh));
+    }
+    let mut skipped = Vec::new();
+    let mut next = 0usize;
+    for (i, it) in items.iter().enumerate() {
+        if next < count && source_index[next] as usize == i {
+            next += 1;
+        } else {
+            skipped.push(it.path.clone());
+        }
+    }
+    if !skipped.is_empty() && !req.skip_corrupt {
+        return Err(bad("cache skipped images but skip_corrupt is off".into()));
+    }
+    Ok(ImageSet {
+        image_size: size,
+        pixels: Pixels::Mapped {
+            map,
+            offset: HEADER_LEN,
+            len: count * per,
+        },
+        labels,
+        orig_sizes,
+        source_index,
+        skipped,
+        fingerprint: fp,
+        origin: Origin::CacheHit {
+            path: path.to_path_buf(),
+        },
+    })
+}
+
+/// Decodes every item into a temporary file and renames it to `path`.
+/// Returns the number of images decoded.
+fn build(path: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Result<usize> {
+    std::fs::create_dir_all(req.cache_dir).map_err(|e| DataError::io(req.cache_dir, e))?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let file_name = path
+        .file_name()
+        .expect("cache path has a name")
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!("{file_name}.tmp.{}.{nanos}", std::process::id()));
+    let result = write_tmp(&tmp, fp, req, items).and_then(|decoded| {
+        std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
+        sync_dir(req.cache_dir);
+        Ok(decoded)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    } else {
+        remove_stale_tmp(req.cache_dir, &file_name);
+    }
+    result
+}
+
+fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Result<usize> {
+    let n = items.len();
+    let size = req.image_size;
+    let per = 3 * size as usize * size as usize;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(|e| DataError::io(tmp, e))?;
+    let io = |e| DataError::io(tmp, e);
+    file.set_len((HEADER_LEN + n * per) as u64).map_err(io)?;
+    let decoded =
+        {
+            // SAFETY: the temporary file was just created by this process under a
+            // unique name; nothing else maps or writes it.
+            let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
+            let results = decode_all(req, items, &mut map[HEADER_LEN..])?;
+
+            // Keep the decodable images, in order, packed to the front.
+            let mut kept: Vec<(usize, (u32, u32))> = Vec::with_capacity(n);
+            let mut failed: Vec<DataError> = Vec::new();
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Some(Ok(dims)) => kept.push((i, dims)),
+                    Some(Err(e)) => failed.push(e),
+                    None => {} // not attempted: an earlier failure aborted the build
+                }
+            }
+            // Missing or unreadable files are errors even with skip_corrupt;
+            // undecodable ones only without it. Report the first in source order.
+            if let Some(p) = failed
+                .iter()
+                .position(|e| !(req.skip_corrupt && matches!(e, DataError::Decode { .. })))
+            {
+                return Err(failed.swap_remove(p));
+            }
+            if !failed.is_empty() {
+                let names: Vec<String> = failed.iter().take(5).map(|e| e.to_string()).collect();
+                tracing::warn!(
+                "{} {} split: skipped {} undecodable image(s) of {n} (skip_corrupt = true): {}{}",
+                req.kind,
+                req.split,
+                failed.len(),
+                names.join("; "),
+                if failed.len() > names.len() { "; ..." } else { "" }
+            );
+            }
+            if kept.is_empty() {
+                return Err(DataError::Empty {
+                    location: req.root.to_path_buf(),
+                    message: format!("every image of the {} split failed to decode", req.split),
+                });
+            }
+            for (k, &(i, _)) in kept.iter().enumerate() {
+                if k != i {
+                    let src = HEADER_LEN + i * per;
+                    map.copy_within(src..src + per, HEADER_LEN + k * per);
+                }
+            }
+            map.flush().map_err(io)?;
+            drop(map);
+
+            let count = kept.len();
+            let total = file_len(count, per);
+            file.set_len((HEADER_LEN + count * per) as u64)
+                .map_err(io)?;
+            let mut w = BufWriter::new(&file);
+            w.seek(SeekFrom::End(0)).map_err(io)?;
+            for &(i, _) in &kept {
+                w.write_all(&(items[i].label as u32).to_le_bytes())
+                    .map_err(io)?;
+            }
+            for &(i, _) in &kept {
+                w.write_all(&(i as u32).to_le_bytes()).map_err(io)?;
+            }
+            for &(_, (wd, ht)) in &kept {
+                w.write_all(&wd.to_le_bytes()).map_err(io)?;
+                w.write_all(&ht.to_le_bytes()).map_err(io)?;
+            }
+            w.write_all(TRAILER).map_err(io)?;
+            let mut header = [0u8; HEADER_LEN];
+            header[..8].copy_from_slice(MAGIC);
+            header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+            header[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+            header[16..24].copy_from_slice(&fp.to_le_bytes());
+            header[24..28].copy_from_slice(&size.to_le_bytes());
+            header[28..32].copy_from_slice(&3u32.to_le_bytes());
+            header[32..40].copy_from_slice(&(count as u64).to_le_bytes());
+            header[40..48].copy_from_slice(&(n as u64).to_le_bytes());
+            header[48..56].copy_from_slice(&(total as u64).to_le_bytes());
+            w.seek(SeekFrom::Start(0)).map_err(io)?;
+            w.write_all(&header).map_err(io)?;
+            w.flush().map_err(io)?;
+            drop(w);
+            count
+        };
+    file.sync_all().map_err(io)?;
+    Ok(decoded)
+}
+
+/// Outcome of decoding one image: its original size, or why it failed.
+type DecodeResult = Result<(u32, u32)>;
+
+/// Decodes `items` in parallel into consecutive `size²·3` chunks of `out`.
+/// Without `skip_corrupt`, the first failure stops further decoding (the
+/// items not attempted come back as `None`).
+fn decode_all(
+    req: &CacheRequest<'_>,
+    items: &[Item],
+    out: &mut [u8],
+) -> Result<Vec<Option<DecodeResult>>> {
+    let size = req.image_size;
+    let per = 3 * size as usize * size as usize;
+    let bar = progress_bar(items.len() as u64, req);
+    let done = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let mut work = || {
+        out.par_chunks_mut(per)
+            .zip(items.par_iter())
+            .map_init(PadResizer::new, |rs, (chunk, it)| {
+                if abort.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let r = load_resized(&it.path, size, rs, chunk);
+                if r.is_err() && !req.skip_corrupt {
+                    abort.store(true, Ordering::Relaxed);
+                }
+                bar.inc(1);
+                done.fetch_add(1, Ordering::Relaxed);
+                Some(r)
+            })
+            .collect::<Vec<_>>()
+    };
+    let results = if req.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(req.threads)
+            .build()
+            .map_err(|e| DataError::config("data.threads", req.threads, e.to_string()))?
+            .install(work)
+    } else {
+        work()
+    };
+    bar.finish_and_clear();
+    tracing::debug!(decoded = done.load(Ordering::Relaxed), "decode finished");
+    Ok(results)
+}
+
+fn progress_bar(len: u64, req: &CacheRequest<'_>) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(format!(
+        "decoding {} {} ({}px)",
+        req.kind, req.split, req.image_size
+    ));
+    bar
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) {}
+
+/// Removes leftovers `<name>.tmp.*` of killed builds that are over an hour
+/// old (younger ones may belong to a concurrent build).
+fn remove_stale_tmp(dir: &Path, name: &str) {
+    let prefix = format!("{name}.tmp.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let fname = e.file_name();
+        if !fname.to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if old {
+            tracing::debug!(path = %e.path().display(), "removing stale temporary cache file");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

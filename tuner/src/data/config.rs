@@ -1,0 +1,232 @@
+//! The `[data]` section of a polytune config.
+//!
+//! ```toml
+//! [data]
+//! source = "flowers102"          # digits | flowers102 | csv | folders
+//! path = "data/flowers102"       # data directory (flowers102, folders) or CSV file (csv)
+//! image_size = 224               # side of the square images (default: 8 for digits, 224 otherwise)
+//! cache_dir = ".polytune-cache"  # preprocessed-image cache
+//! skip_corrupt = false           # skip undecodable images with a warning instead of failing
+//! threads = 0                    # decoding threads (0 = all cores)
+//!
+//! [data.augment]                 # the seed's augmentation (these are the defaults)
+//! p = 0.3
+//! flip = true
+//! max_rotate = 5.0
+//! min_zoom = 0.9
+//! max_zoom = 1.1
+//! max_lighting = 0.5
+//! max_warp = 0.1
+//! max_hue = 0.3
+//! max_saturation = 0.3
+//! pad_jitter = true
+//! ```
+//!
+//! Unknown keys are rejected by serde (`deny_unknown_fields`); impossible
+//! values by [`DataConfig::validate`], naming the key and the value.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::augment::AugmentConfig;
+use super::error::{DataError, Result};
+
+/// Which data set to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The embedded UCI handwritten digits (no files needed).
+    #[default]
+    Digits,
+    /// Oxford Flowers-102 in its official layout.
+    Flowers102,
+    /// The seed's CSV manifest `ImgPath,ImgLabel,SetType`.
+    Csv,
+    /// `train/<class>/*.jpg`, `valid/<class>/*.jpg`, optional `test/<class>/*.jpg`.
+    Folders,
+}
+
+impl SourceKind {
+    /// The name used in configs and cache file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Digits => "digits",
+            SourceKind::Flowers102 => "flowers102",
+            SourceKind::Csv => "csv",
+            SourceKind::Folders => "folders",
+        }
+    }
+}
+
+/// Largest accepted `image_size` (a 4096² RGB image is 48 MiB).
+pub const MAX_IMAGE_SIZE: u32 = 4096;
+
+/// The `[data]` configuration section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Which data set.
+    #[serde(default)]
+    pub source: SourceKind,
+    /// Data directory (flowers102, folders) or manifest file (csv).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Side of the square images; default 8 for digits (native), 224 otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u32>,
+    /// Directory of the preprocessed-image cache.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// Skip undecodable images (counted, with a warning) instead of failing.
+    #[serde(default)]
+    pub skip_corrupt: bool,
+    /// Decoding threads; 0 uses all cores.
+    #[serde(default)]
+    pub threads: usize,
+    /// Fraction of the digits set held out for validation (digits only).
+    #[serde(default = "default_valid_fraction")]
+    pub valid_fraction: f64,
+    /// Seed of the digits train/valid split (digits only; fixed by default
+    /// so every trial validates on the same images).
+    #[serde(default = "default_split_seed")]
+    pub split_seed: u64,
+    /// Augmentation of training batches.
+    #[serde(default)]
+    pub augment: AugmentConfig,
+}
+
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from(".polytune-cache")
+}
+
+fn default_valid_fraction() -> f64 {
+    0.2
+}
+
+fn default_split_seed() -> u64 {
+    super::digits::DEFAULT_SPLIT_SEED
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            source: SourceKind::Digits,
+            path: None,
+            image_size: None,
+            cache_dir: default_cache_dir(),
+            skip_corrupt: false,
+            threads: 0,
+            valid_fraction: default_valid_fraction(),
+            split_seed: default_split_seed(),
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+impl DataConfig {
+    /// A config for `source` at `path`, other settings at their defaults.
+    pub fn new(source: SourceKind, path: Option<PathBuf>) -> Self {
+        DataConfig {
+            source,
+            path,
+            ..Default::default()
+        }
+    }
+
+    /// The image size in effect (the default depends on the source).
+    pub fn image_size(&self) -> u32 {
+        self.image_size.unwrap_or(match self.source {
+            SourceKind::Digits => super::digits::NATIVE_SIZE,
+            _ => 224,
+        })
+    }
+
+    /// Parses the *contents* of a `[data]` table (as it would appear under
+    /// the header) and validates it. Handy for tests and tools; a full
+    /// config embeds [`DataConfig`] as its `data` field instead.
+    ///
+    /// ```
+    /// use polytune::data::{DataConfig, SourceKind};
+    /// let cfg = DataConfig::from_toml("source = \"digits\"\nimage_size = 16").unwrap();
+    /// assert_eq!((cfg.source, cfg.image_size()), (SourceKind::Digits, 16));
+    /// assert!(DataConfig::from_toml("image_sise = 16").is_err());
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: DataConfig = toml::from_str(text).map_err(|e| DataError::Config {
+            key: "data".into(),
+            value: "(toml)".into(),
+            reason: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values serde cannot: required paths, ranges, zoom order.
+    pub fn validate(&self) -> Result<()> {
+        match (self.source, &self.path) {
+            (SourceKind::Digits, Some(p)) => {
+                tracing::warn!(
+                    "data.path = {:?} is ignored: the digits set is embedded",
+                    p.display().to_string()
+                );
+            }
+            (SourceKind::Digits, None) => {}
+            (kind, None) => {
+                return Err(DataError::config(
+                    "data.path",
+                    "(missing)",
+                    format!(
+                        "source \"{}\" needs a path ({})",
+                        kind.name(),
+                        match kind {
+                            SourceKind::Csv => "the CSV manifest",
+                            _ => "the data directory",
+                        }
+                    ),
+                ));
+            }
+            (_, Some(p)) if p.as_os_str().is_empty() => {
+                return Err(DataError::config("data.path", "\"\"", "must not be empty"));
+            }
+            _ => {}
+        }
+        if let Some(s) = self.image_size {
+            if s == 0 || s > MAX_IMAGE_SIZE {
+                return Err(DataError::config(
+                    "data.image_size",
+                    s,
+                    format!("must be in 1..={MAX_IMAGE_SIZE}"),
+                ));
+            }
+        }
+        if self.cache_dir.as_os_str().is_empty() {
+            return Err(DataError::config(
+                "data.cache_dir",
+                "\"\"",
+                "must not be empty",
+            ));
+        }
+        if !(self.valid_fraction > 0.0 && self.valid_fraction < 1.0) {
+            return Err(DataError::config(
+                "data.valid_fraction",
+                self.valid_fraction,
+                "must be in (0, 1)",
+            ));
+        }
+        self.augment.validate("data.augment")
+    }
+
+    /// Resolves relative `path` and `cache_dir` against `base` (e.g. the
+    /// directory of the config file).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(p) = &self.path {
+            if p.is_relative() {
+                self.path = Some(base.join(p));
+            }
+        }
+        if self.cache_dir.is_relative() {
+            self.cache_dir = base.join(&self.cache_dir);
+        }
+    }
+}

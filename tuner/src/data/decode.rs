@@ -1,0 +1,239 @@
+//! Image decoding and the seed's resize: keep the aspect ratio, pad with
+//! zeros to a square, resize the square (fastai's
+//! `Resize(size, method=ResizeMethod.Pad, pad_mode=PadMode.Zeros)`).
+//!
+//! fastai computes the padded square in the *original* resolution, pads with
+//! zeros, then resizes the whole square with PIL's bilinear filter (which
+//! widens its triangle kernel when downscaling, i.e. antialiases). The zero
+//! border is therefore blurred into the image edge exactly as here:
+//! `fast_image_resize`'s convolution resizer uses the same kernel placement
+//! and normalisation as Pillow, with u8 rounding between its two passes.
+//!
+//! The square's side and the placement follow fastai's float arithmetic to
+//! the bit (`m = max(w/S, h/S)`, `side = int(m*S)`, `top-left =
+//! int(0.5*(dim - side))`), so a side that rounds down (e.g. a 29-pixel-wide
+//! image at S = 100 gives a 28-pixel square) crops one column just as fastai
+//! does. The validation split of fastai centres the image (`pcts = 0.5`);
+//! the training split's random placement is reproduced by the augmentation's
+//! pad jitter (see [`super::augment`]).
+
+use std::path::Path;
+
+use fast_image_resize::{
+    images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
+
+use super::error::{DataError, Result};
+
+/// Where fastai's `Resize(method=Pad)` puts an image of `w`×`h` inside its
+/// padded square, in the original resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PadGeometry {
+    /// Side of the padded square before resizing.
+    pub side: u32,
+    /// First source column and row kept (non-zero only when `side` rounded
+    /// below the image's extent and fastai crops).
+    pub crop_x: u32,
+    /// See `crop_x`.
+    pub crop_y: u32,
+    /// Source columns and rows kept.
+    pub keep_w: u32,
+    /// See `keep_w`.
+    pub keep_h: u32,
+    /// Zero columns left of the image and zero rows above it.
+    pub pad_left: u32,
+    /// See `pad_left`.
+    pub pad_top: u32,
+}
+
+impl PadGeometry {
+    /// fastai's placement for an image of `w`×`h` and target side `size`,
+    /// with the image's top-left at fraction `pct` of the free space
+    /// (`(0.5, 0.5)` = centred, as on the validation split).
+    pub fn fastai(w: u32, h: u32, size: u32, pct: (f64, f64)) -> Self {
+        assert!(w > 0 && h > 0 && size > 0, "empty image or size");
+        let s = size as f64;
+        let (rw, rh) = (w as f64 / s, h as f64 / s);
+        // `op = operator.gt` for the Pad method: m is the larger ratio.
+        let m = if rw > rh { rw } else { rh };
+        // Python's int() truncates toward zero; `m*s` is positive.
+        let side = ((m * s) as u32).max(1);
+        let tl = |p: f64, dim: u32| -> i64 { (p * (dim as f64 - side as f64)).trunc() as i64 };
+        let (tlx, tly) = (tl(pct.0, w), tl(pct.1, h));
+        let axis = |t: i64, dim: u32| -> (u32, u32, u32) {
+            // (crop start, kept length, padding before)
+            let start = t.max(0) as u32;
+            let keep = (start + side).min(dim) - start;
+            let pad = (-t).max(0) as u32;
+            (start, keep, pad)
+        };
+        let (crop_x, keep_w, pad_left) = axis(tlx, w);
+        let (crop_y, keep_h, pad_top) = axis(tly, h);
+        PadGeometry {
+            side,
+            crop_x,
+            crop_y,
+            keep_w,
+            keep_h,
+            pad_left,
+            pad_top,
+        }
+    }
+}
+
+/// Pads and resizes RGB images; keeps its buffers between calls, so use one
+/// per thread.
+pub struct PadResizer {
+    resizer: Resizer,
+    canvas: Vec<u8>,
+    options: ResizeOptions,
+}
+
+impl Default for PadResizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PadResizer {
+    /// A resizer with PIL's bilinear filter.
+    pub fn new() -> Self {
+        PadResizer {
+            resizer: Resizer::new(),
+            canvas: Vec::new(),
+            options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        }
+    }
+
+    /// Writes the centred, zero-padded, resized `size`×`size` version of the
+    /// interleaved RGB image `rgb` (`w`×`h`) into `out` (`size*size*3` bytes,
+    /// interleaved RGB).
+    pub fn pad_resize(&mut self, rgb: &[u8], w: u32, h: u32, size: u32, out: &mut [u8]) {
+        assert_eq!(rgb.len(), w as usize * h as usize * 3, "rgb buffer size");
+        assert_eq!(
+            out.len(),
+            size as usize * size as usize * 3,
+            "out buffer size"
+        );
+        let g = PadGeometry::fastai(w, h, size, (0.5, 0.5));
+        let side = g.side as usize;
+        self.canvas.clear();
+        self.canvas.resize(side * side * 3, 0);
+        let row_bytes = g.keep_w as usize * 3;
+        for y in 0..g.keep_h as usize {
+            let src_row = (g.crop_y as usize + y) * w as usize + g.crop_x as usize;
+            let dst_row = (g.pad_top as usize + y) * side + g.pad_left as usize;
+            self.canvas[dst_row * 3..dst_row * 3 + row_bytes]
+                .copy_from_slice(&rgb[src_row * 3..src_row * 3 + row_bytes]);
+        }
+        if g.side == size {
+            out.copy_from_slice(&self.canvas);
+            return;
+        }
+        let src = ImageRef::new(g.side, g.side, &self.canvas, PixelType::U8x3)
+            .expect("canvas has side*side*3 bytes");
+        let mut dst =
+            fast_image_resize::images::Image::from_slice_u8(size, size, out, PixelType::U8x3)
+                .expect("out has size*size*3 bytes");
+        self.resizer
+            .resize(&src, &mut dst, &self.options)
+            .expect("same pixel type, non-empty images");
+    }
+}
+
+/// Decodes the image file at `path` (JPEG or PNG, any colour type) to
+/// interleaved 8-bit RGB, returning `(pixels, width, height)`.
+///
+/// A truncated JPEG is an error (the decoder would otherwise fill the
+/// missing part with grey, silently): a JPEG must end with its EOI marker.
+pub fn decode_rgb(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DataError::MissingFile {
+                what: "image",
+                path: path.to_path_buf(),
+            }
+        } else {
+            DataError::io(path, e)
+        }
+    })?;
+    decode_rgb_bytes(path, &bytes)
+}
+
+/// Like [`decode_rgb`] on bytes already read; `path` names them in errors.
+pub fn decode_rgb_bytes(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, u32, u32)> {
+    let err = |reason: String| DataError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(err("file is empty".into()));
+    }
+    let format = image::guess_format(bytes).map_err(|e| err(e.to_string()))?;
+    if format == image::ImageFormat::Jpeg && !jpeg_has_eoi(bytes) {
+        return Err(err("JPEG data is truncated (no end-of-image marker)".into()));
+    }
+    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| err(e.to_string()))?;
+    let (w, h) = (img.width(), img.height());
+    if w == 0 || h == 0 {
+        return Err(err(format!("image is {w}x{h}")));
+    }
+    Ok((img.into_rgb8().into_raw(), w, h))
+}
+
+/// Whether JPEG data ends with the EOI marker `FF D9`, allowing for the few
+/// trailing padding bytes some writers append.
+fn jpeg_has_eoi(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(64)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// Decodes `path` and writes its padded, resized `size`×`size` RGB version
+/// into `out`; returns the original `(width, height)`.
+pub fn load_resized(
+    path: &Path,
+    size: u32,
+    resizer: &mut PadResizer,
+    out: &mut [u8],
+) -> Result<(u32, u32)> {
+    let (rgb, w, h) = decode_rgb(path)?;
+    resizer.pad_resize(&rgb, w, h, size, out);
+    Ok((w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fastai_geometry_matches_python() {
+        // Values printed by fastai's formula in Python (see module docs).
+        let g = PadGeometry::fastai(500, 375, 224, (0.5, 0.5));
+        assert_eq!(
+            (g.side, g.pad_left, g.pad_top, g.keep_w, g.keep_h),
+            (500, 0, 62, 500, 375)
+        );
+        let g = PadGeometry::fastai(375, 500, 224, (0.5, 0.5));
+        assert_eq!((g.side, g.pad_left, g.pad_top), (500, 62, 0));
+        let g = PadGeometry::fastai(1000, 667, 224, (0.5, 0.5));
+        assert_eq!((g.side, g.pad_top), (1000, 166));
+        // 29/100*100 = 28.999999999999996 in f64: fastai crops a column.
+        let g = PadGeometry::fastai(29, 20, 100, (0.5, 0.5));
+        assert_eq!(
+            (g.side, g.crop_x, g.keep_w, g.pad_left, g.pad_top, g.keep_h),
+            (28, 0, 28, 0, 4, 20)
+        );
+        // Random placement: pct 0 puts all padding below, pct 1 above.
+        let g = PadGeometry::fastai(8, 4, 4, (0.0, 0.0));
+        assert_eq!(g.pad_top, 0);
+        let g = PadGeometry::fastai(8, 4, 4, (1.0, 1.0));
+        assert_eq!(g.pad_top, 4);
+    }
+
+    #[test]
+    fn jpeg_eoi_check() {
+        assert!(jpeg_has_eoi(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9]));
+        assert!(jpeg_has_eoi(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9, 0, 0]));
+        assert!(!jpeg_has_eoi(&[0xFF, 0xD8, 1, 2, 3, 4]));
+    }
+}
