@@ -98,16 +98,13 @@ mod tests {
     #[test]
     fn host_slice_is_the_tensor_without_copy() {
         let dev = Cpu::default();
-        let x: Tensor<Rank3<2, 3, 4>, f32, _> = dev.tensor_from_vec(
-            (0..24).map(|v| v as f32).collect(),
-            (Const, Const, Const),
-        );
+        let x: Tensor<Rank3<2, 3, 4>, f32, _> =
+            dev.tensor_from_vec((0..24).map(|v| v as f32).collect(), (Const, Const, Const));
         let s = host_slice(&x);
         assert_eq!(s, host_vec(&x).as_slice());
         // The same memory as dfdx's own indexing, not a copy.
         assert_eq!(s.as_ptr(), &x[[0, 0, 0]] as *const f32);
-        let d: Tensor<(usize, Const<3>), f32, _> =
-            dev.tensor_from_vec(vec![1.0; 0], (0, Const));
+        let d: Tensor<(usize, Const<3>), f32, _> = dev.tensor_from_vec(vec![1.0; 0], (0, Const));
         assert!(host_slice(&d).is_empty());
     }
 

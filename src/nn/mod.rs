@@ -24,7 +24,7 @@
 //! opt.update(&mut model, &grads).unwrap();
 //!
 //! // Inference: Module = running statistics.
-//! let y: Tensor<Rank2<4, 16>, f32, _> = model.forward(x).realize().unwrap();
+//! let y: Tensor<Rank2<4, 16>, f32, _> = model.forward(x);
 //! ```
 
 #![allow(clippy::type_complexity)] // dfdx tensor types are long by nature.

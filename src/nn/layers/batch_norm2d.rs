@@ -262,7 +262,8 @@ impl<const C: usize, D: Device<f32> + BatchNorm2dKernel> BatchNorm2d<C, f32, D> 
 }
 
 /// Evaluation mode: running statistics, not updated; any tape.
-impl<const C: usize, B: Dim, H: Dim, W: Dim, D, T> Module<Img<B, C, H, W, D, T>> for BatchNorm2d<C, f32, D>
+impl<const C: usize, B: Dim, H: Dim, W: Dim, D, T> Module<Img<B, C, H, W, D, T>>
+    for BatchNorm2d<C, f32, D>
 where
     D: Device<f32> + BatchNorm2dKernel,
     T: Tape<f32, D>,
@@ -284,7 +285,8 @@ where
 }
 
 /// Training mode: batch statistics, running statistics updated; any tape.
-impl<const C: usize, B: Dim, H: Dim, W: Dim, D, T> ModuleMut<Img<B, C, H, W, D, T>> for BatchNorm2d<C, f32, D>
+impl<const C: usize, B: Dim, H: Dim, W: Dim, D, T> ModuleMut<Img<B, C, H, W, D, T>>
+    for BatchNorm2d<C, f32, D>
 where
     D: Device<f32> + BatchNorm2dKernel,
     T: Tape<f32, D>,

@@ -21,8 +21,16 @@ pub mod builder {
     >;
 }
 
-impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const BIAS: bool, E, D>
-    BuildOnDevice<D, E> for builder::Conv2d<I, O, K, S, P, BIAS>
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const BIAS: bool,
+        E,
+        D,
+    > BuildOnDevice<D, E> for builder::Conv2d<I, O, K, S, P, BIAS>
 where
     E: Dtype,
     D: Device<E>,
@@ -68,8 +76,16 @@ pub struct Conv2d<
     pub bias: Option<Tensor<Rank1<O>, E, D>>,
 }
 
-impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const BIAS: bool, E, D>
-    TensorCollection<E, D> for Conv2d<I, O, K, S, P, BIAS, E, D>
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const BIAS: bool,
+        E,
+        D,
+    > TensorCollection<E, D> for Conv2d<I, O, K, S, P, BIAS, E, D>
 where
     E: Dtype + num_traits::Float + SampleUniform,
     StandardNormal: Distribution<E>,
@@ -112,8 +128,19 @@ where
     }
 }
 
-impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const BIAS: bool, B, H, W, D, T>
-    Module<Tensor<(B, Const<I>, H, W), f32, D, T>> for Conv2d<I, O, K, S, P, BIAS, f32, D>
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const BIAS: bool,
+        B,
+        H,
+        W,
+        D,
+        T,
+    > Module<Tensor<(B, Const<I>, H, W), f32, D, T>> for Conv2d<I, O, K, S, P, BIAS, f32, D>
 where
     B: Dim,
     H: Dim,
@@ -124,13 +151,23 @@ where
     type Output = Tensor<(B, Const<O>, usize, usize), f32, D, T>;
     type Error = D::Err;
 
-    fn try_forward(&self, x: Tensor<(B, Const<I>, H, W), f32, D, T>) -> Result<Self::Output, D::Err> {
+    fn try_forward(
+        &self,
+        x: Tensor<(B, Const<I>, H, W), f32, D, T>,
+    ) -> Result<Self::Output, D::Err> {
         try_conv2d(x, &self.weight, self.bias.as_ref(), S, P)
     }
 }
 
-impl<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize, const BIAS: bool, E: Dtype, D: Storage<E>>
-    NonMutableModule for Conv2d<I, O, K, S, P, BIAS, E, D>
+impl<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const BIAS: bool,
+        E: Dtype,
+        D: Storage<E>,
+    > NonMutableModule for Conv2d<I, O, K, S, P, BIAS, E, D>
 {
 }
-

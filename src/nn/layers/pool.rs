@@ -2,7 +2,9 @@
 
 use dfdx::prelude::*;
 
-use crate::nn::ops::{try_global_avg_pool2d, try_max_pool2d, GlobalAvgPool2dKernel, MaxPool2dKernel};
+use crate::nn::ops::{
+    try_global_avg_pool2d, try_max_pool2d, GlobalAvgPool2dKernel, MaxPool2dKernel,
+};
 
 /// `torch.nn.MaxPool2d(K, stride=S, padding=P)` on `(B, C, H, W)` batches,
 /// producing `(B, C, usize, usize)`. torchvision's ResNet stem is
@@ -45,7 +47,8 @@ pub struct GlobalAvgPool2d;
 impl ZeroSizedModule for GlobalAvgPool2d {}
 impl NonMutableModule for GlobalAvgPool2d {}
 
-impl<B: Dim, C: Dim, H: Dim, W: Dim, D, T> Module<Tensor<(B, C, H, W), f32, D, T>> for GlobalAvgPool2d
+impl<B: Dim, C: Dim, H: Dim, W: Dim, D, T> Module<Tensor<(B, C, H, W), f32, D, T>>
+    for GlobalAvgPool2d
 where
     D: Device<f32> + GlobalAvgPool2dKernel,
     T: Tape<f32, D>,

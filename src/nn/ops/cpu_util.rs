@@ -94,8 +94,8 @@ pub(crate) unsafe fn sgemm(
     };
     // gemm computes dst := alpha·dst + beta·lhs·rhs, reading dst only if asked.
     gemm::gemm(
-        m, n, k, dst, dst_cs, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs,
-        rhs.rs, 1.0f32, 1.0f32, false, false, false, par,
+        m, n, k, dst, dst_cs, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs,
+        1.0f32, 1.0f32, false, false, false, par,
     );
 }
 

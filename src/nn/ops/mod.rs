@@ -35,9 +35,9 @@ pub(crate) mod cuda_util;
 
 pub use add_relu::{add_relu, try_add_relu, AddReluKernel};
 pub use batch_norm2d::{
-    batch_norm2d_add_relu_eval, batch_norm2d_add_relu_train, batch_norm2d_eval,
-    batch_norm2d_train, try_batch_norm2d_add_relu_eval, try_batch_norm2d_add_relu_train,
-    try_batch_norm2d_eval, try_batch_norm2d_train, BatchNorm2dKernel,
+    batch_norm2d_add_relu_eval, batch_norm2d_add_relu_train, batch_norm2d_eval, batch_norm2d_train,
+    try_batch_norm2d_add_relu_eval, try_batch_norm2d_add_relu_train, try_batch_norm2d_eval,
+    try_batch_norm2d_train, BatchNorm2dKernel,
 };
 pub use conv2d::{conv2d, conv2d_output_size, try_conv2d, Conv2dKernel};
 pub use global_avg_pool2d::{global_avg_pool2d, try_global_avg_pool2d, GlobalAvgPool2dKernel};

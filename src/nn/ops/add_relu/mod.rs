@@ -40,7 +40,10 @@ pub trait AddReluKernel: Storage<f32> {
 /// let b: Tensor<Rank1<3>, f32, _> = dev.tensor([1.0, 1.0, -1.0]);
 /// assert_eq!(add_relu(a, b).array(), [2.0, 0.0, 0.0]);
 /// ```
-pub fn add_relu<S: Shape, D, T, R>(a: Tensor<S, f32, D, T>, b: Tensor<S, f32, D, R>) -> Tensor<S, f32, D, T>
+pub fn add_relu<S: Shape, D, T, R>(
+    a: Tensor<S, f32, D, T>,
+    b: Tensor<S, f32, D, R>,
+) -> Tensor<S, f32, D, T>
 where
     D: Device<f32> + AddReluKernel,
     T: Tape<f32, D> + Merge<R>,

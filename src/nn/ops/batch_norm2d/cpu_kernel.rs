@@ -40,12 +40,21 @@ fn shifted_sums(xs: &[f32], k: f32) -> (f64, f64) {
 }
 
 /// Per-channel `scale = γ/√(var+ε)` and `shift = β − mean·scale`.
-fn affine(op: &BatchNormOp, gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32]) -> Vec<(f32, f32)> {
+fn affine(
+    op: &BatchNormOp,
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+) -> Vec<(f32, f32)> {
     (0..op.channels)
         .map(|c| {
             let inv = 1.0 / (var[c] as f64 + op.eps).sqrt();
             let scale = gamma[c] as f64 * inv;
-            (scale as f32, (beta[c] as f64 - mean[c] as f64 * scale) as f32)
+            (
+                scale as f32,
+                (beta[c] as f64 - mean[c] as f64 * scale) as f32,
+            )
         })
         .collect()
 }

@@ -158,16 +158,8 @@ where
             (m, v)
         }
     };
-    let out = dev.batch_norm2d_forward(
-        &op,
-        &x,
-        residual.as_ref(),
-        weight,
-        bias,
-        &mean,
-        &var,
-        shape,
-    )?;
+    let out =
+        dev.batch_norm2d_forward(&op, &x, residual.as_ref(), weight, bias, &mean, &var, shape)?;
     if T::OWNS_TAPE {
         // All saves are `Arc` clones. The output (ReLU mask) is usually held by
         // the next layer anyway, so keeping it costs no memory.

@@ -51,15 +51,18 @@ impl MaxPool2dKernel for Cpu {
         let y = unsafe {
             uninit_vec(op.planes * pout, |yp| {
                 let yp = SendPtr(yp);
-                (0..op.planes).into_par_iter().with_min_len(4).for_each(|p| {
-                    let plane = &xs[p * pin..(p + 1) * pin];
-                    let dst = std::slice::from_raw_parts_mut(yp.get().add(p * pout), pout);
-                    for oh in 0..op.h_out {
-                        for ow in 0..op.w_out {
-                            dst[oh * op.w_out + ow] = plane[argmax(plane, op, oh, ow)];
+                (0..op.planes)
+                    .into_par_iter()
+                    .with_min_len(4)
+                    .for_each(|p| {
+                        let plane = &xs[p * pin..(p + 1) * pin];
+                        let dst = std::slice::from_raw_parts_mut(yp.get().add(p * pout), pout);
+                        for oh in 0..op.h_out {
+                            for ow in 0..op.w_out {
+                                dst[oh * op.w_out + ow] = plane[argmax(plane, op, oh, ow)];
+                            }
                         }
-                    }
-                });
+                    });
             })
         };
         self.try_tensor_from_vec(y, out)
