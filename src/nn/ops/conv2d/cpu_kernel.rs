@@ -16,7 +16,9 @@ use rayon::prelude::*;
 
 use super::{Conv2dKernel, Conv2dOp};
 use crate::device::cpu::host_slice;
-use crate::nn::ops::cpu_util::{sgemm, threads, uninit_vec, with_scratch, Mat, SendPtr};
+use crate::nn::ops::cpu_util::{
+    as_f32_ptr, multiversion, sgemm, threads, uninit_vec, with_scratch, Mat,
+};
 
 /// Target size (floats) of one im2col chunk: 2 Mi floats = 8 MiB, a slice of
 /// the shared L3 per thread, while keeping GEMMs at least 256 columns wide.
@@ -113,6 +115,15 @@ fn im2col(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: &mut [f32]) {
     });
 }
 
+multiversion! {
+    /// `dst += src`.
+    fn add_into(dst: &mut [f32], src: &[f32]) {
+        for (g, v) in dst.iter_mut().zip(src) {
+            *g += v;
+        }
+    }
+}
+
 /// Adds the im2col-shaped chunk `col` back into image gradient `gx`.
 fn col2im_add(op: &Conv2dOp, col: &[f32], n0: usize, nc: usize, gx: &mut [f32]) {
     let s = op.stride;
@@ -120,9 +131,7 @@ fn col2im_add(op: &Conv2dOp, col: &[f32], n0: usize, nc: usize, gx: &mut [f32]) 
         if let Some((first, a, b)) = valid {
             let src = &col[at + a..at + b];
             if s == 1 {
-                for (g, v) in gx[first..first + src.len()].iter_mut().zip(src) {
-                    *g += v;
-                }
+                add_into(&mut gx[first..first + src.len()], src);
             } else {
                 for (t, v) in src.iter().enumerate() {
                     gx[first + t * s] += v;
@@ -299,17 +308,18 @@ impl Conv2dKernel for Cpu {
         // SAFETY: every image task writes exactly its own `out_img` block
         // (GEMMs without accumulation write every element).
         let y = unsafe {
-            uninit_vec(op.batch * out_img, |yp| {
-                let yp = SendPtr(yp);
+            uninit_vec(op.batch * out_img, |y| {
                 if op.batch >= nt {
-                    (0..op.batch).into_par_iter().for_each(|b| {
-                        let xb = &xs[b * in_img..(b + 1) * in_img];
-                        forward_image(op, xb, ws, bs, yp.get().add(b * out_img), 1);
-                    });
+                    y.par_chunks_mut(out_img.max(1))
+                        .enumerate()
+                        .for_each(|(b, yb)| {
+                            let xb = &xs[b * in_img..(b + 1) * in_img];
+                            forward_image(op, xb, ws, bs, as_f32_ptr(yb), 1);
+                        });
                 } else {
-                    for b in 0..op.batch {
+                    for (b, yb) in y.chunks_mut(out_img.max(1)).enumerate() {
                         let xb = &xs[b * in_img..(b + 1) * in_img];
-                        forward_image(op, xb, ws, bs, yp.get().add(b * out_img), nt);
+                        forward_image(op, xb, ws, bs, as_f32_ptr(yb), nt);
                     }
                 }
             })
