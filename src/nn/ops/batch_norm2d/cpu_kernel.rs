@@ -12,31 +12,46 @@ use std::mem::MaybeUninit;
 
 use crate::nn::ops::cpu_util::{multiversion, uninit_vec, SendPtr};
 
+/// f32 lanes are flushed to the f64 totals after this many values.
+const FLUSH: usize = 1024;
+
 multiversion! {
-    /// `(Σ (x − k), Σ (x − k)²)` in f64, with f32 lanes flushed every 1024
-    /// values. Shifting by a sample `k` of the data keeps `E[x²] − E[x]²`
-    /// from cancelling catastrophically.
-    fn shifted_sums(xs: &[f32], k: f32) -> (f64, f64) {
+    /// One channel's `(Σ (x − k), Σ (x − k)²)` in f64 over its `batch`
+    /// planes of `plane` values at `x[c0 + b·stride..]`, with eight f32 lanes
+    /// flushed every ~1024 values. Shifting by a sample `k` of the data keeps
+    /// `E[x²] − E[x]²` from cancelling catastrophically.
+    fn channel_shifted_sums(
+        x: &[f32],
+        c0: usize,
+        stride: usize,
+        batch: usize,
+        plane: usize,
+        k: f32,
+    ) -> (f64, f64) {
         let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for block in xs.chunks(1024) {
-            let mut a = [0.0f32; 8];
-            let mut b = [0.0f32; 8];
-            let chunks = block.chunks_exact(8);
-            let rem = chunks.remainder();
-            for c in chunks {
+        let (mut a, mut q) = ([0.0f32; 8], [0.0f32; 8]);
+        let mut pending = 0;
+        for b in 0..batch {
+            let p = &x[c0 + b * stride..c0 + b * stride + plane];
+            let chunks = p.chunks_exact(8);
+            for (l, &v) in chunks.remainder().iter().enumerate() {
+                let d = v - k;
+                a[l] += d;
+                q[l] += d * d;
+            }
+            for ch in chunks {
                 for l in 0..8 {
-                    let d = c[l] - k;
+                    let d = ch[l] - k;
                     a[l] += d;
-                    b[l] += d * d;
+                    q[l] += d * d;
                 }
             }
-            for &v in rem {
-                let d = v - k;
-                a[0] += d;
-                b[0] += d * d;
+            pending += plane;
+            if pending >= FLUSH || b + 1 == batch {
+                s1 += a.iter().map(|&v| v as f64).sum::<f64>();
+                s2 += q.iter().map(|&v| v as f64).sum::<f64>();
+                (a, q, pending) = ([0.0; 8], [0.0; 8], 0);
             }
-            s1 += a.iter().map(|&v| v as f64).sum::<f64>();
-            s2 += b.iter().map(|&v| v as f64).sum::<f64>();
         }
         (s1, s2)
     }
@@ -80,15 +95,33 @@ multiversion! {
 }
 
 multiversion! {
-    /// One plane's `(Σ dz, Σ dz·(x − m))`, `dz = dy·[y > 0]` (or `dy`).
-    fn plane_sums(x: &[f32], gy: &[f32], y: Option<&[f32]>, m: f32) -> (f64, f64) {
+    /// One channel's `(Σ dz, Σ dz·(x − m))` over its `batch` planes at
+    /// `[c0 + b·stride..]`, `dz = dy·[y > 0]` (or `dy` without `y`).
+    #[allow(clippy::too_many_arguments)]
+    fn channel_grad_sums(
+        x: &[f32],
+        gy: &[f32],
+        y: Option<&[f32]>,
+        c0: usize,
+        stride: usize,
+        batch: usize,
+        plane: usize,
+        m: f32,
+    ) -> (f64, f64) {
         let (mut sd, mut sdx) = (0.0f64, 0.0f64);
-        let mut lanes = |x: &[f32], gy: &[f32], y: Option<&[f32]>| {
-            let (mut a, mut q) = ([0.0f32; 8], [0.0f32; 8]);
-            let n8 = x.len() / 8 * 8;
+        let (mut a, mut q) = ([0.0f32; 8], [0.0f32; 8]);
+        let mut pending = 0;
+        for b in 0..batch {
+            let at = c0 + b * stride;
+            let (xp, gp) = (&x[at..at + plane], &gy[at..at + plane]);
             match y {
                 None => {
-                    for (xc, gc) in x[..n8].chunks_exact(8).zip(gy[..n8].chunks_exact(8)) {
+                    let (xc, gc) = (xp.chunks_exact(8), gp.chunks_exact(8));
+                    for (l, (&xv, &g)) in xc.remainder().iter().zip(gc.remainder()).enumerate() {
+                        a[l] += g;
+                        q[l] += g * (xv - m);
+                    }
+                    for (xc, gc) in xc.zip(gc) {
                         for l in 0..8 {
                             a[l] += gc[l];
                             q[l] += gc[l] * (xc[l] - m);
@@ -96,11 +129,20 @@ multiversion! {
                     }
                 }
                 Some(y) => {
-                    for ((xc, gc), yc) in x[..n8]
-                        .chunks_exact(8)
-                        .zip(gy[..n8].chunks_exact(8))
-                        .zip(y[..n8].chunks_exact(8))
+                    let yp = &y[at..at + plane];
+                    let (xc, gc, yc) = (xp.chunks_exact(8), gp.chunks_exact(8), yp.chunks_exact(8));
+                    for (l, ((&xv, &g), &yv)) in xc
+                        .remainder()
+                        .iter()
+                        .zip(gc.remainder())
+                        .zip(yc.remainder())
+                        .enumerate()
                     {
+                        let dz = if yv > 0.0 { g } else { 0.0 };
+                        a[l] += dz;
+                        q[l] += dz * (xv - m);
+                    }
+                    for ((xc, gc), yc) in xc.zip(gc).zip(yc) {
                         for l in 0..8 {
                             let dz = if yc[l] > 0.0 { gc[l] } else { 0.0 };
                             a[l] += dz;
@@ -109,19 +151,12 @@ multiversion! {
                     }
                 }
             }
-            for i in n8..x.len() {
-                let dz = match y {
-                    Some(y) if y[i] <= 0.0 => 0.0,
-                    _ => gy[i],
-                };
-                a[0] += dz;
-                q[0] += dz * (x[i] - m);
+            pending += plane;
+            if pending >= FLUSH || b + 1 == batch {
+                sd += a.iter().map(|&v| v as f64).sum::<f64>();
+                sdx += q.iter().map(|&v| v as f64).sum::<f64>();
+                (a, q, pending) = ([0.0; 8], [0.0; 8], 0);
             }
-            sd += a.iter().map(|&v| v as f64).sum::<f64>();
-            sdx += q.iter().map(|&v| v as f64).sum::<f64>();
-        };
-        for (i, (xc, gc)) in x.chunks(1024).zip(gy.chunks(1024)).enumerate() {
-            lanes(xc, gc, y.map(|y| &y[i * 1024..i * 1024 + xc.len()]));
         }
         (sd, sdx)
     }
@@ -206,13 +241,7 @@ impl BatchNorm2dKernel for Cpu {
             .into_par_iter()
             .map(|c| {
                 let k = xs[c * plane];
-                let (mut s1, mut s2) = (0.0, 0.0);
-                for b in 0..op.batch {
-                    let at = (b * c_n + c) * plane;
-                    let (a, q) = shifted_sums(&xs[at..at + plane], k);
-                    s1 += a;
-                    s2 += q;
-                }
+                let (s1, s2) = channel_shifted_sums(xs, c * plane, c_n * plane, op.batch, plane, k);
                 let d = s1 / n;
                 ((k as f64 + d) as f32, (s2 / n - d * d).max(0.0) as f32)
             })
@@ -293,15 +322,8 @@ impl BatchNorm2dKernel for Cpu {
         let sums: Vec<(f64, f64)> = (0..c_n)
             .into_par_iter()
             .map(|c| {
-                let m = mean[c];
-                let (mut sd, mut sdx) = (0.0f64, 0.0f64);
-                for b in 0..op.batch {
-                    let at = (b * c_n + c) * plane;
-                    let y = ys.map(|y| &y[at..at + plane]);
-                    let (a, q) = plane_sums(&xs[at..at + plane], &gy[at..at + plane], y, m);
-                    sd += a;
-                    sdx += q;
-                }
+                let (sd, sdx) =
+                    channel_grad_sums(xs, gy, ys, c * plane, c_n * plane, op.batch, plane, mean[c]);
                 let inv = 1.0 / (var[c] as f64 + op.eps).sqrt();
                 (sd, sdx * inv)
             })
