@@ -10,7 +10,7 @@ use super::{BatchNorm2dKernel, BatchNormOp};
 use crate::device::cpu::host_slice;
 use std::mem::MaybeUninit;
 
-use crate::nn::ops::cpu_util::{multiversion, uninit_vec, SendPtr};
+use crate::nn::ops::cpu_util::{multiversion, relu_mask, uninit_vec, SendPtr};
 
 /// f32 lanes are flushed to the f64 totals after this many values.
 const FLUSH: usize = 1024;
@@ -94,72 +94,122 @@ multiversion! {
     }
 }
 
-multiversion! {
-    /// One channel's `(Σ dz, Σ dz·(x − m))` over its `batch` planes at
-    /// `[c0 + b·stride..]`, `dz = dy·[y > 0]` (or `dy` without `y`).
-    #[allow(clippy::too_many_arguments)]
-    fn channel_grad_sums(
-        x: &[f32],
-        gy: &[f32],
-        y: Option<&[f32]>,
-        c0: usize,
-        stride: usize,
-        batch: usize,
-        plane: usize,
-        m: f32,
-    ) -> (f64, f64) {
-        let (mut sd, mut sdx) = (0.0f64, 0.0f64);
-        let (mut a, mut q) = ([0.0f32; 8], [0.0f32; 8]);
-        let mut pending = 0;
-        for b in 0..batch {
-            let at = c0 + b * stride;
-            let (xp, gp) = (&x[at..at + plane], &gy[at..at + plane]);
-            match y {
-                None => {
-                    let (xc, gc) = (xp.chunks_exact(8), gp.chunks_exact(8));
-                    for (l, (&xv, &g)) in xc.remainder().iter().zip(gc.remainder()).enumerate() {
-                        a[l] += g;
-                        q[l] += g * (xv - m);
-                    }
-                    for (xc, gc) in xc.zip(gc) {
-                        for l in 0..8 {
-                            a[l] += gc[l];
-                            q[l] += gc[l] * (xc[l] - m);
-                        }
-                    }
-                }
-                Some(y) => {
-                    let yp = &y[at..at + plane];
-                    let (xc, gc, yc) = (xp.chunks_exact(8), gp.chunks_exact(8), yp.chunks_exact(8));
-                    for (l, ((&xv, &g), &yv)) in xc
-                        .remainder()
-                        .iter()
-                        .zip(gc.remainder())
-                        .zip(yc.remainder())
-                        .enumerate()
-                    {
-                        let dz = if yv > 0.0 { g } else { 0.0 };
-                        a[l] += dz;
-                        q[l] += dz * (xv - m);
-                    }
-                    for ((xc, gc), yc) in xc.zip(gc).zip(yc) {
-                        for l in 0..8 {
-                            let dz = if yc[l] > 0.0 { gc[l] } else { 0.0 };
-                            a[l] += dz;
-                            q[l] += dz * (xc[l] - m);
-                        }
-                    }
-                }
-            }
-            pending += plane;
-            if pending >= FLUSH || b + 1 == batch {
-                sd += a.iter().map(|&v| v as f64).sum::<f64>();
-                sdx += q.iter().map(|&v| v as f64).sum::<f64>();
-                (a, q, pending) = ([0.0; 8], [0.0; 8], 0);
-            }
-        }
-        (sd, sdx)
+/// One channel's `(Σ dz, Σ dz·(x − m))` over its `batch` planes at
+/// `[c0 + b·stride..]`, `dz = dy·[y > 0]` (or `dy` without `y`): AVX2
+/// intrinsics when available (the compiler turns the masked sums into
+/// branches otherwise), else a portable loop.
+#[allow(clippy::too_many_arguments)]
+fn channel_grad_sums(
+    x: &[f32],
+    gy: &[f32],
+    y: Option<&[f32]>,
+    c0: usize,
+    stride: usize,
+    batch: usize,
+    plane: usize,
+    m: f32,
+) -> (f64, f64) {
+    let end = c0 + (batch.max(1) - 1) * stride + plane;
+    assert!(x.len() >= end && gy.len() >= end && y.is_none_or(|y| y.len() >= end));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 + FMA; every plane lies inside the
+        // slices (asserted above).
+        return unsafe { channel_grad_sums_avx2(x, gy, y, c0, stride, batch, plane, m) };
     }
+    channel_grad_sums_portable(x, gy, y, c0, stride, batch, plane, m)
+}
+
+/// The portable twin of [`channel_grad_sums_avx2`].
+#[allow(clippy::too_many_arguments)]
+fn channel_grad_sums_portable(
+    x: &[f32],
+    gy: &[f32],
+    y: Option<&[f32]>,
+    c0: usize,
+    stride: usize,
+    batch: usize,
+    plane: usize,
+    m: f32,
+) -> (f64, f64) {
+    let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+    for b in 0..batch {
+        let at = c0 + b * stride;
+        let (mut a, mut q) = (0.0f32, 0.0f32);
+        for i in at..at + plane {
+            let dz = match y {
+                Some(y) => relu_mask(y[i], gy[i]),
+                None => gy[i],
+            };
+            a += dz;
+            q += dz * (x[i] - m);
+        }
+        sd += a as f64;
+        sdx += q as f64;
+    }
+    (sd, sdx)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn channel_grad_sums_avx2(
+    x: &[f32],
+    gy: &[f32],
+    y: Option<&[f32]>,
+    c0: usize,
+    stride: usize,
+    batch: usize,
+    plane: usize,
+    m: f32,
+) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let hsum = |v: __m256| -> f64 {
+        let mut t = [0.0f32; 8];
+        _mm256_storeu_ps(t.as_mut_ptr(), v);
+        t.iter().map(|&e| e as f64).sum()
+    };
+    let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+    let (mut a, mut q) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (zero, mv) = (_mm256_setzero_ps(), _mm256_set1_ps(m));
+    let mut pending = 0;
+    for b in 0..batch {
+        let at = c0 + b * stride;
+        let (xp, gp) = (x.as_ptr().add(at), gy.as_ptr().add(at));
+        let yp = y.map(|y| y.as_ptr().add(at));
+        let mut i = 0;
+        while i + 8 <= plane {
+            let g = _mm256_loadu_ps(gp.add(i));
+            let dz = match yp {
+                Some(yp) => _mm256_and_ps(
+                    g,
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(yp.add(i)), zero),
+                ),
+                None => g,
+            };
+            a = _mm256_add_ps(a, dz);
+            q = _mm256_fmadd_ps(dz, _mm256_sub_ps(_mm256_loadu_ps(xp.add(i)), mv), q);
+            i += 8;
+        }
+        for j in i..plane {
+            let g = *gp.add(j);
+            let dz = match yp {
+                Some(yp) => relu_mask(*yp.add(j), g),
+                None => g,
+            };
+            sd += dz as f64;
+            sdx += (dz * (*xp.add(j) - m)) as f64;
+        }
+        pending += plane;
+        if pending >= FLUSH || b + 1 == batch {
+            sd += hsum(a);
+            sdx += hsum(q);
+            a = _mm256_setzero_ps();
+            q = _mm256_setzero_ps();
+            pending = 0;
+        }
+    }
+    (sd, sdx)
 }
 
 multiversion! {
@@ -183,7 +233,7 @@ multiversion! {
             }
             (Some(y), None) => {
                 for (((g, &xv), &d), &yv) in gx.iter_mut().zip(x).zip(gy).zip(y) {
-                    let dz = if yv > 0.0 { d } else { 0.0 };
+                    let dz = relu_mask(yv, d);
                     *g += k * dz + cx * xv + c0;
                 }
             }
@@ -197,7 +247,7 @@ multiversion! {
                 for ((((g, r), &xv), &d), &yv) in
                     gx.iter_mut().zip(gr.iter_mut()).zip(x).zip(gy).zip(y)
                 {
-                    let dz = if yv > 0.0 { d } else { 0.0 };
+                    let dz = relu_mask(yv, d);
                     *g += k * dz + cx * xv + c0;
                     *r += dz;
                 }
@@ -376,5 +426,34 @@ impl BatchNorm2dKernel for Cpu {
                 );
             });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grad_sums_simd_and_portable_agree() {
+        // Planes of 1..=19 values (SIMD body and scalar tails), with and without a mask.
+        let n = 3 * 5 * 19;
+        let val = |i: usize| ((i * 7919 % 97) as f32 - 48.0) / 17.0;
+        let x: Vec<f32> = (0..n).map(val).collect();
+        let gy: Vec<f32> = (0..n).map(|i| val(i + 13)).collect();
+        let y: Vec<f32> = (0..n).map(|i| val(i + 29)).collect();
+        for plane in 1..=19 {
+            for mask in [None, Some(y.as_slice())] {
+                let want = channel_grad_sums_portable(&x, &gy, mask, 2, 5 * plane, 3, plane, 0.3);
+                let got = channel_grad_sums(&x, &gy, mask, 2, 5 * plane, 3, plane, 0.3);
+                assert!(
+                    (got.0 - want.0).abs() < 1e-5,
+                    "{plane}: {got:?} vs {want:?}"
+                );
+                assert!(
+                    (got.1 - want.1).abs() < 1e-5,
+                    "{plane}: {got:?} vs {want:?}"
+                );
+            }
+        }
     }
 }
