@@ -9,6 +9,7 @@ pub(crate) mod device;
 
 pub mod config;
 pub mod loss;
+pub mod nn;
 
 pub use config::PolyConfig;
 pub use loss::{PolyKind, PolyLoss, PolyLossError, Reduction};
