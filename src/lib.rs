@@ -6,3 +6,5 @@
 //! ResNet-50.
 
 pub(crate) mod device;
+
+pub mod nn;

@@ -1,0 +1,3 @@
+//! Neural-network building blocks on top of dfdx.
+
+pub mod pretrained;
