@@ -6,5 +6,4 @@
 //! ResNet-50.
 
 pub(crate) mod device;
-
 pub mod nn;

@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors};
 use dfdx::prelude::*;
 use poly_loss::nn::pretrained::{load_pretrained, tensor_names, LoadOptions};
-use poly_loss::nn::resnet::{builders, BnMode, ImageClassifier, Images, ResNet18, ResNet50, SmallResNet};
+use poly_loss::nn::resnet::{
+    builders, BnMode, ImageClassifier, Images, ResNet18, ResNet50, SmallResNet,
+};
 
 /// `(key, shape)` of torchvision's model `model` (`resnet50`, `resnet18`),
 /// without `num_batches_tracked` (a step counter our batch-norm does not keep).
 fn torchvision_keys(model: &str) -> BTreeSet<(String, Vec<usize>)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/resnet_torchvision_keys.txt");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/resnet_torchvision_keys.txt");
     let text = std::fs::read_to_string(path).unwrap();
     let keys: BTreeSet<_> = text
         .lines()
@@ -32,7 +35,10 @@ fn torchvision_keys(model: &str) -> BTreeSet<(String, Vec<usize>)> {
             })
         })
         .collect();
-    assert!(keys.len() > 100, "{model}: too few keys in the reference list");
+    assert!(
+        keys.len() > 100,
+        "{model}: too few keys in the reference list"
+    );
     keys
 }
 
@@ -71,8 +77,20 @@ fn resnet50_has_torchvision_state_dict_layout_and_init() {
     // Batch-norm: γ = 1, β = 0, running stats 0 / 1.
     assert!(model.layer4.2.bn3.weight.as_vec().iter().all(|&v| v == 1.0));
     assert!(model.layer4.2.bn3.bias.as_vec().iter().all(|&v| v == 0.0));
-    assert!(model.stem.bn1.running_mean.as_vec().iter().all(|&v| v == 0.0));
-    assert!(model.stem.bn1.running_var.as_vec().iter().all(|&v| v == 1.0));
+    assert!(model
+        .stem
+        .bn1
+        .running_mean
+        .as_vec()
+        .iter()
+        .all(|&v| v == 0.0));
+    assert!(model
+        .stem
+        .bn1
+        .running_var
+        .as_vec()
+        .iter()
+        .all(|&v| v == 1.0));
     // fc: U(±1/√2048).
     let bound = 1.0 / 2048f32.sqrt();
     let fc = model.fc.weight.as_vec();
@@ -98,7 +116,10 @@ fn resnet50_runs_a_tiny_input() {
     assert!(y.as_vec().iter().all(|v| v.is_finite()));
     let f = model.forward_features(x, BnMode::Train);
     assert_eq!(f.shape().concrete(), [2, 2048]);
-    assert!(f.as_vec().iter().all(|v| v.is_finite() && *v >= 0.0), "pooled ReLU output");
+    assert!(
+        f.as_vec().iter().all(|v| v.is_finite() && *v >= 0.0),
+        "pooled ReLU output"
+    );
 }
 
 fn temp_path(name: &str) -> PathBuf {
@@ -127,11 +148,17 @@ fn save_then_load_gives_bit_identical_outputs() {
     let report = load_pretrained(&mut c, &path, &LoadOptions::strict()).unwrap();
     assert_eq!(report.loaded.len(), tensor_names(&c).len());
     for m in [&mut b, &mut c] {
-        assert_eq!(m.try_forward_logits_eval(x.clone()).unwrap().as_vec(), want_eval);
+        assert_eq!(
+            m.try_forward_logits_eval(x.clone()).unwrap().as_vec(),
+            want_eval
+        );
     }
     // Train mode too (batch statistics), and the updated running stats.
     let want_train = a.forward_logits(x.clone(), BnMode::Train).as_vec();
-    assert_eq!(c.forward_logits(x.clone(), BnMode::Train).as_vec(), want_train);
+    assert_eq!(
+        c.forward_logits(x.clone(), BnMode::Train).as_vec(),
+        want_train
+    );
     assert_eq!(
         c.layer2.0.bn1.running_var.as_vec(),
         a.layer2.0.bn1.running_var.as_vec()
@@ -159,6 +186,11 @@ fn imagenet_checkpoint_into_fewer_classes_keeps_a_fresh_head() {
     // A ResNet-50 body cannot take a SmallResNet file: keyed error.
     let mut r50 = ResNet50::<5, f32, Cpu>::build(&dev);
     let err = r50.load_pretrained(&path).unwrap_err().to_string();
-    assert!(err.contains("`conv1.weight` has shape [8, 3, 3, 3] in the file but [64, 3, 7, 7] in the model"), "{err}");
+    assert!(
+        err.contains(
+            "`conv1.weight` has shape [8, 3, 3, 3] in the file but [64, 3, 7, 7] in the model"
+        ),
+        "{err}"
+    );
     assert!(err.contains("missing `layer3.0.conv1.weight`"), "{err}");
 }

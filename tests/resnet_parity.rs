@@ -15,8 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
-    ViewTensorRef,
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
 };
 use dfdx::prelude::*;
 use poly_loss::nn::pretrained::{load_pretrained, LoadOptions};
@@ -129,7 +128,10 @@ fn assert_close_gradient(what: &str, got: &[f32], want: &[f64]) -> f64 {
         .sqrt();
     let norm: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
     let rel = diff / norm;
-    assert!(rel <= REL, "{what}: tensor-wise relative error {rel:.3e} > {REL:e}");
+    assert!(
+        rel <= REL,
+        "{what}: tensor-wise relative error {rel:.3e} > {REL:e}"
+    );
     rel
 }
 
@@ -248,7 +250,11 @@ where
         worst = worst.max(assert_close_gradient(&format!("{net} {key}"), got, want));
         n_grads += 1;
     }
-    assert_eq!(n_grads, ours.len(), "{net}: every trainable tensor is compared");
+    assert_eq!(
+        n_grads,
+        ours.len(),
+        "{net}: every trainable tensor is compared"
+    );
     println!("{net}: {n_grads} gradients, worst tensor-wise relative error {worst:.2e}");
 
     let values = collect(&model, None);

@@ -138,14 +138,7 @@ impl<const I: usize, const O: usize, const S: usize, D: VisionDevice> Shortcut<I
 /// Tensors: `conv1.weight`, `bn1.*`, `conv2.weight`, `bn2.*`, and with a
 /// [`Downsample`] shortcut `downsample.0.weight`, `downsample.1.*`.
 #[derive(Clone, Debug)]
-pub struct BasicBlock<
-    const I: usize,
-    const O: usize,
-    const S: usize,
-    SC,
-    E: Dtype,
-    D: Storage<E>,
-> {
+pub struct BasicBlock<const I: usize, const O: usize, const S: usize, SC, E: Dtype, D: Storage<E>> {
     /// 3×3, stride `S`, `I → O`.
     pub conv1: Conv2d<I, O, 3, S, 1, false, E, D>,
     /// Followed by ReLU.
@@ -259,8 +252,8 @@ pub struct Bottleneck<
     pub downsample: SC,
 }
 
-impl<const I: usize, const M: usize, const O: usize, const S: usize, SC, D>
-    TensorCollection<f32, D> for Bottleneck<I, M, O, S, SC, f32, D>
+impl<const I: usize, const M: usize, const O: usize, const S: usize, SC, D> TensorCollection<f32, D>
+    for Bottleneck<I, M, O, S, SC, f32, D>
 where
     SC: TensorCollection<f32, D>,
     D: Device<f32>,

@@ -59,8 +59,8 @@ where
     }
 }
 
-impl<const W: usize, const K: usize, const S: usize, const P: usize, const POOL: bool, D>
-    Stage<D> for Stem<W, K, S, P, POOL, f32, D>
+impl<const W: usize, const K: usize, const S: usize, const P: usize, const POOL: bool, D> Stage<D>
+    for Stem<W, K, S, P, POOL, f32, D>
 where
     D: VisionDevice,
 {

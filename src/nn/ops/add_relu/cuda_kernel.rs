@@ -1,0 +1,47 @@
+//! CUDA `relu(a + b)`: one element-wise kernel each way.
+
+use cudarc::driver::LaunchAsync;
+use dfdx::prelude::*;
+
+use super::AddReluKernel;
+use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::nn::ops::cuda_util::{grid, kernel};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/add_relu.ptx"));
+const MODULE: &str = "poly_loss_add_relu";
+const NAMES: &[&str] = &["add_relu_forward", "add_relu_backward"];
+
+impl AddReluKernel for Cuda {
+    fn add_relu_forward<S: Shape>(
+        &self,
+        a: &Tensor<S, f32, Self>,
+        b: &Tensor<S, f32, Self>,
+    ) -> Result<Tensor<S, f32, Self>, Self::Err> {
+        let dev = cuda_device(self)?;
+        let (av, bv) = (device_copy(a)?, device_copy(b)?);
+        let n = a.shape().num_elements();
+        let mut y: CudaVec = self.try_alloc_len(n)?;
+        if n > 0 {
+            let f = kernel(&dev, MODULE, PTX, NAMES, "add_relu_forward")?;
+            unsafe { f.launch(grid(n), (&*av, &*bv, &mut *y, n as i64))? };
+        }
+        tensor_from_device(self, *a.shape(), y)
+    }
+
+    fn add_relu_backward<S: Shape>(
+        &self,
+        y: &Tensor<S, f32, Self>,
+        ga: &mut Self::Vec,
+        gb: &mut Self::Vec,
+        gy: &Self::Vec,
+    ) -> Result<(), Self::Err> {
+        let dev = cuda_device(self)?;
+        let ys = device_copy(y)?;
+        let n = y.shape().num_elements();
+        if n > 0 {
+            let f = kernel(&dev, MODULE, PTX, NAMES, "add_relu_backward")?;
+            unsafe { f.launch(grid(n), (&*ys, &mut **ga, &mut **gb, &**gy, n as i64))? };
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,380 @@
+//! CPU convolution: im2col in column chunks + `gemm`, parallel over images.
+//!
+//! Per image `b`, the output `Y_b (O × H'W')` is `W (O × I·K²) · col(X_b)`
+//! where `col` is the im2col matrix. It is built a chunk of output positions
+//! at a time into a per-thread scratch buffer that is reused across calls, so
+//! it stays cache-sized and is never zero-filled. A 1×1 stride-1 unpadded
+//! convolution skips im2col: `X_b` already is the `(I × HW)` matrix.
+//!
+//! Backward, per image: `dW += dY_b · col(X_b)ᵀ` into a per-thread
+//! accumulator (summed at the end), `dcol = Wᵀ · dY_b` scattered back into
+//! `dX_b` by col2im. Images run on rayon's threads with single-threaded GEMMs;
+//! when there are fewer images than threads the GEMMs are threaded instead.
+
+use dfdx::prelude::*;
+use rayon::prelude::*;
+
+use super::{Conv2dKernel, Conv2dOp};
+use crate::device::cpu::host_slice;
+use crate::nn::ops::cpu_util::{sgemm, threads, uninit_vec, with_scratch, Mat, SendPtr};
+
+/// Target size (floats) of one im2col chunk: 2 Mi floats = 8 MiB, a slice of
+/// the shared L3 per thread, while keeping GEMMs at least 256 columns wide.
+const COL_BUDGET: usize = 1 << 21;
+
+/// Output positions per im2col chunk.
+fn chunk_cols(op: &Conv2dOp) -> usize {
+    (COL_BUDGET / op.patch().max(1))
+        .max(256)
+        .min(op.out_plane())
+        .max(1)
+}
+
+/// The range of output columns `ow` whose input column `ow·s + kw − p` lies
+/// in `[0, w_in)`.
+#[inline]
+fn valid_cols(op: &Conv2dOp, kw: usize) -> (usize, usize) {
+    let (s, p) = (op.stride, op.padding);
+    let lo = if p > kw { (p - kw).div_ceil(s) } else { 0 };
+    let hi = if op.w_in + p > kw {
+        (op.w_in + p - kw).div_ceil(s)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
+}
+
+/// Visits the im2col matrix of one image for output positions
+/// `[n0, n0 + nc)`: for every row `r = (c, kh, kw)` and every run of
+/// positions within one output row, calls
+/// `f(r·nc + j, len, Some((input offset of the first valid column, a, b)))`
+/// or `None` when the whole run reads padding. `a..b` is the valid part of
+/// the run (relative to the run start).
+#[inline]
+fn for_each_run(
+    op: &Conv2dOp,
+    n0: usize,
+    nc: usize,
+    mut f: impl FnMut(usize, usize, Option<(usize, usize, usize)>),
+) {
+    let (k, s, p) = (op.kernel, op.stride, op.padding);
+    let (h_in, w_in, w_out) = (op.h_in, op.w_in, op.w_out);
+    for c in 0..op.chan_in {
+        for kh in 0..k {
+            for kw in 0..k {
+                let (lo, hi) = valid_cols(op, kw);
+                let row = ((c * k + kh) * k + kw) * nc;
+                let mut j = 0;
+                let mut pos = n0;
+                while j < nc {
+                    let oh = pos / w_out;
+                    let ow0 = pos % w_out;
+                    let len = (w_out - ow0).min(nc - j);
+                    let ih = (oh * s + kh) as isize - p as isize;
+                    if ih < 0 || ih >= h_in as isize {
+                        f(row + j, len, None);
+                    } else {
+                        let a = lo.clamp(ow0, ow0 + len);
+                        let b = hi.clamp(a, ow0 + len);
+                        // Input offset of output column `a` (only used when a < b).
+                        let base = c * h_in * w_in + ih as usize * w_in;
+                        let first = if a < b { base + a * s + kw - p } else { base };
+                        f(row + j, len, Some((first, a - ow0, b - ow0)));
+                    }
+                    j += len;
+                    pos += len;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the im2col chunk `[n0, n0 + nc)` of image `x` into `col`
+/// (`patch × nc`, row-major). Every element of `col` is written.
+fn im2col(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: &mut [f32]) {
+    let s = op.stride;
+    for_each_run(op, n0, nc, |at, len, valid| {
+        let seg = &mut col[at..at + len];
+        match valid {
+            None => seg.fill(0.0),
+            Some((first, a, b)) => {
+                seg[..a].fill(0.0);
+                seg[b..].fill(0.0);
+                let dst = &mut seg[a..b];
+                if s == 1 {
+                    dst.copy_from_slice(&x[first..first + dst.len()]);
+                } else {
+                    for (t, d) in dst.iter_mut().enumerate() {
+                        *d = x[first + t * s];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Adds the im2col-shaped chunk `col` back into image gradient `gx`.
+fn col2im_add(op: &Conv2dOp, col: &[f32], n0: usize, nc: usize, gx: &mut [f32]) {
+    let s = op.stride;
+    for_each_run(op, n0, nc, |at, _len, valid| {
+        if let Some((first, a, b)) = valid {
+            let src = &col[at + a..at + b];
+            if s == 1 {
+                for (g, v) in gx[first..first + src.len()].iter_mut().zip(src) {
+                    *g += v;
+                }
+            } else {
+                for (t, v) in src.iter().enumerate() {
+                    gx[first + t * s] += v;
+                }
+            }
+        }
+    });
+}
+
+/// Forward for image `b` into `y_b` (`O × H'W'`, uninitialised on entry).
+///
+/// # Safety
+/// `y_b` must be valid for `O · H'W'` writes and not aliased.
+unsafe fn forward_image(
+    op: &Conv2dOp,
+    xb: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y_b: *mut f32,
+    gemm_threads: usize,
+) {
+    let n = op.out_plane();
+    let o = op.chan_out;
+    if op.is_pointwise() {
+        sgemm(
+            o,
+            n,
+            op.chan_in,
+            y_b,
+            n as isize,
+            1,
+            false,
+            Mat::rows(w.as_ptr(), op.chan_in),
+            Mat::rows(xb.as_ptr(), n),
+            gemm_threads,
+        );
+    } else {
+        let nc = chunk_cols(op);
+        let patch = op.patch();
+        with_scratch(patch * nc, |col| {
+            let mut n0 = 0;
+            while n0 < n {
+                let len = nc.min(n - n0);
+                im2col(op, xb, n0, len, &mut col[..patch * len]);
+                sgemm(
+                    o,
+                    len,
+                    patch,
+                    y_b.add(n0),
+                    n as isize,
+                    1,
+                    false,
+                    Mat::rows(w.as_ptr(), patch),
+                    Mat::rows(col.as_ptr(), len),
+                    gemm_threads,
+                );
+                n0 += len;
+            }
+        });
+    }
+    if let Some(bias) = bias {
+        let y = std::slice::from_raw_parts_mut(y_b, o * n);
+        for (row, &bv) in y.chunks_exact_mut(n).zip(bias) {
+            for v in row {
+                *v += bv;
+            }
+        }
+    }
+}
+
+/// Backward for image `b`: `gw_acc += dY_b · col(X_b)ᵀ`, `gx_b += col2im(Wᵀ · dY_b)`.
+fn backward_image(
+    op: &Conv2dOp,
+    xb: &[f32],
+    w: &[f32],
+    gyb: &[f32],
+    gxb: &mut [f32],
+    gw_acc: &mut [f32],
+    gemm_threads: usize,
+) {
+    let n = op.out_plane();
+    let (o, i) = (op.chan_out, op.chan_in);
+    // SAFETY (all sgemm calls): extents follow from the op's geometry and the
+    // slice lengths checked by the callers; destinations are distinct buffers.
+    unsafe {
+        if op.is_pointwise() {
+            sgemm(
+                o,
+                i,
+                n,
+                gw_acc.as_mut_ptr(),
+                i as isize,
+                1,
+                true,
+                Mat::rows(gyb.as_ptr(), n),
+                Mat::rows_t(xb.as_ptr(), n),
+                gemm_threads,
+            );
+            sgemm(
+                i,
+                n,
+                o,
+                gxb.as_mut_ptr(),
+                n as isize,
+                1,
+                true,
+                Mat::rows_t(w.as_ptr(), i),
+                Mat::rows(gyb.as_ptr(), n),
+                gemm_threads,
+            );
+            return;
+        }
+        let nc = chunk_cols(op);
+        let patch = op.patch();
+        with_scratch(2 * patch * nc, |buf| {
+            let (col, dcol) = buf.split_at_mut(patch * nc);
+            let mut n0 = 0;
+            while n0 < n {
+                let len = nc.min(n - n0);
+                let gy_chunk = Mat {
+                    ptr: gyb.as_ptr().add(n0),
+                    rs: n as isize,
+                    cs: 1,
+                };
+                im2col(op, xb, n0, len, &mut col[..patch * len]);
+                sgemm(
+                    o,
+                    patch,
+                    len,
+                    gw_acc.as_mut_ptr(),
+                    patch as isize,
+                    1,
+                    true,
+                    gy_chunk,
+                    Mat::rows_t(col.as_ptr(), len),
+                    gemm_threads,
+                );
+                sgemm(
+                    patch,
+                    len,
+                    o,
+                    dcol.as_mut_ptr(),
+                    len as isize,
+                    1,
+                    false,
+                    Mat::rows_t(w.as_ptr(), patch),
+                    gy_chunk,
+                    gemm_threads,
+                );
+                col2im_add(op, &dcol[..patch * len], n0, len, gxb);
+                n0 += len;
+            }
+        });
+    }
+}
+
+impl Conv2dKernel for Cpu {
+    fn conv2d_forward<Sx: Shape, Sw: Shape, Sb: Shape, Sy: Shape>(
+        &self,
+        op: &Conv2dOp,
+        x: &Tensor<Sx, f32, Self>,
+        w: &Tensor<Sw, f32, Self>,
+        b: Option<&Tensor<Sb, f32, Self>>,
+        out: Sy,
+    ) -> Result<Tensor<Sy, f32, Self>, Self::Err> {
+        let (xs, ws) = (host_slice(x), host_slice(w));
+        let bs = b.map(host_slice);
+        let in_img = op.in_image();
+        let out_img = op.chan_out * op.out_plane();
+        assert_eq!(xs.len(), op.batch * in_img);
+        assert_eq!(ws.len(), op.chan_out * op.patch());
+        assert_eq!(out.num_elements(), op.batch * out_img);
+        let nt = threads();
+        // SAFETY: every image task writes exactly its own `out_img` block
+        // (GEMMs without accumulation write every element).
+        let y = unsafe {
+            uninit_vec(op.batch * out_img, |yp| {
+                let yp = SendPtr(yp);
+                if op.batch >= nt {
+                    (0..op.batch).into_par_iter().for_each(|b| {
+                        let xb = &xs[b * in_img..(b + 1) * in_img];
+                        forward_image(op, xb, ws, bs, yp.get().add(b * out_img), 1);
+                    });
+                } else {
+                    for b in 0..op.batch {
+                        let xb = &xs[b * in_img..(b + 1) * in_img];
+                        forward_image(op, xb, ws, bs, yp.get().add(b * out_img), nt);
+                    }
+                }
+            })
+        };
+        self.try_tensor_from_vec(y, out)
+    }
+
+    fn conv2d_backward<Sx: Shape, Sw: Shape>(
+        &self,
+        op: &Conv2dOp,
+        x: &Tensor<Sx, f32, Self>,
+        w: &Tensor<Sw, f32, Self>,
+        gx: &mut Self::Vec,
+        gw: &mut Self::Vec,
+        gb: Option<&mut Self::Vec>,
+        gy: &Self::Vec,
+    ) -> Result<(), Self::Err> {
+        let (xs, ws) = (host_slice(x), host_slice(w));
+        let in_img = op.in_image();
+        let n = op.out_plane();
+        let out_img = op.chan_out * n;
+        assert_eq!(gx.len(), op.batch * in_img);
+        assert_eq!(gy.len(), op.batch * out_img);
+        assert_eq!(gw.len(), ws.len());
+        if let Some(gb) = gb {
+            gb.par_iter_mut().enumerate().for_each(|(o, g)| {
+                let mut s = 0.0f64;
+                for b in 0..op.batch {
+                    let at = b * out_img + o * n;
+                    s += crate::nn::ops::cpu_util::sum_f32(&gy[at..at + n]);
+                }
+                *g += s as f32;
+            });
+        }
+        let nt = threads();
+        let gw_len = gw.len();
+        if op.batch >= nt {
+            let per = op.batch.div_ceil(nt);
+            let parts: Vec<Vec<f32>> = gx
+                .par_chunks_mut(in_img.max(1))
+                .enumerate()
+                .with_min_len(per)
+                .fold(
+                    || vec![0.0f32; gw_len],
+                    |mut acc, (b, gxb)| {
+                        let xb = &xs[b * in_img..(b + 1) * in_img];
+                        let gyb = &gy[b * out_img..(b + 1) * out_img];
+                        backward_image(op, xb, ws, gyb, gxb, &mut acc, 1);
+                        acc
+                    },
+                )
+                .collect();
+            for part in parts {
+                for (g, v) in gw.iter_mut().zip(&part) {
+                    *g += v;
+                }
+            }
+        } else {
+            for b in 0..op.batch {
+                let xb = &xs[b * in_img..(b + 1) * in_img];
+                let gyb = &gy[b * out_img..(b + 1) * out_img];
+                let gxb = &mut gx[b * in_img..(b + 1) * in_img];
+                backward_image(op, xb, ws, gyb, gxb, gw, nt);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! CUDA convolution: im2col for a group of images, then one strided-batched
+//! cuBLAS SGEMM; backward recomputes im2col, accumulates `dW` with one SGEMM
+//! per image (β = 1) and gathers `dX` from `Wᵀ·dY` with col2im (no atomics).
+//! 1×1 stride-1 unpadded convolutions skip im2col.
+//!
+//! cuBLAS is column-major: a row-major `r × c` matrix is its `c × r`
+//! transpose there, so `Y_b = W · col_b` is issued as `Y_bᵀ = col_bᵀ · Wᵀ`.
+
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchAsync};
+use dfdx::prelude::*;
+
+use super::{Conv2dKernel, Conv2dOp};
+use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::nn::ops::cuda_util::{blas, grid, int, kernel, per_block};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/conv2d.ptx"));
+const MODULE: &str = "poly_loss_conv2d";
+const NAMES: &[&str] = &[
+    "conv2d_im2col",
+    "conv2d_col2im",
+    "conv2d_bias_add",
+    "conv2d_bias_grad",
+];
+
+/// Floats of im2col workspace per group of images (256 MiB).
+const COL_BUDGET: usize = 1 << 26;
+
+/// The kernels' view of a [`Conv2dOp`] (`struct ConvGeo` in `conv2d.cu`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct ConvGeo {
+    c: i32,
+    h: i32,
+    w: i32,
+    o: i32,
+    oh: i32,
+    ow: i32,
+    k: i32,
+    s: i32,
+    p: i32,
+}
+
+// SAFETY: plain `repr(C)` integers, passed by value like the C struct.
+unsafe impl DeviceRepr for ConvGeo {}
+
+impl From<&Conv2dOp> for ConvGeo {
+    fn from(op: &Conv2dOp) -> Self {
+        Self {
+            c: int(op.chan_in),
+            h: int(op.h_in),
+            w: int(op.w_in),
+            o: int(op.chan_out),
+            oh: int(op.h_out),
+            ow: int(op.w_out),
+            k: int(op.kernel),
+            s: int(op.stride),
+            p: int(op.padding),
+        }
+    }
+}
+
+fn trans(t: bool) -> cublasOperation_t {
+    if t {
+        cublasOperation_t::CUBLAS_OP_T
+    } else {
+        cublasOperation_t::CUBLAS_OP_N
+    }
+}
+
+/// Column-major `C = op(A)·op(B) + β·C` for `batch` matrices at the given
+/// strides (0 = shared).
+///
+/// # Safety
+/// The buffers must hold the described matrices.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+    blas: &CudaBlas,
+    (ta, tb): (bool, bool),
+    (m, n, k): (usize, usize, usize),
+    (a, lda, sa): (&A, usize, usize),
+    (b, ldb, sb): (&B, usize, usize),
+    beta: f32,
+    (c, ldc, sc): (&mut C, usize, usize),
+    batch: usize,
+) -> Result<(), CudaError> {
+    let gemm = GemmConfig {
+        transa: trans(ta),
+        transb: trans(tb),
+        m: int(m),
+        n: int(n),
+        k: int(k),
+        alpha: 1.0f32,
+        lda: int(lda),
+        ldb: int(ldb),
+        beta,
+        ldc: int(ldc),
+    };
+    if batch == 1 {
+        blas.gemm(gemm, a, b, c)?;
+    } else {
+        let cfg = StridedBatchedConfig {
+            gemm,
+            batch_size: int(batch),
+            stride_a: sa as i64,
+            stride_b: sb as i64,
+            stride_c: sc as i64,
+        };
+        blas.gemm_strided_batched(cfg, a, b, c)?;
+    }
+    Ok(())
+}
+
+/// Images per im2col group.
+fn group(op: &Conv2dOp) -> usize {
+    (COL_BUDGET / (op.patch() * op.out_plane()).max(1)).clamp(1, op.batch.max(1))
+}
+
+impl Conv2dKernel for Cuda {
+    fn conv2d_forward<Sx: Shape, Sw: Shape, Sb: Shape, Sy: Shape>(
+        &self,
+        op: &Conv2dOp,
+        x: &Tensor<Sx, f32, Self>,
+        w: &Tensor<Sw, f32, Self>,
+        b: Option<&Tensor<Sb, f32, Self>>,
+        out: Sy,
+    ) -> Result<Tensor<Sy, f32, Self>, Self::Err> {
+        let dev = cuda_device(self)?;
+        let blas = blas(&dev)?;
+        let (xs, ws) = (device_copy(x)?, device_copy(w)?);
+        let (n, patch, o) = (op.out_plane(), op.patch(), op.chan_out);
+        let (in_img, out_img) = (op.in_image(), o * n);
+        let mut y: CudaVec = self.try_alloc_len(op.batch * out_img)?;
+        if op.batch > 0 && n > 0 {
+            if op.is_pointwise() {
+                // Y_bᵀ (N×O) = X_bᵀ (N×I) · Wᵀ (I×O), all images at once.
+                unsafe {
+                    gemm_batched(
+                        &blas,
+                        (false, false),
+                        (n, o, op.chan_in),
+                        (&*xs, n, in_img),
+                        (&*ws, op.chan_in, 0),
+                        0.0,
+                        (&mut *y, n, out_img),
+                        op.batch,
+                    )?;
+                }
+            } else {
+                let geo = ConvGeo::from(op);
+                let im2col = kernel(&dev, MODULE, PTX, NAMES, "conv2d_im2col")?;
+                let g = group(op);
+                let mut col = unsafe { dev.alloc::<f32>(g * patch * n) }?;
+                let mut b0 = 0;
+                while b0 < op.batch {
+                    let gi = g.min(op.batch - b0);
+                    let xv = xs.slice(b0 * in_img..(b0 + gi) * in_img);
+                    unsafe {
+                        im2col
+                            .clone()
+                            .launch(grid(gi * patch * n), (geo, &xv, &mut col, int(gi)))?;
+                        let mut yv = y.slice_mut(b0 * out_img..(b0 + gi) * out_img);
+                        gemm_batched(
+                            &blas,
+                            (false, false),
+                            (n, o, patch),
+                            (&col, n, patch * n),
+                            (&*ws, patch, 0),
+                            0.0,
+                            (&mut yv, n, out_img),
+                            gi,
+                        )?;
+                    }
+                    b0 += gi;
+                }
+            }
+            if let Some(b) = b {
+                let bs = device_copy(b)?;
+                let f = kernel(&dev, MODULE, PTX, NAMES, "conv2d_bias_add")?;
+                let total = op.batch * out_img;
+                unsafe { f.launch(grid(total), (&mut *y, &*bs, int(o), int(n), total as i64))? };
+            }
+        }
+        tensor_from_device(self, out, y)
+    }
+
+    fn conv2d_backward<Sx: Shape, Sw: Shape>(
+        &self,
+        op: &Conv2dOp,
+        x: &Tensor<Sx, f32, Self>,
+        w: &Tensor<Sw, f32, Self>,
+        gx: &mut Self::Vec,
+        gw: &mut Self::Vec,
+        gb: Option<&mut Self::Vec>,
+        gy: &Self::Vec,
+    ) -> Result<(), Self::Err> {
+        let dev = cuda_device(self)?;
+        let blas = blas(&dev)?;
+        let (xs, ws) = (device_copy(x)?, device_copy(w)?);
+        let (n, patch, o, i) = (op.out_plane(), op.patch(), op.chan_out, op.chan_in);
+        let (in_img, out_img) = (op.in_image(), o * n);
+        if op.batch == 0 || n == 0 {
+            return Ok(());
+        }
+        if let Some(gb) = gb {
+            let f = kernel(&dev, MODULE, PTX, NAMES, "conv2d_bias_grad")?;
+            unsafe {
+                f.launch(
+                    per_block(o, 256),
+                    (&**gy, &mut **gb, int(op.batch), int(o), int(n)),
+                )?
+            };
+        }
+        if op.is_pointwise() {
+            unsafe {
+                // dWᵀ (I×O) += Σ_b X_b (I×N) · dY_bᵀ (N×O)
+                for b in 0..op.batch {
+                    let xv = xs.slice(b * in_img..(b + 1) * in_img);
+                    let gv = gy.slice(b * out_img..(b + 1) * out_img);
+                    gemm_batched(
+                        &blas,
+                        (true, false),
+                        (i, o, n),
+                        (&xv, n, 0),
+                        (&gv, n, 0),
+                        1.0,
+                        (&mut **gw, i, 0),
+                        1,
+                    )?;
+                }
+                // dX_bᵀ (N×I) += dY_bᵀ (N×O) · W (O×I)
+                gemm_batched(
+                    &blas,
+                    (false, true),
+                    (n, i, o),
+                    (&**gy, n, out_img),
+                    (&*ws, i, 0),
+                    1.0,
+                    (&mut **gx, n, in_img),
+                    op.batch,
+                )?;
+            }
+            return Ok(());
+        }
+        let geo = ConvGeo::from(op);
+        let im2col = kernel(&dev, MODULE, PTX, NAMES, "conv2d_im2col")?;
+        let col2im = kernel(&dev, MODULE, PTX, NAMES, "conv2d_col2im")?;
+        let g = group(op);
+        let mut col = unsafe { dev.alloc::<f32>(g * patch * n) }?;
+        let mut dcol = unsafe { dev.alloc::<f32>(g * patch * n) }?;
+        let mut b0 = 0;
+        while b0 < op.batch {
+            let gi = g.min(op.batch - b0);
+            let xv = xs.slice(b0 * in_img..(b0 + gi) * in_img);
+            let gyv = gy.slice(b0 * out_img..(b0 + gi) * out_img);
+            unsafe {
+                im2col
+                    .clone()
+                    .launch(grid(gi * patch * n), (geo, &xv, &mut col, int(gi)))?;
+                // dWᵀ (patch×O) += col_b (patch×N) · dY_bᵀ (N×O), per image.
+                for j in 0..gi {
+                    let cv = col.slice(j * patch * n..(j + 1) * patch * n);
+                    let gv = gyv.slice(j * out_img..(j + 1) * out_img);
+                    gemm_batched(
+                        &blas,
+                        (true, false),
+                        (patch, o, n),
+                        (&cv, n, 0),
+                        (&gv, n, 0),
+                        1.0,
+                        (&mut **gw, patch, 0),
+                        1,
+                    )?;
+                }
+                // dcol_bᵀ (N×patch) = dY_bᵀ (N×O) · W (O×patch), all images of the group.
+                gemm_batched(
+                    &blas,
+                    (false, true),
+                    (n, patch, o),
+                    (&gyv, n, out_img),
+                    (&*ws, patch, 0),
+                    0.0,
+                    (&mut dcol, n, patch * n),
+                    gi,
+                )?;
+                let mut gxv = gx.slice_mut(b0 * in_img..(b0 + gi) * in_img);
+                col2im
+                    .clone()
+                    .launch(grid(gi * in_img), (geo, &dcol, &mut gxv, int(gi)))?;
+            }
+            b0 += gi;
+        }
+        Ok(())
+    }
+}
