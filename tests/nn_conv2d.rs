@@ -271,3 +271,39 @@ fn conv_accepts_strided_input() {
     let grads = y.sum().backward();
     assert_eq!(grads.get(&stored).shape().concrete(), [2, 4, 3, 5]);
 }
+
+#[test]
+fn conv_output_used_twice_gets_both_gradients() {
+    // The output feeds two dfdx ops; its gradient (released by the conv's
+    // backward once consumed) must be complete before the conv uses it.
+    let dev = Cpu::seed_from_u64(7);
+    let x: Tensor<Rank4<2, 3, 6, 5>, f32, _> = dev.sample_normal();
+    let w: Tensor<Rank4<4, 3, 3, 3>, f32, _> = dev.sample_normal();
+    let y = conv2d(x.leaky_trace(), &w, None, 1, 1);
+    let y2 = y.with_empty_tape();
+    let both = y.sum() + y2.relu().sum();
+    let g_both = both.backward();
+    let g_sum = conv2d(x.leaky_trace(), &w, None, 1, 1).sum().backward();
+    let g_relu = conv2d(x.leaky_trace(), &w, None, 1, 1)
+        .relu()
+        .sum()
+        .backward();
+    for (name, a, b, c) in [
+        (
+            "dx",
+            g_both.get(&x).as_vec(),
+            g_sum.get(&x).as_vec(),
+            g_relu.get(&x).as_vec(),
+        ),
+        (
+            "dw",
+            g_both.get(&w).as_vec(),
+            g_sum.get(&w).as_vec(),
+            g_relu.get(&w).as_vec(),
+        ),
+    ] {
+        for (i, ((a, b), c)) in a.iter().zip(&b).zip(&c).enumerate() {
+            assert!((a - (b + c)).abs() < 1e-3, "{name}[{i}]: {a} vs {b} + {c}");
+        }
+    }
+}

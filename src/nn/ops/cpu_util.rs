@@ -99,19 +99,27 @@ pub(crate) unsafe fn sgemm(
     );
 }
 
-/// A `Vec<f32>` of `len` elements whose every element `fill` writes exactly
-/// once through the raw pointer it gets (in any order, from any threads);
-/// nothing is zero-filled first.
+/// A `Vec<f32>` of `len` elements that `fill` initialises (in any order,
+/// from any threads) through the uninitialised slice it gets; nothing is
+/// zero-filled first.
 ///
 /// # Safety
 /// `fill` must write all `len` elements (partial writes leave uninitialised
 /// floats in a `Vec`).
-pub(crate) unsafe fn uninit_vec(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+pub(crate) unsafe fn uninit_vec(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<f32>]),
+) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(len);
-    let spare: &mut [MaybeUninit<f32>] = v.spare_capacity_mut();
-    fill(spare.as_mut_ptr().cast::<f32>());
+    fill(&mut v.spare_capacity_mut()[..len]);
     v.set_len(len);
     v
+}
+
+/// Views initialised-by-contract scratch as `f32`s for a kernel that writes
+/// before it reads (im2col targets, GEMM outputs).
+pub(crate) fn as_f32_ptr(s: &mut [MaybeUninit<f32>]) -> *mut f32 {
+    s.as_mut_ptr().cast()
 }
 
 thread_local! {
@@ -136,24 +144,50 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     })
 }
 
-/// Sums `xs` with eight independent accumulators (vectorises, and is more
-/// accurate than one running sum), returning f64.
-#[inline]
-pub(crate) fn sum_f32(xs: &[f32]) -> f64 {
-    let mut acc = [0.0f32; 8];
-    let chunks = xs.chunks_exact(8);
-    let rem = chunks.remainder();
-    let mut total = 0.0f64;
-    for (i, c) in chunks.enumerate() {
-        for l in 0..8 {
-            acc[l] += c[l];
+/// Defines a function whose body is compiled twice — for AVX2 + FMA and for
+/// the baseline target — and picks the AVX2 build at run time when the CPU
+/// has it. The crate is built for baseline x86-64 (SSE2), where the
+/// element-wise loops below would only get 4-wide vectors.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
         }
-        // Flush to f64 every 1024 elements to bound f32 rounding growth.
-        if i % 128 == 127 {
+    };
+}
+pub(crate) use multiversion;
+
+multiversion! {
+    /// Sums `xs` with eight independent accumulators (vectorises, and is
+    /// more accurate than one running sum), flushed to f64 every 1024 values.
+    pub(crate) fn sum_f32(xs: &[f32]) -> f64 {
+        let mut total = 0.0f64;
+        for block in xs.chunks(1024) {
+            let mut acc = [0.0f32; 8];
+            let chunks = block.chunks_exact(8);
+            let rem = chunks.remainder();
+            for c in chunks {
+                for l in 0..8 {
+                    acc[l] += c[l];
+                }
+            }
             total += acc.iter().map(|&a| a as f64).sum::<f64>();
-            acc = [0.0; 8];
+            total += rem.iter().map(|&a| a as f64).sum::<f64>();
         }
+        total
     }
-    total += acc.iter().map(|&a| a as f64).sum::<f64>();
-    total + rem.iter().map(|&a| a as f64).sum::<f64>()
 }

@@ -45,6 +45,24 @@ pub use max_pool2d::{max_pool2d, try_max_pool2d, MaxPool2dKernel};
 
 use dfdx::prelude::*;
 
+/// A 1-element stand-in for a released gradient buffer.
+pub(crate) fn released<D: Storage<f32>>(dev: &D) -> Result<D::Vec, D::Err> {
+    dev.try_alloc_len(1)
+}
+
+/// Frees the gradient of an op's output once the op's backward pass has
+/// consumed it (every consumer of the output ran earlier in the reverse
+/// pass, so nothing else reads it), as PyTorch's autograd does. This keeps
+/// backward memory flat and lets the allocator hand the same warm pages to
+/// the next gradient instead of faulting in fresh ones. Reading such an
+/// intermediate gradient afterwards (`grads.get(&out)`) panics.
+macro_rules! release_grad {
+    ($grads:expr, $out:expr, $dev:expr) => {
+        *$grads.get_or_alloc_mut(&$out)? = $crate::nn::ops::released(&$dev)?
+    };
+}
+pub(crate) use release_grad;
+
 /// A dfdx device with every vision kernel of this crate: `Cpu`, and `Cuda`
 /// with the `cuda` feature. Use it as the one bound in generic model code.
 pub trait VisionDevice:

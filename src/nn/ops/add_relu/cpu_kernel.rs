@@ -1,14 +1,35 @@
-//! CPU `relu(a + b)`, parallel over blocks.
+//! CPU `relu(a + b)`, parallel over blocks, AVX2 when available.
+
+use std::mem::MaybeUninit;
 
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::AddReluKernel;
 use crate::device::cpu::host_slice;
-use crate::nn::ops::cpu_util::{uninit_vec, SendPtr};
+use crate::nn::ops::cpu_util::{multiversion, uninit_vec};
 
 /// Elements per parallel task.
-const BLOCK: usize = 1 << 14;
+const BLOCK: usize = 1 << 15;
+
+multiversion! {
+    fn forward_block(a: &[f32], b: &[f32], y: &mut [MaybeUninit<f32>]) {
+        for ((d, &x), &r) in y.iter_mut().zip(a).zip(b) {
+            let t = x + r;
+            d.write(if t > 0.0 { t } else { 0.0 });
+        }
+    }
+}
+
+multiversion! {
+    fn backward_block(y: &[f32], gy: &[f32], ga: &mut [f32], gb: &mut [f32]) {
+        for (((a, b), &yv), &g) in ga.iter_mut().zip(gb.iter_mut()).zip(y).zip(gy) {
+            let m = if yv > 0.0 { g } else { 0.0 };
+            *a += m;
+            *b += m;
+        }
+    }
+}
 
 impl AddReluKernel for Cpu {
     fn add_relu_forward<S: Shape>(
@@ -19,18 +40,12 @@ impl AddReluKernel for Cpu {
         let (a_s, b_s) = (host_slice(a), host_slice(b));
         let n = a_s.len();
         assert_eq!(b_s.len(), n);
-        // SAFETY: each block task writes all elements of its own block.
+        // SAFETY: the blocks cover the output and each is fully written.
         let y = unsafe {
-            uninit_vec(n, |yp| {
-                let yp = SendPtr(yp);
-                (0..n.div_ceil(BLOCK)).into_par_iter().for_each(|blk| {
-                    let lo = blk * BLOCK;
-                    let hi = (lo + BLOCK).min(n);
-                    let dst = std::slice::from_raw_parts_mut(yp.get().add(lo), hi - lo);
-                    for ((d, &x), &r) in dst.iter_mut().zip(&a_s[lo..hi]).zip(&b_s[lo..hi]) {
-                        *d = (x + r).max(0.0);
-                    }
-                });
+            uninit_vec(n, |y| {
+                y.par_chunks_mut(BLOCK)
+                    .zip(a_s.par_chunks(BLOCK).zip(b_s.par_chunks(BLOCK)))
+                    .for_each(|(y, (a, b))| forward_block(a, b, y));
             })
         };
         self.try_tensor_from_vec(y, *a.shape())
@@ -46,16 +61,11 @@ impl AddReluKernel for Cpu {
         let ys = host_slice(y);
         assert_eq!(ga.len(), ys.len());
         assert_eq!(gb.len(), ys.len());
+        assert_eq!(gy.len(), ys.len());
         ga.par_chunks_mut(BLOCK)
             .zip(gb.par_chunks_mut(BLOCK))
             .zip(ys.par_chunks(BLOCK).zip(gy.par_chunks(BLOCK)))
-            .for_each(|((ga, gb), (ys, gy))| {
-                for i in 0..ys.len() {
-                    let g = if ys[i] > 0.0 { gy[i] } else { 0.0 };
-                    ga[i] += g;
-                    gb[i] += g;
-                }
-            });
+            .for_each(|((ga, gb), (ys, gy))| backward_block(ys, gy, ga, gb));
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ mod cuda_kernel;
 use dfdx::prelude::*;
 
 use crate::device::grads_mut_and_ref;
+use crate::nn::ops::release_grad;
 
 /// Device kernels for [`add_relu`].
 pub trait AddReluKernel: Storage<f32> {
@@ -73,8 +74,10 @@ where
         let (a_ghost, b_ghost, out_ghost) = (a.ghost(), b.ghost(), out.ghost());
         drop((a, b));
         tape.add_backward_op(move |grads| {
-            let (ga, gb, gy) = grads_mut_and_ref!(grads, [a_ghost, b_ghost], out_ghost);
-            dev.add_relu_backward(&y, ga, gb, gy)
+            let (ga, gb, gy) = grads_mut_and_ref!(&mut *grads, [a_ghost, b_ghost], out_ghost);
+            dev.add_relu_backward(&y, ga, gb, gy)?;
+            release_grad!(grads, out_ghost, dev);
+            Ok(())
         });
     }
     Ok(out.put_tape(tape))

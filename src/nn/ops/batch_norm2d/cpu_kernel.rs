@@ -8,35 +8,167 @@ use rayon::prelude::*;
 
 use super::{BatchNorm2dKernel, BatchNormOp};
 use crate::device::cpu::host_slice;
-use crate::nn::ops::cpu_util::{uninit_vec, SendPtr};
+use std::mem::MaybeUninit;
 
-/// `(Σ (x − k), Σ (x − k)²)` in f64, with f32 lanes flushed every 1024
-/// values. Shifting by a sample `k` of the data keeps `E[x²] − E[x]²` from
-/// cancelling catastrophically.
-#[inline]
-fn shifted_sums(xs: &[f32], k: f32) -> (f64, f64) {
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for block in xs.chunks(1024) {
-        let mut a = [0.0f32; 8];
-        let mut b = [0.0f32; 8];
-        let chunks = block.chunks_exact(8);
-        let rem = chunks.remainder();
-        for c in chunks {
-            for l in 0..8 {
-                let d = c[l] - k;
-                a[l] += d;
-                b[l] += d * d;
+use crate::nn::ops::cpu_util::{multiversion, uninit_vec, SendPtr};
+
+multiversion! {
+    /// `(Σ (x − k), Σ (x − k)²)` in f64, with f32 lanes flushed every 1024
+    /// values. Shifting by a sample `k` of the data keeps `E[x²] − E[x]²`
+    /// from cancelling catastrophically.
+    fn shifted_sums(xs: &[f32], k: f32) -> (f64, f64) {
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for block in xs.chunks(1024) {
+            let mut a = [0.0f32; 8];
+            let mut b = [0.0f32; 8];
+            let chunks = block.chunks_exact(8);
+            let rem = chunks.remainder();
+            for c in chunks {
+                for l in 0..8 {
+                    let d = c[l] - k;
+                    a[l] += d;
+                    b[l] += d * d;
+                }
+            }
+            for &v in rem {
+                let d = v - k;
+                a[0] += d;
+                b[0] += d * d;
+            }
+            s1 += a.iter().map(|&v| v as f64).sum::<f64>();
+            s2 += b.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        (s1, s2)
+    }
+}
+
+multiversion! {
+    /// One plane of the forward pass: `y = act(scale·x + shift [+ r])`.
+    fn affine_plane(
+        x: &[f32],
+        r: Option<&[f32]>,
+        y: &mut [MaybeUninit<f32>],
+        scale: f32,
+        shift: f32,
+        relu: bool,
+    ) {
+        match (r, relu) {
+            (None, false) => {
+                for (d, &v) in y.iter_mut().zip(x) {
+                    d.write(v * scale + shift);
+                }
+            }
+            (None, true) => {
+                for (d, &v) in y.iter_mut().zip(x) {
+                    let t = v * scale + shift;
+                    d.write(if t > 0.0 { t } else { 0.0 });
+                }
+            }
+            (Some(r), false) => {
+                for ((d, &v), &rv) in y.iter_mut().zip(x).zip(r) {
+                    d.write(v * scale + shift + rv);
+                }
+            }
+            (Some(r), true) => {
+                for ((d, &v), &rv) in y.iter_mut().zip(x).zip(r) {
+                    let t = v * scale + shift + rv;
+                    d.write(if t > 0.0 { t } else { 0.0 });
+                }
             }
         }
-        for &v in rem {
-            let d = v - k;
-            a[0] += d;
-            b[0] += d * d;
-        }
-        s1 += a.iter().map(|&v| v as f64).sum::<f64>();
-        s2 += b.iter().map(|&v| v as f64).sum::<f64>();
     }
-    (s1, s2)
+}
+
+multiversion! {
+    /// One plane's `(Σ dz, Σ dz·(x − m))`, `dz = dy·[y > 0]` (or `dy`).
+    fn plane_sums(x: &[f32], gy: &[f32], y: Option<&[f32]>, m: f32) -> (f64, f64) {
+        let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+        let mut lanes = |x: &[f32], gy: &[f32], y: Option<&[f32]>| {
+            let (mut a, mut q) = ([0.0f32; 8], [0.0f32; 8]);
+            let n8 = x.len() / 8 * 8;
+            match y {
+                None => {
+                    for (xc, gc) in x[..n8].chunks_exact(8).zip(gy[..n8].chunks_exact(8)) {
+                        for l in 0..8 {
+                            a[l] += gc[l];
+                            q[l] += gc[l] * (xc[l] - m);
+                        }
+                    }
+                }
+                Some(y) => {
+                    for ((xc, gc), yc) in x[..n8]
+                        .chunks_exact(8)
+                        .zip(gy[..n8].chunks_exact(8))
+                        .zip(y[..n8].chunks_exact(8))
+                    {
+                        for l in 0..8 {
+                            let dz = if yc[l] > 0.0 { gc[l] } else { 0.0 };
+                            a[l] += dz;
+                            q[l] += dz * (xc[l] - m);
+                        }
+                    }
+                }
+            }
+            for i in n8..x.len() {
+                let dz = match y {
+                    Some(y) if y[i] <= 0.0 => 0.0,
+                    _ => gy[i],
+                };
+                a[0] += dz;
+                q[0] += dz * (x[i] - m);
+            }
+            sd += a.iter().map(|&v| v as f64).sum::<f64>();
+            sdx += q.iter().map(|&v| v as f64).sum::<f64>();
+        };
+        for (i, (xc, gc)) in x.chunks(1024).zip(gy.chunks(1024)).enumerate() {
+            lanes(xc, gc, y.map(|y| &y[i * 1024..i * 1024 + xc.len()]));
+        }
+        (sd, sdx)
+    }
+}
+
+multiversion! {
+    /// One plane of the input gradient: `gx += k·dz + cx·x + c0`, `gr += dz`.
+    #[allow(clippy::too_many_arguments)]
+    fn plane_grad(
+        x: &[f32],
+        gy: &[f32],
+        y: Option<&[f32]>,
+        gx: &mut [f32],
+        gr: Option<&mut [f32]>,
+        k: f32,
+        cx: f32,
+        c0: f32,
+    ) {
+        match (y, gr) {
+            (None, None) => {
+                for ((g, &xv), &d) in gx.iter_mut().zip(x).zip(gy) {
+                    *g += k * d + cx * xv + c0;
+                }
+            }
+            (Some(y), None) => {
+                for (((g, &xv), &d), &yv) in gx.iter_mut().zip(x).zip(gy).zip(y) {
+                    let dz = if yv > 0.0 { d } else { 0.0 };
+                    *g += k * dz + cx * xv + c0;
+                }
+            }
+            (None, Some(gr)) => {
+                for (((g, r), &xv), &d) in gx.iter_mut().zip(gr.iter_mut()).zip(x).zip(gy) {
+                    *g += k * d + cx * xv + c0;
+                    *r += d;
+                }
+            }
+            (Some(y), Some(gr)) => {
+                for ((((g, r), &xv), &d), &yv) in
+                    gx.iter_mut().zip(gr.iter_mut()).zip(x).zip(gy).zip(y)
+                {
+                    let dz = if yv > 0.0 { d } else { 0.0 };
+                    *g += k * dz + cx * xv + c0;
+                    *r += dz;
+                }
+            }
+        }
+    }
 }
 
 /// Per-channel `scale = γ/√(var+ε)` and `shift = β − mean·scale`.
@@ -116,36 +248,17 @@ impl BatchNorm2dKernel for Cpu {
         let total = op.batch * c_n * plane;
         assert_eq!(xs.len(), total);
         let relu = op.relu;
-        // SAFETY: every plane task writes all `plane` outputs of its plane.
+        // SAFETY: the planes cover the output and each is fully written.
         let y = unsafe {
-            uninit_vec(total, |yp| {
-                let yp = SendPtr(yp);
-                (0..op.batch * c_n)
-                    .into_par_iter()
+            uninit_vec(total, |y| {
+                y.par_chunks_mut(plane.max(1))
+                    .enumerate()
                     .with_min_len((4096 / plane.max(1)).max(1))
-                    .for_each(|p| {
+                    .for_each(|(p, dst)| {
                         let (scale, shift) = coef[p % c_n];
                         let src = &xs[p * plane..(p + 1) * plane];
-                        let dst = std::slice::from_raw_parts_mut(yp.get().add(p * plane), plane);
-                        match (rs, relu) {
-                            (None, false) => {
-                                for (d, &v) in dst.iter_mut().zip(src) {
-                                    *d = v * scale + shift;
-                                }
-                            }
-                            (None, true) => {
-                                for (d, &v) in dst.iter_mut().zip(src) {
-                                    *d = (v * scale + shift).max(0.0);
-                                }
-                            }
-                            (Some(r), _) => {
-                                let r = &r[p * plane..(p + 1) * plane];
-                                for ((d, &v), &rv) in dst.iter_mut().zip(src).zip(r) {
-                                    let t = v * scale + shift + rv;
-                                    *d = if relu { t.max(0.0) } else { t };
-                                }
-                            }
-                        }
+                        let r = rs.map(|r| &r[p * plane..(p + 1) * plane]);
+                        affine_plane(src, r, dst, scale, shift, relu);
                     });
             })
         };
@@ -184,16 +297,10 @@ impl BatchNorm2dKernel for Cpu {
                 let (mut sd, mut sdx) = (0.0f64, 0.0f64);
                 for b in 0..op.batch {
                     let at = (b * c_n + c) * plane;
-                    let (xr, gr) = (&xs[at..at + plane], &gy[at..at + plane]);
-                    let (mut a, mut q) = ([0.0f32; 8], [0.0f32; 8]);
-                    for i in 0..plane {
-                        let keep = ys.is_none_or(|y| y[at + i] > 0.0);
-                        let dz = if keep { gr[i] } else { 0.0 };
-                        a[i % 8] += dz;
-                        q[i % 8] += dz * (xr[i] - m);
-                    }
-                    sd += a.iter().map(|&v| v as f64).sum::<f64>();
-                    sdx += q.iter().map(|&v| v as f64).sum::<f64>();
+                    let y = ys.map(|y| &y[at..at + plane]);
+                    let (a, q) = plane_sums(&xs[at..at + plane], &gy[at..at + plane], y, m);
+                    sd += a;
+                    sdx += q;
                 }
                 let inv = 1.0 / (var[c] as f64 + op.eps).sqrt();
                 (sd, sdx * inv)
@@ -206,7 +313,7 @@ impl BatchNorm2dKernel for Cpu {
 
         // Pass 2 (per plane): gx += k (dz − a − x̂·b); gr += dz.
         // Training mode subtracts the statistics' share (a, b); eval does not.
-        let coefs: Vec<[f32; 5]> = (0..c_n)
+        let coefs: Vec<[f32; 3]> = (0..c_n)
             .map(|c| {
                 let inv = 1.0 / (var[c] as f64 + op.eps).sqrt();
                 let k = gamma[c] as f64 * inv;
@@ -215,7 +322,10 @@ impl BatchNorm2dKernel for Cpu {
                 } else {
                     (0.0, 0.0)
                 };
-                [k as f32, a as f32, b as f32, mean[c], inv as f32]
+                // k (dz − a − (x − m)·inv·b) = k·dz + cx·x + c0
+                let cx = -k * b * inv;
+                let c0 = k * (b * inv * mean[c] as f64 - a);
+                [k as f32, cx as f32, c0 as f32]
             })
             .collect();
         let gr_ptr = gresidual.map(|g| {
@@ -226,21 +336,22 @@ impl BatchNorm2dKernel for Cpu {
             .enumerate()
             .with_min_len((4096 / plane.max(1)).max(1))
             .for_each(|(p, gxp)| {
-                let [k, a, b, m, inv] = coefs[p % c_n];
+                let [k, cx, c0] = coefs[p % c_n];
                 let at = p * plane;
-                let (xr, gyr) = (&xs[at..at + plane], &gy[at..at + plane]);
                 // SAFETY: plane `p` of the residual gradient belongs to this task only.
-                let mut grp = gr_ptr
+                let grp = gr_ptr
                     .map(|g| unsafe { std::slice::from_raw_parts_mut(g.get().add(at), plane) });
-                for i in 0..plane {
-                    let keep = ys.is_none_or(|y| y[at + i] > 0.0);
-                    let dz = if keep { gyr[i] } else { 0.0 };
-                    let xhat = (xr[i] - m) * inv;
-                    gxp[i] += k * (dz - a - xhat * b);
-                    if let Some(g) = grp.as_deref_mut() {
-                        g[i] += dz;
-                    }
-                }
+                let y = ys.map(|y| &y[at..at + plane]);
+                plane_grad(
+                    &xs[at..at + plane],
+                    &gy[at..at + plane],
+                    y,
+                    gxp,
+                    grp,
+                    k,
+                    cx,
+                    c0,
+                );
             });
         Ok(())
     }

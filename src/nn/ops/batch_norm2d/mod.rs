@@ -18,6 +18,7 @@ mod cuda_kernel;
 use dfdx::prelude::*;
 
 use crate::device::grads_mut_and_ref;
+use crate::nn::ops::release_grad;
 
 /// The geometry and options of one batch-norm call.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -171,8 +172,11 @@ where
         drop(residual);
         tape.add_backward_op(move |grads| {
             if let Some(r_ghost) = r_ghost {
-                let (gx, gw, gb, gr, gy) =
-                    grads_mut_and_ref!(grads, [x_ghost, w_ghost, b_ghost, r_ghost], out_ghost);
+                let (gx, gw, gb, gr, gy) = grads_mut_and_ref!(
+                    &mut *grads,
+                    [x_ghost, w_ghost, b_ghost, r_ghost],
+                    out_ghost
+                );
                 dev.batch_norm2d_backward(
                     &op,
                     &x,
@@ -185,10 +189,10 @@ where
                     gb,
                     Some(gr),
                     gy,
-                )
+                )?;
             } else {
                 let (gx, gw, gb, gy) =
-                    grads_mut_and_ref!(grads, [x_ghost, w_ghost, b_ghost], out_ghost);
+                    grads_mut_and_ref!(&mut *grads, [x_ghost, w_ghost, b_ghost], out_ghost);
                 dev.batch_norm2d_backward(
                     &op,
                     &x,
@@ -201,8 +205,10 @@ where
                     gb,
                     None,
                     gy,
-                )
+                )?;
             }
+            release_grad!(grads, out_ghost, dev);
+            Ok(())
         });
     }
     Ok(out.put_tape(tape))

@@ -9,14 +9,21 @@
 //! Backward, per image: `dW += dY_b · col(X_b)ᵀ` into a per-thread
 //! accumulator (summed at the end), `dcol = Wᵀ · dY_b` scattered back into
 //! `dX_b` by col2im. Images run on rayon's threads with single-threaded GEMMs;
-//! when there are fewer images than threads the GEMMs are threaded instead.
+//! when there are fewer tasks than threads the GEMMs are threaded instead.
+//!
+//! Small feature maps (late layers, small inputs) would make per-image GEMMs
+//! a few columns wide; there, a task takes a group of images side by side
+//! (`col` is `I·K² × g·H'W'`), runs one wide GEMM into scratch and scatters
+//! the rows back to NCHW (and gathers `dY` the same way backward).
 
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::{Conv2dKernel, Conv2dOp};
 use crate::device::cpu::host_slice;
-use crate::nn::ops::cpu_util::{sgemm, threads, uninit_vec, with_scratch, Mat, SendPtr};
+use crate::nn::ops::cpu_util::{
+    as_f32_ptr, multiversion, sgemm, sum_f32, threads, uninit_vec, with_scratch, Mat,
+};
 
 /// Target size (floats) of one im2col chunk: 2 Mi floats = 8 MiB, a slice of
 /// the shared L3 per thread, while keeping GEMMs at least 256 columns wide.
@@ -47,7 +54,7 @@ fn valid_cols(op: &Conv2dOp, kw: usize) -> (usize, usize) {
 /// Visits the im2col matrix of one image for output positions
 /// `[n0, n0 + nc)`: for every row `r = (c, kh, kw)` and every run of
 /// positions within one output row, calls
-/// `f(r·nc + j, len, Some((input offset of the first valid column, a, b)))`
+/// `f(r·ld + j, len, Some((input offset of the first valid column, a, b)))`
 /// or `None` when the whole run reads padding. `a..b` is the valid part of
 /// the run (relative to the run start).
 #[inline]
@@ -55,6 +62,7 @@ fn for_each_run(
     op: &Conv2dOp,
     n0: usize,
     nc: usize,
+    ld: usize,
     mut f: impl FnMut(usize, usize, Option<(usize, usize, usize)>),
 ) {
     let (k, s, p) = (op.kernel, op.stride, op.padding);
@@ -63,7 +71,7 @@ fn for_each_run(
         for kh in 0..k {
             for kw in 0..k {
                 let (lo, hi) = valid_cols(op, kw);
-                let row = ((c * k + kh) * k + kw) * nc;
+                let row = ((c * k + kh) * k + kw) * ld;
                 let mut j = 0;
                 let mut pos = n0;
                 while j < nc {
@@ -90,10 +98,11 @@ fn for_each_run(
 }
 
 /// Writes the im2col chunk `[n0, n0 + nc)` of image `x` into `col`
-/// (`patch × nc`, row-major). Every element of `col` is written.
-fn im2col(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: &mut [f32]) {
+/// (`patch × nc` with row stride `ld`). Every element of that block is
+/// written.
+fn im2col(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: &mut [f32], ld: usize) {
     let s = op.stride;
-    for_each_run(op, n0, nc, |at, len, valid| {
+    for_each_run(op, n0, nc, ld, |at, len, valid| {
         let seg = &mut col[at..at + len];
         match valid {
             None => seg.fill(0.0),
@@ -113,16 +122,24 @@ fn im2col(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: &mut [f32]) {
     });
 }
 
-/// Adds the im2col-shaped chunk `col` back into image gradient `gx`.
-fn col2im_add(op: &Conv2dOp, col: &[f32], n0: usize, nc: usize, gx: &mut [f32]) {
+multiversion! {
+    /// `dst += src`.
+    fn add_into(dst: &mut [f32], src: &[f32]) {
+        for (g, v) in dst.iter_mut().zip(src) {
+            *g += v;
+        }
+    }
+}
+
+/// Adds the im2col-shaped chunk `col` (row stride `ld`) back into image
+/// gradient `gx`.
+fn col2im_add(op: &Conv2dOp, col: &[f32], n0: usize, nc: usize, ld: usize, gx: &mut [f32]) {
     let s = op.stride;
-    for_each_run(op, n0, nc, |at, _len, valid| {
+    for_each_run(op, n0, nc, ld, |at, _len, valid| {
         if let Some((first, a, b)) = valid {
             let src = &col[at + a..at + b];
             if s == 1 {
-                for (g, v) in gx[first..first + src.len()].iter_mut().zip(src) {
-                    *g += v;
-                }
+                add_into(&mut gx[first..first + src.len()], src);
             } else {
                 for (t, v) in src.iter().enumerate() {
                     gx[first + t * s] += v;
@@ -166,7 +183,7 @@ unsafe fn forward_image(
             let mut n0 = 0;
             while n0 < n {
                 let len = nc.min(n - n0);
-                im2col(op, xb, n0, len, &mut col[..patch * len]);
+                im2col(op, xb, n0, len, &mut col[..patch * len], len);
                 sgemm(
                     o,
                     len,
@@ -247,7 +264,7 @@ fn backward_image(
                     rs: n as isize,
                     cs: 1,
                 };
-                im2col(op, xb, n0, len, &mut col[..patch * len]);
+                im2col(op, xb, n0, len, &mut col[..patch * len], len);
                 sgemm(
                     o,
                     patch,
@@ -272,11 +289,157 @@ fn backward_image(
                     gy_chunk,
                     gemm_threads,
                 );
-                col2im_add(op, &dcol[..patch * len], n0, len, gxb);
+                col2im_add(op, &dcol[..patch * len], n0, len, len, gxb);
                 n0 += len;
             }
         });
     }
+}
+
+/// Output positions below which images are grouped into one GEMM.
+const WIDE: usize = 512;
+
+/// Images per task: 1 for wide feature maps, else enough images side by side
+/// for a ≥ `WIDE`-column GEMM (within the scratch budget), with the number
+/// of tasks rounded down to whole rounds of `nt` threads.
+fn group_size(op: &Conv2dOp, nt: usize) -> usize {
+    let n = op.out_plane().max(1);
+    if n >= WIDE || op.batch <= 1 {
+        return 1;
+    }
+    let by_width = WIDE.div_ceil(n);
+    let by_budget = (COL_BUDGET / (op.patch() * n).max(1)).max(1);
+    let g = by_width.min(by_budget).clamp(1, op.batch);
+    let mut tasks = op.batch.div_ceil(g);
+    if tasks > nt {
+        tasks = tasks / nt * nt;
+    }
+    op.batch.div_ceil(tasks)
+}
+
+/// Forward for `g > 1` images side by side (`xg`: their inputs, `yg`: their
+/// uninitialised outputs).
+///
+/// # Safety
+/// `yg` must be valid for `g · O · H'W'` writes and not aliased.
+unsafe fn forward_group(
+    op: &Conv2dOp,
+    xg: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    yg: *mut f32,
+    g: usize,
+    gemm_threads: usize,
+) {
+    let (n, patch, o, in_img) = (op.out_plane(), op.patch(), op.chan_out, op.in_image());
+    let gn = g * n;
+    with_scratch(patch * gn + o * gn, |buf| {
+        let (col, ytmp) = buf.split_at_mut(patch * gn);
+        for j in 0..g {
+            im2col(
+                op,
+                &xg[j * in_img..(j + 1) * in_img],
+                0,
+                n,
+                &mut col[j * n..],
+                gn,
+            );
+        }
+        sgemm(
+            o,
+            gn,
+            patch,
+            ytmp.as_mut_ptr(),
+            gn as isize,
+            1,
+            false,
+            Mat::rows(w.as_ptr(), patch),
+            Mat::rows(col.as_ptr(), gn),
+            gemm_threads,
+        );
+        for j in 0..g {
+            for oc in 0..o {
+                let src = &ytmp[oc * gn + j * n..oc * gn + (j + 1) * n];
+                let dst = std::slice::from_raw_parts_mut(yg.add((j * o + oc) * n), n);
+                let bv = bias.map_or(0.0, |b| b[oc]);
+                for (d, v) in dst.iter_mut().zip(src) {
+                    *d = v + bv;
+                }
+            }
+        }
+    });
+}
+
+/// Backward for `g > 1` images side by side: gathers `dY` into one
+/// `O × g·H'W'` matrix so both GEMMs are wide.
+#[allow(clippy::too_many_arguments)]
+fn backward_group(
+    op: &Conv2dOp,
+    xg: &[f32],
+    w: &[f32],
+    gyg: &[f32],
+    gxg: &mut [f32],
+    gw_acc: &mut [f32],
+    g: usize,
+    gemm_threads: usize,
+) {
+    let (n, patch, o, in_img) = (op.out_plane(), op.patch(), op.chan_out, op.in_image());
+    let gn = g * n;
+    with_scratch(2 * patch * gn + o * gn, |buf| {
+        let (col, rest) = buf.split_at_mut(patch * gn);
+        let (dcol, gy_wide) = rest.split_at_mut(patch * gn);
+        for j in 0..g {
+            for oc in 0..o {
+                gy_wide[oc * gn + j * n..oc * gn + (j + 1) * n]
+                    .copy_from_slice(&gyg[(j * o + oc) * n..(j * o + oc + 1) * n]);
+            }
+            im2col(
+                op,
+                &xg[j * in_img..(j + 1) * in_img],
+                0,
+                n,
+                &mut col[j * n..],
+                gn,
+            );
+        }
+        // SAFETY: extents follow from the geometry; destinations are distinct buffers.
+        unsafe {
+            sgemm(
+                o,
+                patch,
+                gn,
+                gw_acc.as_mut_ptr(),
+                patch as isize,
+                1,
+                true,
+                Mat::rows(gy_wide.as_ptr(), gn),
+                Mat::rows_t(col.as_ptr(), gn),
+                gemm_threads,
+            );
+            sgemm(
+                patch,
+                gn,
+                o,
+                dcol.as_mut_ptr(),
+                gn as isize,
+                1,
+                false,
+                Mat::rows_t(w.as_ptr(), patch),
+                Mat::rows(gy_wide.as_ptr(), gn),
+                gemm_threads,
+            );
+        }
+        for j in 0..g {
+            col2im_add(
+                op,
+                &dcol[j * n..],
+                0,
+                n,
+                gn,
+                &mut gxg[j * in_img..(j + 1) * in_img],
+            );
+        }
+    });
 }
 
 impl Conv2dKernel for Cpu {
@@ -295,21 +458,35 @@ impl Conv2dKernel for Cpu {
         assert_eq!(xs.len(), op.batch * in_img);
         assert_eq!(ws.len(), op.chan_out * op.patch());
         assert_eq!(out.num_elements(), op.batch * out_img);
+        if out_img == 0 {
+            return self.try_tensor_from_vec(Vec::new(), out);
+        }
         let nt = threads();
-        // SAFETY: every image task writes exactly its own `out_img` block
-        // (GEMMs without accumulation write every element).
-        let y = unsafe {
-            uninit_vec(op.batch * out_img, |yp| {
-                let yp = SendPtr(yp);
-                if op.batch >= nt {
-                    (0..op.batch).into_par_iter().for_each(|b| {
-                        let xb = &xs[b * in_img..(b + 1) * in_img];
-                        forward_image(op, xb, ws, bs, yp.get().add(b * out_img), 1);
-                    });
+        let g = group_size(op, nt);
+        let tasks = op.batch.div_ceil(g);
+        let task = |t: usize, yg: &mut [std::mem::MaybeUninit<f32>], gemm_threads: usize| {
+            let gi = yg.len() / out_img;
+            let xg = &xs[t * g * in_img..(t * g + gi) * in_img];
+            // SAFETY: `yg` is this task's own block of `gi` outputs, and both
+            // paths write all of it (GEMMs without accumulation).
+            unsafe {
+                if gi == 1 {
+                    forward_image(op, xg, ws, bs, as_f32_ptr(yg), gemm_threads);
                 } else {
-                    for b in 0..op.batch {
-                        let xb = &xs[b * in_img..(b + 1) * in_img];
-                        forward_image(op, xb, ws, bs, yp.get().add(b * out_img), nt);
+                    forward_group(op, xg, ws, bs, as_f32_ptr(yg), gi, gemm_threads);
+                }
+            }
+        };
+        // SAFETY: the task blocks cover the output and each is fully written.
+        let y = unsafe {
+            uninit_vec(op.batch * out_img, |y| {
+                if tasks >= nt {
+                    y.par_chunks_mut(g * out_img)
+                        .enumerate()
+                        .for_each(|(t, yg)| task(t, yg, 1));
+                } else {
+                    for (t, yg) in y.chunks_mut(g * out_img).enumerate() {
+                        task(t, yg, nt);
                     }
                 }
             })
@@ -334,45 +511,53 @@ impl Conv2dKernel for Cpu {
         assert_eq!(gx.len(), op.batch * in_img);
         assert_eq!(gy.len(), op.batch * out_img);
         assert_eq!(gw.len(), ws.len());
+        if out_img == 0 || in_img == 0 {
+            return Ok(());
+        }
         if let Some(gb) = gb {
             gb.par_iter_mut().enumerate().for_each(|(o, g)| {
                 let mut s = 0.0f64;
                 for b in 0..op.batch {
                     let at = b * out_img + o * n;
-                    s += crate::nn::ops::cpu_util::sum_f32(&gy[at..at + n]);
+                    s += sum_f32(&gy[at..at + n]);
                 }
                 *g += s as f32;
             });
         }
         let nt = threads();
-        let gw_len = gw.len();
-        if op.batch >= nt {
-            let per = op.batch.div_ceil(nt);
+        let g = group_size(op, nt);
+        let tasks = op.batch.div_ceil(g);
+        let task = |t: usize, gxg: &mut [f32], acc: &mut [f32], gemm_threads: usize| {
+            let gi = gxg.len() / in_img;
+            let xg = &xs[t * g * in_img..(t * g + gi) * in_img];
+            let gyg = &gy[t * g * out_img..(t * g + gi) * out_img];
+            if gi == 1 {
+                backward_image(op, xg, ws, gyg, gxg, acc, gemm_threads);
+            } else {
+                backward_group(op, xg, ws, gyg, gxg, acc, gi, gemm_threads);
+            }
+        };
+        if tasks >= nt {
+            // One weight-gradient accumulator per rayon split (≈ per thread).
+            let gw_len = gw.len();
             let parts: Vec<Vec<f32>> = gx
-                .par_chunks_mut(in_img.max(1))
+                .par_chunks_mut(g * in_img)
                 .enumerate()
-                .with_min_len(per)
+                .with_min_len(tasks.div_ceil(nt))
                 .fold(
                     || vec![0.0f32; gw_len],
-                    |mut acc, (b, gxb)| {
-                        let xb = &xs[b * in_img..(b + 1) * in_img];
-                        let gyb = &gy[b * out_img..(b + 1) * out_img];
-                        backward_image(op, xb, ws, gyb, gxb, &mut acc, 1);
+                    |mut acc, (t, gxg)| {
+                        task(t, gxg, &mut acc, 1);
                         acc
                     },
                 )
                 .collect();
             for part in parts {
-                for (g, v) in gw.iter_mut().zip(&part) {
-                    *g += v;
-                }
+                add_into(gw, &part);
             }
         } else {
-            for b in 0..op.batch {
-                let xb = &xs[b * in_img..(b + 1) * in_img];
-                let gyb = &gy[b * out_img..(b + 1) * out_img];
-                let gxb = &mut gx[b * in_img..(b + 1) * in_img];
-                backward_image(op, xb, ws, gyb, gxb, gw, nt);
+            for (t, gxg) in gx.chunks_mut(g * in_img).enumerate() {
+                task(t, gxg, gw, nt);
             }
         }
         Ok(())

@@ -8,6 +8,7 @@ mod cuda_kernel;
 use dfdx::prelude::*;
 
 use crate::device::grads_mut_and_ref;
+use crate::nn::ops::release_grad;
 
 /// The geometry of one convolution call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,12 +177,14 @@ where
         tape.add_backward_op(move |grads| {
             if let Some(b_ghost) = b_ghost {
                 let (gx, gw, gb, gy) =
-                    grads_mut_and_ref!(grads, [x_ghost, w_ghost, b_ghost], out_ghost);
-                dev.conv2d_backward(&op, &x, &w, gx, gw, Some(gb), gy)
+                    grads_mut_and_ref!(&mut *grads, [x_ghost, w_ghost, b_ghost], out_ghost);
+                dev.conv2d_backward(&op, &x, &w, gx, gw, Some(gb), gy)?;
             } else {
-                let (gx, gw, gy) = grads_mut_and_ref!(grads, [x_ghost, w_ghost], out_ghost);
-                dev.conv2d_backward(&op, &x, &w, gx, gw, None, gy)
+                let (gx, gw, gy) = grads_mut_and_ref!(&mut *grads, [x_ghost, w_ghost], out_ghost);
+                dev.conv2d_backward(&op, &x, &w, gx, gw, None, gy)?;
             }
+            release_grad!(grads, out_ghost, dev);
+            Ok(())
         });
     }
     Ok(out.put_tape(tape))

@@ -7,6 +7,7 @@ mod cuda_kernel;
 use dfdx::prelude::*;
 
 use crate::device::grads_mut_and_ref;
+use crate::nn::ops::release_grad;
 
 /// Device kernels for [`global_avg_pool2d`].
 pub trait GlobalAvgPool2dKernel: Storage<f32> {
@@ -72,8 +73,10 @@ where
         let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
         drop(x);
         tape.add_backward_op(move |grads| {
-            let (gx, gy) = grads_mut_and_ref!(grads, [x_ghost], out_ghost);
-            dev.global_avg_pool2d_backward(planes, plane, gx, gy)
+            let (gx, gy) = grads_mut_and_ref!(&mut *grads, [x_ghost], out_ghost);
+            dev.global_avg_pool2d_backward(planes, plane, gx, gy)?;
+            release_grad!(grads, out_ghost, dev);
+            Ok(())
         });
     }
     Ok(out.put_tape(tape))

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::{MaxPool2dKernel, Pool2dOp};
 use crate::device::cpu::host_slice;
-use crate::nn::ops::cpu_util::{uninit_vec, SendPtr};
+use crate::nn::ops::cpu_util::uninit_vec;
 
 /// Valid input range `[lo, hi)` of a window starting at `o·s − p`.
 #[inline]
@@ -47,19 +47,17 @@ impl MaxPool2dKernel for Cpu {
         let xs = host_slice(x);
         let (pin, pout) = (op.h_in * op.w_in, op.h_out * op.w_out);
         assert_eq!(xs.len(), op.planes * pin);
-        // SAFETY: each plane task writes all `pout` outputs of its own plane.
+        // SAFETY: the planes cover the output and every output of a plane is written.
         let y = unsafe {
-            uninit_vec(op.planes * pout, |yp| {
-                let yp = SendPtr(yp);
-                (0..op.planes)
-                    .into_par_iter()
+            uninit_vec(op.planes * pout, |y| {
+                y.par_chunks_mut(pout.max(1))
+                    .enumerate()
                     .with_min_len(4)
-                    .for_each(|p| {
+                    .for_each(|(p, dst)| {
                         let plane = &xs[p * pin..(p + 1) * pin];
-                        let dst = std::slice::from_raw_parts_mut(yp.get().add(p * pout), pout);
                         for oh in 0..op.h_out {
                             for ow in 0..op.w_out {
-                                dst[oh * op.w_out + ow] = plane[argmax(plane, op, oh, ow)];
+                                dst[oh * op.w_out + ow].write(plane[argmax(plane, op, oh, ow)]);
                             }
                         }
                     });

@@ -8,6 +8,7 @@ use dfdx::prelude::*;
 
 use crate::device::grads_mut_and_ref;
 use crate::nn::ops::conv2d::conv2d_output_size;
+use crate::nn::ops::release_grad;
 
 /// The geometry of one pooling call (over `planes = B·C` independent planes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,8 +122,10 @@ where
     if T::OWNS_TAPE {
         let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
-            let (gx, gy) = grads_mut_and_ref!(grads, [x_ghost], out_ghost);
-            dev.max_pool2d_backward(&op, &x, gx, gy)
+            let (gx, gy) = grads_mut_and_ref!(&mut *grads, [x_ghost], out_ghost);
+            dev.max_pool2d_backward(&op, &x, gx, gy)?;
+            release_grad!(grads, out_ghost, dev);
+            Ok(())
         });
     }
     Ok(out.put_tape(tape))
