@@ -27,6 +27,11 @@
 //! machine the least-disturbed round is the fairest comparison. The table's
 //! "min ratio" compares the fastest single steps.
 //!
+//! Both sides also report the CPU time (user + system, all threads) per
+//! step. With one thread (`RESNET_BENCH_THREADS=1`) that is the fairest
+//! figure on a busy machine: it does not count time other processes hold
+//! the core. With more threads it includes each runtime's spin-waiting.
+//!
 //! This is a plain `harness = false` binary rather than criterion: a step
 //! takes 0.1–2 s, the memory figures need one process per case, and the
 //! point is the ratio against PyTorch measured in the same run.
@@ -58,6 +63,18 @@ fn status_mib(field: &str) -> f64 {
         .unwrap_or_else(|| panic!("{field} not in /proc/self/status"))
 }
 
+/// CPU time (user + system, all threads) this process has used, in ms.
+fn cpu_ms() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
+}
+
 /// Runs one case in this process and prints its `key=value` line.
 fn child(case: &str) {
     let iters = env_usize("RESNET_BENCH_ITERS", 5);
@@ -74,6 +91,7 @@ fn child(case: &str) {
     let y = dev.tensor_from_vec(onehot, (8, Const::<1000>));
 
     let mut times = Vec::new();
+    let mut cpu_start = 0.0;
     match case {
         "train64" | "train224" => {
             let mut opt = Sgd::new(
@@ -86,6 +104,9 @@ fn child(case: &str) {
             );
             let mut grads = Some(model.alloc_grads());
             for i in 0..warmup + iters {
+                if i == warmup {
+                    cpu_start = cpu_ms();
+                }
                 let t = Instant::now();
                 let mut g = grads.take().expect("gradients");
                 model.zero_grads(&mut g);
@@ -102,6 +123,9 @@ fn child(case: &str) {
         }
         "eval224" => {
             for i in 0..warmup + iters {
+                if i == warmup {
+                    cpu_start = cpu_ms();
+                }
                 let t = Instant::now();
                 let logits = model.try_forward_logits_eval(x.clone()).expect("forward");
                 std::hint::black_box(logits);
@@ -112,11 +136,12 @@ fn child(case: &str) {
         }
         other => panic!("unknown case {other:?}; cases: {CASES:?}"),
     }
+    let cpu_per_step = (cpu_ms() - cpu_start) / iters as f64;
     times.sort_by(f64::total_cmp);
     let peak = status_mib("VmHWM");
     println!(
-        "case={case} median_ms={:.2} min_ms={:.2} peak_rss_mib={peak:.1} base_rss_mib={base:.1} \
-         peak_over_base_mib={:.1} threads={}",
+        "case={case} median_ms={:.2} min_ms={:.2} cpu_ms={cpu_per_step:.2} peak_rss_mib={peak:.1} \
+         base_rss_mib={base:.1} peak_over_base_mib={:.1} threads={}",
         times[times.len() / 2],
         times[0],
         peak - base,
@@ -129,6 +154,7 @@ fn child(case: &str) {
 struct Figures {
     median_ms: f64,
     min_ms: f64,
+    cpu_ms: f64,
     peak_rss_mib: f64,
     peak_over_base_mib: f64,
 }
@@ -141,6 +167,7 @@ fn parse(out: &str) -> Option<Figures> {
         let slot = match k {
             "median_ms" => &mut f.median_ms,
             "min_ms" => &mut f.min_ms,
+            "cpu_ms" => &mut f.cpu_ms,
             "peak_rss_mib" => &mut f.peak_rss_mib,
             "peak_over_base_mib" => &mut f.peak_over_base_mib,
             _ => continue,
@@ -190,9 +217,9 @@ fn main() {
     let rounds = env_usize("RESNET_BENCH_ROUNDS", 1).max(1);
     println!("threads {threads}, best of {rounds} round(s) per side");
     println!(
-        "| case | ours median ms | torch median ms | time ratio (min ratio) | ours peak MiB (over base) | torch peak MiB (over base) | memory ratio (over base) |"
+        "| case | ours median ms | torch median ms | time ratio (min ratio) | CPU ms/step ours / torch (ratio) | ours peak MiB (over base) | torch peak MiB (over base) | memory ratio (over base) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let best = |a: Option<Figures>, b: Option<Figures>| match (a, b) {
         (Some(a), Some(b)) => Some(if b.median_ms < a.median_ms { b } else { a }),
         (a, b) => a.or(b),
@@ -229,7 +256,7 @@ fn main() {
             None => ("-".into(), "-".into()),
         };
         let ((ot, om), (tt, tm)) = (fmt(&ours), fmt(&torch_fig));
-        let (rt, rm) = match (&ours, &torch_fig) {
+        let (rt, rc, rm) = match (&ours, &torch_fig) {
             (Some(o), Some(t)) => (
                 format!(
                     "{:.2}× ({:.2}×)",
@@ -237,13 +264,19 @@ fn main() {
                     o.min_ms / t.min_ms
                 ),
                 format!(
+                    "{:.0} / {:.0} ({:.2}×)",
+                    o.cpu_ms,
+                    t.cpu_ms,
+                    o.cpu_ms / t.cpu_ms
+                ),
+                format!(
                     "{:.2}× ({:.2}×)",
                     o.peak_rss_mib / t.peak_rss_mib,
                     o.peak_over_base_mib / t.peak_over_base_mib
                 ),
             ),
-            _ => ("-".into(), "-".into()),
+            _ => ("-".into(), "-".into(), "-".into()),
         };
-        println!("| {case} | {ot} | {tt} | {rt} | {om} | {tm} | {rm} |");
+        println!("| {case} | {ot} | {tt} | {rt} | {rc} | {om} | {tm} | {rm} |");
     }
 }

@@ -14,7 +14,8 @@ Cases (torchvision ResNet-50, 1000 classes, batch 8, random data, 2 threads):
   eval224   eval-mode forward without autograd at 3x224x224
 
 Prints one line of `key=value` pairs that benches/resnet.rs parses:
-  median_ms, min_ms, peak_rss_mib (VmHWM of this process),
+  median_ms, min_ms, cpu_ms (CPU time per timed step, all threads),
+  peak_rss_mib (VmHWM of this process),
   base_rss_mib (resident set after `import torch`, before the model exists),
   peak_over_base_mib (peak minus base: the case's own memory).
 """
@@ -71,14 +72,16 @@ def main():
     for _ in range(args.warmup):
         step()
     times = []
+    cpu0 = time.process_time()
     for _ in range(args.iters):
         t = time.perf_counter()
         step()
         times.append((time.perf_counter() - t) * 1e3)
+    cpu_ms = (time.process_time() - cpu0) * 1e3 / args.iters
     times.sort()
     peak = rss_mib("VmHWM")
     print(
-        f"case={args.case} median_ms={times[len(times) // 2]:.2f} min_ms={times[0]:.2f} "
+        f"case={args.case} median_ms={times[len(times) // 2]:.2f} min_ms={times[0]:.2f} cpu_ms={cpu_ms:.2f} "
         f"peak_rss_mib={peak:.1f} base_rss_mib={base:.1f} peak_over_base_mib={peak - base:.1f} "
         f"threads={torch.get_num_threads()} torch={torch.__version__}"
     )
