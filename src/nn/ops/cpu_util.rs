@@ -191,3 +191,10 @@ multiversion! {
         total
     }
 }
+
+/// `g` where `y > 0`, else `0.0` — a ReLU mask as a bitwise AND, which
+/// vectorises where the equivalent `if` often compiles to scalar branches.
+#[inline(always)]
+pub(crate) fn relu_mask(y: f32, g: f32) -> f32 {
+    f32::from_bits(g.to_bits() & ((y > 0.0) as u32).wrapping_neg())
+}

@@ -9,12 +9,12 @@
 //!
 //! | op | what |
 //! | --- | --- |
-//! | [`conv2d`] | NCHW 2-D convolution, square kernel, stride, zero padding, optional bias |
-//! | [`max_pool2d`] | max pooling (kernel, stride, padding); gradient to the first maximum |
-//! | [`global_avg_pool2d`] | mean over H×W: `(B, C, H, W)` → `(B, C)` |
+//! | [`conv2d()`] | NCHW 2-D convolution, square kernel, stride, zero padding, optional bias |
+//! | [`max_pool2d()`] | max pooling (kernel, stride, padding); gradient to the first maximum |
+//! | [`global_avg_pool2d()`] | mean over H×W: `(B, C, H, W)` → `(B, C)` |
 //! | [`batch_norm2d_eval`] / [`batch_norm2d_train`] | batch-norm with running / batch statistics, optional fused ReLU |
 //! | [`batch_norm2d_add_relu_eval`] / [`batch_norm2d_add_relu_train`] | `relu(bn(x) + residual)`: a ResNet block's tail in one pass |
-//! | [`add_relu`] | `relu(a + b)` |
+//! | [`add_relu()`] | `relu(a + b)` |
 //!
 //! The fused ops exist because dfdx's stock element-wise ops are far slower
 //! than PyTorch on CPU (see `BENCHMARKS.md`); a ResNet spends most of its

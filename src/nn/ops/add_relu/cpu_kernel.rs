@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::AddReluKernel;
 use crate::device::cpu::host_slice;
-use crate::nn::ops::cpu_util::{multiversion, uninit_vec};
+use crate::nn::ops::cpu_util::{multiversion, relu_mask, uninit_vec};
 
 /// Elements per parallel task.
 const BLOCK: usize = 1 << 15;
@@ -24,7 +24,7 @@ multiversion! {
 multiversion! {
     fn backward_block(y: &[f32], gy: &[f32], ga: &mut [f32], gb: &mut [f32]) {
         for (((a, b), &yv), &g) in ga.iter_mut().zip(gb.iter_mut()).zip(y).zip(gy) {
-            let m = if yv > 0.0 { g } else { 0.0 };
+            let m = relu_mask(yv, g);
             *a += m;
             *b += m;
         }

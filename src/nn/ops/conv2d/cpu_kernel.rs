@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use super::{Conv2dKernel, Conv2dOp};
 use crate::device::cpu::host_slice;
 use crate::nn::ops::cpu_util::{
-    as_f32_ptr, multiversion, sgemm, sum_f32, threads, uninit_vec, with_scratch, Mat,
+    as_f32_ptr, multiversion, sgemm, sum_f32, threads, uninit_vec, with_scratch, Mat, SendPtr,
 };
 
 /// Target size (floats) of one im2col chunk: 2 Mi floats = 8 MiB, a slice of
@@ -101,6 +101,14 @@ fn for_each_run(
 /// (`patch × nc` with row stride `ld`). Every element of that block is
 /// written.
 fn im2col(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: &mut [f32], ld: usize) {
+    if op.is_pointwise() {
+        // Rows are the input's channel planes: one copy each.
+        let n = op.out_plane();
+        for c in 0..op.chan_in {
+            col[c * ld..c * ld + nc].copy_from_slice(&x[c * n + n0..c * n + n0 + nc]);
+        }
+        return;
+    }
     let s = op.stride;
     for_each_run(op, n0, nc, ld, |at, len, valid| {
         let seg = &mut col[at..at + len];
@@ -134,6 +142,16 @@ multiversion! {
 /// Adds the im2col-shaped chunk `col` (row stride `ld`) back into image
 /// gradient `gx`.
 fn col2im_add(op: &Conv2dOp, col: &[f32], n0: usize, nc: usize, ld: usize, gx: &mut [f32]) {
+    if op.is_pointwise() {
+        let n = op.out_plane();
+        for c in 0..op.chan_in {
+            add_into(
+                &mut gx[c * n + n0..c * n + n0 + nc],
+                &col[c * ld..c * ld + nc],
+            );
+        }
+        return;
+    }
     let s = op.stride;
     for_each_run(op, n0, nc, ld, |at, _len, valid| {
         if let Some((first, a, b)) = valid {
@@ -294,6 +312,27 @@ fn backward_image(
             }
         });
     }
+}
+
+/// Spare weight-gradient accumulators, kept between calls (one per extra
+/// thread in use, as large as the largest weight seen).
+static ACCUMULATORS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// A zeroed accumulator of `len` floats, reusing a spare when there is one.
+fn take_accumulator(len: usize) -> Vec<f32> {
+    let spare = ACCUMULATORS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut v = spare.unwrap_or_default();
+    v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Returns an accumulator for reuse by a later call.
+fn give_back_accumulator(v: Vec<f32>) {
+    ACCUMULATORS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(v);
 }
 
 /// Output positions below which images are grouped into one GEMM.
@@ -538,22 +577,42 @@ impl Conv2dKernel for Cpu {
             }
         };
         if tasks >= nt {
-            // One weight-gradient accumulator per rayon split (≈ per thread).
+            // Tasks split into `nt` contiguous runs, one per thread: the
+            // first accumulates straight into `gw`, the others into reused
+            // per-thread accumulators that are added in afterwards.
+            let per = tasks.div_ceil(nt);
             let gw_len = gw.len();
-            let parts: Vec<Vec<f32>> = gx
-                .par_chunks_mut(g * in_img)
-                .enumerate()
-                .with_min_len(tasks.div_ceil(nt))
-                .fold(
-                    || vec![0.0f32; gw_len],
-                    |mut acc, (t, gxg)| {
-                        task(t, gxg, &mut acc, 1);
-                        acc
-                    },
-                )
+            let gw_ptr = SendPtr(gw.as_mut_ptr());
+            let gx_ptr = SendPtr(gx.as_mut_ptr());
+            let total = gx.len();
+            let parts: Vec<Option<Vec<f32>>> = (0..nt)
+                .into_par_iter()
+                .map(|p| {
+                    let (t0, t1) = (p * per, ((p + 1) * per).min(tasks));
+                    if t0 >= t1 {
+                        return None;
+                    }
+                    let mut own = (p > 0).then(|| take_accumulator(gw_len));
+                    // SAFETY: run `p` owns images [t0·g, t1·g) of gx, and only
+                    // run 0 touches gw; the runs are joined before both are used again.
+                    let acc = match own.as_deref_mut() {
+                        Some(a) => a,
+                        None => unsafe { std::slice::from_raw_parts_mut(gw_ptr.get(), gw_len) },
+                    };
+                    for t in t0..t1 {
+                        let lo = t * g * in_img;
+                        let hi = ((t + 1) * g * in_img).min(total);
+                        let gxg = unsafe {
+                            std::slice::from_raw_parts_mut(gx_ptr.get().add(lo), hi - lo)
+                        };
+                        task(t, gxg, acc, 1);
+                    }
+                    own
+                })
                 .collect();
-            for part in parts {
+            for part in parts.into_iter().flatten() {
                 add_into(gw, &part);
+                give_back_accumulator(part);
             }
         } else {
             for (t, gxg) in gx.chunks_mut(g * in_img).enumerate() {
