@@ -45,3 +45,6 @@ pub mod modules {
 }
 
 pub use ops::VisionDevice;
+
+pub mod pretrained;
+pub mod resnet;

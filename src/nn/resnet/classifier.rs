@@ -1,0 +1,238 @@
+//! [`ImageClassifier`]: what a trainer needs from a model, over
+//! [`SmallResNet`](super::SmallResNet), [`ResNet18`](super::ResNet18) and
+//! [`ResNet50`](super::ResNet50) alike.
+
+use std::path::Path;
+
+use dfdx::nn::tensor_collection::TensorCollection;
+use dfdx::prelude::*;
+
+use super::block::Img;
+use crate::nn::pretrained::{load_pretrained, LoadOptions, LoadReport, PretrainedError};
+use crate::nn::VisionDevice;
+
+/// A batch of RGB images, NCHW: `(batch, 3, height, width)`.
+pub type Images<D, T = NoneTape> = Img<Const<3>, D, T>;
+/// A batch of pooled feature vectors `(batch, F)`, `F` = `Const<N>`.
+pub type Features<F, D, T = NoneTape> = Tensor<(usize, F), f32, D, T>;
+/// A batch of logits `(batch, C)`, `C` = `Const<N>`.
+pub type Logits<C, D, T = NoneTape> = Tensor<(usize, C), f32, D, T>;
+
+/// How batch-norm layers behave in a forward pass (PyTorch's
+/// `model.train()` / `model.eval()`, but chosen per call, never stored).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BnMode {
+    /// Batch statistics; running statistics are updated (needs `&mut`).
+    #[default]
+    Train,
+    /// Running statistics, left unchanged. Under a tape the convolutions
+    /// and batch-norm affine parameters still receive gradients.
+    Eval,
+}
+
+/// One layer group of a model: a sub-module that can get its own optimiser
+/// (discriminative learning rates), see [`ImageClassifier::try_visit_groups`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerGroup {
+    /// Position in forward order, `0` = stem.
+    pub index: usize,
+    /// `"stem"`, `"layer1"`, …, or the head's name (`"fc"`).
+    pub name: &'static str,
+    /// Whether this group is the classification head (always the last group).
+    pub is_head: bool,
+}
+
+/// Receives each layer group of a model as its own [`TensorCollection`].
+///
+/// dfdx optimisers are typed by the module they update (`Adam<M, f32, D>`)
+/// and keep their state keyed by tensor id, so one optimiser per group can
+/// update its group from the single `Gradients` that one backward pass
+/// produced. Groups are visited in forward order, the same order on every
+/// call, so a visitor can keep per-group state in a `Vec` (e.g.
+/// `Box<dyn Any>` holding `Adam<M, f32, D>`, downcast in [`Self::visit`]).
+///
+/// # Example: one AdamW per layer group, learning rates per group
+///
+/// ```
+/// use std::any::Any;
+/// use dfdx::nn::tensor_collection::TensorCollection;
+/// use dfdx::optim::{Adam, AdamConfig, Optimizer, OptimizerUpdateError, WeightDecay};
+/// use dfdx::prelude::*;
+/// use poly_loss::nn::resnet::{builders, BnMode, ImageClassifier, Images, LayerGroup, LayerGroupVisitor};
+///
+/// /// Optimiser state per group, created on first use.
+/// struct PerGroupAdamW<'a> {
+///     lrs: Vec<f64>,
+///     opts: Vec<Option<Box<dyn Any>>>,
+///     grads: &'a Gradients<f32, Cpu>,
+/// }
+///
+/// impl LayerGroupVisitor<Cpu> for PerGroupAdamW<'_> {
+///     type Err = OptimizerUpdateError<CpuError>;
+///     fn visit<M: TensorCollection<f32, Cpu> + 'static>(
+///         &mut self,
+///         group: LayerGroup,
+///         module: &mut M,
+///     ) -> Result<(), Self::Err> {
+///         let lr = self.lrs[group.index];
+///         let opt = self.opts[group.index].get_or_insert_with(|| {
+///             let cfg = AdamConfig { lr, weight_decay: Some(WeightDecay::Decoupled(1e-4)), ..Default::default() };
+///             Box::new(Adam::<M, f32, Cpu>::new(module, cfg))
+///         });
+///         let opt = opt.downcast_mut::<Adam<M, f32, Cpu>>().expect("groups keep their types");
+///         opt.cfg.lr = lr; // a schedule may change it between steps
+///         opt.update(module, self.grads)
+///     }
+/// }
+///
+/// let dev = Cpu::default();
+/// let mut model = dev.build_module::<builders::SmallResNet<10>, f32>();
+/// type M = poly_loss::nn::resnet::SmallResNet<10>;
+/// // Smaller rates for earlier groups; the head (last group) learns fastest.
+/// let n = <M as ImageClassifier<Cpu>>::GROUPS.len();
+/// let lrs: Vec<f64> = (0..n).map(|i| 1e-3 * 0.5f64.powi((n - 1 - i) as i32)).collect();
+/// let mut opts: Vec<Option<Box<dyn Any>>> = (0..n).map(|_| None).collect();
+///
+/// let x: Images<Cpu> = dev.sample_normal_like(&(4, Const::<3>, 8, 8));
+/// let y = dev.tensor([[1.0f32, 0., 0., 0., 0., 0., 0., 0., 0., 0.]; 4]).realize::<(usize, Const<10>)>();
+/// for _ in 0..2 {
+///     let grads = model.alloc_grads();
+///     let logits = model.forward_logits(x.trace(grads), BnMode::Train);
+///     let grads = cross_entropy_with_logits_loss(logits, y.clone()).backward();
+///     let mut v = PerGroupAdamW { lrs: lrs.clone(), opts: std::mem::take(&mut opts), grads: &grads };
+///     model.try_visit_groups(&mut v).unwrap();
+///     opts = v.opts;
+/// }
+/// ```
+pub trait LayerGroupVisitor<D: Device<f32>> {
+    /// Error type of the visit (e.g. an optimiser's update error).
+    type Err;
+    /// Called once per group.
+    fn visit<M: TensorCollection<f32, D> + 'static>(
+        &mut self,
+        group: LayerGroup,
+        module: &mut M,
+    ) -> Result<(), Self::Err>;
+}
+
+/// An image classifier split into a body (image → pooled features) and a
+/// head (features → logits), so a trainer can
+///
+/// - **freeze the body**: run [`try_forward_features_eval`] without a tape
+///   (running statistics, nothing recorded), cache the features, and train
+///   the head alone on them with [`try_forward_head`] under a tape;
+/// - **fine-tune everything**: [`try_forward_logits`] under a tape, with
+///   batch-norm in [`BnMode::Train`] or [`BnMode::Eval`] (frozen statistics);
+/// - **use discriminative learning rates**: [`try_visit_groups`] hands over
+///   the stem, each stage and the head as separate sub-modules, one
+///   optimiser per group sharing one `Gradients`;
+/// - **start from pretrained weights**: [`load_pretrained`].
+///
+/// Every model takes `(batch, 3, H, W)` images (`H`, `W` at run time); the
+/// whole model is a dfdx [`TensorCollection`] (build, optimisers,
+/// `ZeroGrads`, `ResetParams`, `Save/LoadFromSafetensors`) whose tensor names
+/// are torchvision's.
+///
+/// [`try_forward_features_eval`]: Self::try_forward_features_eval
+/// [`try_forward_head`]: Self::try_forward_head
+/// [`try_forward_logits`]: Self::try_forward_logits
+/// [`try_visit_groups`]: Self::try_visit_groups
+/// [`load_pretrained`]: Self::load_pretrained
+pub trait ImageClassifier<D: VisionDevice>: TensorCollection<f32, D> + Sized {
+    /// Width of the pooled features, `Const<N>` (2048 for ResNet-50).
+    type FeatureDim: ConstDim;
+    /// Number of classes, `Const<N>`.
+    type ClassDim: ConstDim;
+    /// The classification head, a sub-module (a dfdx `Linear`).
+    type Head: TensorCollection<f32, D> + 'static;
+
+    /// Name of the head's sub-module: its tensors are `<HEAD>.weight`,
+    /// `<HEAD>.bias` (`"fc"` as in torchvision).
+    const HEAD: &'static str;
+    /// Layer-group names in forward order, the head last.
+    const GROUPS: &'static [&'static str];
+
+    /// Body forward: images → globally pooled features `(batch, FEATURES)`.
+    fn try_forward_features<T: Tape<f32, D>>(
+        &mut self,
+        x: Images<D, T>,
+        mode: BnMode,
+    ) -> Result<Features<Self::FeatureDim, D, T>, D::Err>;
+
+    /// Body forward with batch-norm in eval mode, through `&self`.
+    fn try_forward_features_eval<T: Tape<f32, D>>(
+        &self,
+        x: Images<D, T>,
+    ) -> Result<Features<Self::FeatureDim, D, T>, D::Err>;
+
+    /// Head forward: features → logits `(batch, CLASSES)`.
+    fn try_forward_head<T: Tape<f32, D>>(
+        &self,
+        features: Features<Self::FeatureDim, D, T>,
+    ) -> Result<Logits<Self::ClassDim, D, T>, D::Err>;
+
+    /// The head sub-module.
+    fn head(&self) -> &Self::Head;
+    /// The head sub-module, mutably (for an optimiser of its own).
+    fn head_mut(&mut self) -> &mut Self::Head;
+
+    /// Visits the stem, each stage and the head (in [`Self::GROUPS`] order)
+    /// as separate sub-modules.
+    fn try_visit_groups<V: LayerGroupVisitor<D>>(&mut self, visitor: &mut V) -> Result<(), V::Err>;
+
+    /// torchvision's `zero_init_residual=True`: γ = 0 for the last
+    /// batch-norm of every residual branch.
+    fn try_zero_init_residual(&mut self) -> Result<(), D::Err>;
+
+    /// Full forward: images → logits.
+    fn try_forward_logits<T: Tape<f32, D>>(
+        &mut self,
+        x: Images<D, T>,
+        mode: BnMode,
+    ) -> Result<Logits<Self::ClassDim, D, T>, D::Err> {
+        let f = self.try_forward_features(x, mode)?;
+        self.try_forward_head(f)
+    }
+
+    /// Full forward with batch-norm in eval mode, through `&self`.
+    fn try_forward_logits_eval<T: Tape<f32, D>>(
+        &self,
+        x: Images<D, T>,
+    ) -> Result<Logits<Self::ClassDim, D, T>, D::Err> {
+        let f = self.try_forward_features_eval(x)?;
+        self.try_forward_head(f)
+    }
+
+    /// Panicking [`Self::try_forward_features`].
+    fn forward_features<T: Tape<f32, D>>(
+        &mut self,
+        x: Images<D, T>,
+        mode: BnMode,
+    ) -> Features<Self::FeatureDim, D, T> {
+        self.try_forward_features(x, mode).unwrap()
+    }
+
+    /// Panicking [`Self::try_forward_head`].
+    fn forward_head<T: Tape<f32, D>>(
+        &self,
+        features: Features<Self::FeatureDim, D, T>,
+    ) -> Logits<Self::ClassDim, D, T> {
+        self.try_forward_head(features).unwrap()
+    }
+
+    /// Panicking [`Self::try_forward_logits`].
+    fn forward_logits<T: Tape<f32, D>>(
+        &mut self,
+        x: Images<D, T>,
+        mode: BnMode,
+    ) -> Logits<Self::ClassDim, D, T> {
+        self.try_forward_logits(x, mode).unwrap()
+    }
+
+    /// Loads a torchvision/timm `state_dict` saved as `.safetensors` (see
+    /// [`crate::nn::pretrained`]); a head with another class count is left
+    /// fresh and reported.
+    fn load_pretrained(&mut self, path: impl AsRef<Path>) -> Result<LoadReport, PretrainedError> {
+        load_pretrained(self, path, &LoadOptions::head(Self::HEAD))
+    }
+}
