@@ -19,7 +19,7 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-use super::{Conv2dKernel, Conv2dOp};
+use super::{winograd, Conv2dKernel, Conv2dOp};
 use crate::device::cpu::host_slice;
 use crate::nn::ops::cpu_util::{
     as_f32_ptr, multiversion, sgemm, sum_f32, threads, uninit_vec, with_scratch, Mat, SendPtr,
@@ -500,6 +500,15 @@ impl Conv2dKernel for Cpu {
         if out_img == 0 {
             return self.try_tensor_from_vec(Vec::new(), out);
         }
+        if winograd::applies(op) {
+            // SAFETY: the Winograd pass writes every output element.
+            let y = unsafe {
+                uninit_vec(op.batch * out_img, |y| {
+                    winograd::forward(op, xs, ws, bs, as_f32_ptr(y));
+                })
+            };
+            return self.try_tensor_from_vec(y, out);
+        }
         let nt = threads();
         let g = group_size(op, nt);
         let tasks = op.batch.div_ceil(g);
@@ -562,6 +571,11 @@ impl Conv2dKernel for Cpu {
                 }
                 *g += s as f32;
             });
+        }
+        if winograd::applies(op) {
+            winograd::backward_input(op, ws, gy, gx);
+            winograd::backward_weight(op, xs, gy, gw);
+            return Ok(());
         }
         let nt = threads();
         let g = group_size(op, nt);
