@@ -1534,9 +1534,26 @@ mod profile_loop {
     #[test]
     #[ignore]
     fn profile_loop() {
-        let c: usize = std::env::var("WINO_C").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
-        let hw: usize = std::env::var("WINO_HW").ok().and_then(|v| v.parse().ok()).unwrap_or(56);
-        let op = Conv2dOp { batch: 8, chan_in: c, chan_out: c, h_in: hw, w_in: hw, h_out: hw, w_out: hw, kernel: 3, stride: 1, padding: 1 };
+        let c: usize = std::env::var("WINO_C")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        let hw: usize = std::env::var("WINO_HW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(56);
+        let op = Conv2dOp {
+            batch: 8,
+            chan_in: c,
+            chan_out: c,
+            h_in: hw,
+            w_in: hw,
+            h_out: hw,
+            w_out: hw,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        };
         let x = vec![0.5f32; op.batch * op.in_image()];
         let w = vec![0.25f32; c * c * 9];
         let mut y = vec![0.0f32; x.len()];
