@@ -200,6 +200,38 @@ fn conv_pointwise_large() {
 }
 
 #[test]
+fn conv3x3_winograd_shapes() {
+    // 3×3 stride-1 convolutions with ≥ 16 channels each side and ≥ 64
+    // output tiles of 4×4 take the Winograd F(4×4, 3×3) path: partial edge
+    // tiles (odd sizes), paddings 0..=2, an output channel count off the
+    // 8-wide vectors, batches split into several groups or one. The exact
+    // f64 adjoints are checked; finite differences (whose adjoint check the
+    // small-shape tests already make) would take minutes at this size.
+    for (t, (b, h, w, p)) in [
+        (4, 17, 13, 1),
+        (2, 30, 19, 0),
+        (1, 33, 31, 2),
+        (9, 11, 12, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let g = Geo {
+            b,
+            ci: 16,
+            co: 20,
+            h,
+            w,
+            k: 3,
+            s: 1,
+            p,
+        };
+        assert!(g.b * g.oh().div_ceil(4) * g.ow().div_ceil(4) >= 64, "{g:?}");
+        check::<16, 20, 3>(g, 40 + t as u64, false);
+    }
+}
+
+#[test]
 fn conv_gradients_accumulate_and_respect_no_bias() {
     // The same input through two convolutions: gradients must add up.
     let dev = Cpu::default();

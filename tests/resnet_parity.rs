@@ -57,6 +57,24 @@ type TinyBasicNet = ResNet<
     Cpu,
 >;
 
+/// A reduced ResNet-18 with 16 channels throughout (stem 16, blocks
+/// 2/1/1/1): on its 64×64 input, layer1's 3×3 convolutions (16 → 16 on
+/// 16×16 maps, 4 images) take the CPU kernels' Winograd path.
+type WideBasicNet = ResNet<
+    16,
+    (
+        BasicBlock<16, 16, 1, Identity, f32, Cpu>,
+        BasicBlock<16, 16, 1, Identity, f32, Cpu>,
+    ),
+    (BasicBlock<16, 16, 2, Downsample<16, 16, 2, f32, Cpu>, f32, Cpu>,),
+    (BasicBlock<16, 16, 2, Downsample<16, 16, 2, f32, Cpu>, f32, Cpu>,),
+    (BasicBlock<16, 16, 2, Downsample<16, 16, 2, f32, Cpu>, f32, Cpu>,),
+    16,
+    10,
+    f32,
+    Cpu,
+>;
+
 const REL: f64 = 1e-4;
 /// Element-wise bound for gradients (tensor-wise they must meet [`REL`]).
 const GRAD_ELEMENT_REL: f64 = 1e-3;
@@ -286,4 +304,10 @@ fn basic_block_resnet_matches_torchvision() {
 fn small_resnet_matches_torchvision_layout() {
     let dev = Cpu::default();
     check("small", SmallResNet::<10, f32, Cpu>::build(&dev));
+}
+
+#[test]
+fn wide_resnet_with_winograd_convolutions_matches_torchvision() {
+    let dev = Cpu::default();
+    check("wide", WideBasicNet::build(&dev));
 }

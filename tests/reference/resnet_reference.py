@@ -107,6 +107,10 @@ NETS = {
     # SmallResNet's layout (3x3 stem, no max-pool, two BasicBlock stages).
     "small": dict(block=BasicBlock, layers=[1, 1], stem=8, planes=[8, 16], num_classes=10,
                   small_stem=True, input=(4, 3, 11, 11)),
+    # 16 channels and 16x16 maps in layer1 (4 images: 64 tiles of 4x4): its
+    # 3x3 convolutions take the CPU kernels' Winograd path.
+    "wide": dict(block=BasicBlock, layers=[2, 1, 1, 1], stem=16, planes=[16, 16, 16, 16],
+                 num_classes=10, input=(4, 3, 64, 64)),
 }
 
 

@@ -122,8 +122,14 @@ pub(crate) fn as_f32_ptr(s: &mut [MaybeUninit<f32>]) -> *mut f32 {
     s.as_mut_ptr().cast()
 }
 
+/// Independent per-thread scratch buffers: one kernel may hold several at
+/// once (e.g. transformed inputs and a padded plane) without the second
+/// falling back to a fresh allocation.
+pub(crate) const SCRATCH_SLOTS: usize = 3;
+
 thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: [RefCell<Vec<f32>>; SCRATCH_SLOTS] =
+        const { [RefCell::new(Vec::new()), RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
 }
 
 /// Runs `f` on this thread's scratch buffer of at least `len` floats. The
@@ -132,7 +138,12 @@ thread_local! {
 /// it reads. If the buffer is already in use on this thread (a rayon task
 /// stolen while waiting inside another), a fresh one is used instead.
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+    with_scratch_slot(0, len, f)
+}
+
+/// [`with_scratch`] on scratch slot `slot` (< [`SCRATCH_SLOTS`]).
+pub(crate) fn with_scratch_slot<R>(slot: usize, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cells| match cells[slot].try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
                 // Growing zero-fills once; later calls reuse the memory as is.

@@ -19,7 +19,7 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-use super::{Conv2dKernel, Conv2dOp};
+use super::{winograd, Conv2dKernel, Conv2dOp};
 use crate::device::cpu::host_slice;
 use crate::nn::ops::cpu_util::{
     as_f32_ptr, multiversion, sgemm, sum_f32, threads, uninit_vec, with_scratch, Mat, SendPtr,
@@ -101,17 +101,30 @@ fn for_each_run(
 /// (`patch × nc` with row stride `ld`). Every element of that block is
 /// written.
 fn im2col(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: &mut [f32], ld: usize) {
+    assert!(col.len() >= (op.patch() - 1) * ld + nc);
+    // SAFETY: the block lies inside `col` (asserted), borrowed mutably here.
+    unsafe { im2col_raw(op, x, n0, nc, col.as_mut_ptr(), ld) }
+}
+
+/// [`im2col`] through a raw pointer, so that several images can fill
+/// disjoint column blocks of one matrix at the same time.
+///
+/// # Safety
+/// `col` must be valid for writes of the `patch × nc` block with row
+/// stride `ld`, and nothing else may access that block meanwhile.
+unsafe fn im2col_raw(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: *mut f32, ld: usize) {
     if op.is_pointwise() {
         // Rows are the input's channel planes: one copy each.
         let n = op.out_plane();
         for c in 0..op.chan_in {
-            col[c * ld..c * ld + nc].copy_from_slice(&x[c * n + n0..c * n + n0 + nc]);
+            std::slice::from_raw_parts_mut(col.add(c * ld), nc)
+                .copy_from_slice(&x[c * n + n0..c * n + n0 + nc]);
         }
         return;
     }
     let s = op.stride;
     for_each_run(op, n0, nc, ld, |at, len, valid| {
-        let seg = &mut col[at..at + len];
+        let seg = std::slice::from_raw_parts_mut(col.add(at), len);
         match valid {
             None => seg.fill(0.0),
             Some((first, a, b)) => {
@@ -120,14 +133,43 @@ fn im2col(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: &mut [f32], ld: u
                 let dst = &mut seg[a..b];
                 if s == 1 {
                     dst.copy_from_slice(&x[first..first + dst.len()]);
-                } else {
-                    for (t, d) in dst.iter_mut().enumerate() {
-                        *d = x[first + t * s];
-                    }
+                } else if !dst.is_empty() {
+                    strided_copy(dst, &x[first..first + (dst.len() - 1) * s + 1], s);
                 }
             }
         }
     });
+}
+
+multiversion! {
+    /// `dst[t] = src[t·s]`.
+    fn strided_copy(dst: &mut [f32], src: &[f32], s: usize) {
+        if s == 2 {
+            // Pairs vectorise as de-interleaving loads.
+            for (d, pair) in dst.iter_mut().zip(src.chunks(2)) {
+                *d = pair[0];
+            }
+        } else {
+            for (d, v) in dst.iter_mut().zip(src.iter().step_by(s)) {
+                *d = *v;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `dst[t·s] += src[t]`.
+    fn strided_add(dst: &mut [f32], src: &[f32], s: usize) {
+        if s == 2 {
+            for (pair, v) in dst.chunks_mut(2).zip(src) {
+                pair[0] += v;
+            }
+        } else {
+            for (d, v) in dst.iter_mut().step_by(s).zip(src) {
+                *d += v;
+            }
+        }
+    }
 }
 
 multiversion! {
@@ -136,6 +178,36 @@ multiversion! {
         for (g, v) in dst.iter_mut().zip(src) {
             *g += v;
         }
+    }
+}
+
+/// Runs `f(j)` for every image `j < g`, on rayon's threads if `parallel`.
+fn for_images(g: usize, parallel: bool, f: impl Fn(usize) + Sync + Send) {
+    if parallel {
+        (0..g).into_par_iter().for_each(f);
+    } else {
+        (0..g).for_each(f);
+    }
+}
+
+/// im2col of all `n` output positions of image `x` into columns
+/// `[c0, c0 + n)` of the matrix at `col` (row stride `ld`).
+///
+/// # Safety
+/// As [`im2col_raw`] for that column block.
+unsafe fn im2col_cols(op: &Conv2dOp, x: &[f32], n: usize, col: SendPtr<f32>, c0: usize, ld: usize) {
+    im2col_raw(op, x, 0, n, col.get().add(c0), ld);
+}
+
+/// `dst += src`, split over rayon's threads for large buffers.
+fn add_into_par(dst: &mut [f32], src: &[f32]) {
+    const CHUNK: usize = 1 << 16;
+    if dst.len() <= CHUNK {
+        add_into(dst, src);
+    } else {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| add_into(d, s));
     }
 }
 
@@ -158,10 +230,8 @@ fn col2im_add(op: &Conv2dOp, col: &[f32], n0: usize, nc: usize, ld: usize, gx: &
             let src = &col[at + a..at + b];
             if s == 1 {
                 add_into(&mut gx[first..first + src.len()], src);
-            } else {
-                for (t, v) in src.iter().enumerate() {
-                    gx[first + t * s] += v;
-                }
+            } else if !src.is_empty() {
+                strided_add(&mut gx[first..first + (src.len() - 1) * s + 1], src, s);
             }
         }
     });
@@ -374,16 +444,13 @@ unsafe fn forward_group(
     let gn = g * n;
     with_scratch(patch * gn + o * gn, |buf| {
         let (col, ytmp) = buf.split_at_mut(patch * gn);
-        for j in 0..g {
-            im2col(
-                op,
-                &xg[j * in_img..(j + 1) * in_img],
-                0,
-                n,
-                &mut col[j * n..],
-                gn,
-            );
-        }
+        let colp = SendPtr(col.as_mut_ptr());
+        // With a threaded GEMM the caller's thread is the only one here:
+        // spread the im2col and the scatter over the threads as well.
+        for_images(g, gemm_threads > 1, |j| {
+            // SAFETY: image j writes columns [j·n, (j+1)·n) of every row only.
+            im2col_cols(op, &xg[j * in_img..(j + 1) * in_img], n, colp, j * n, gn);
+        });
         sgemm(
             o,
             gn,
@@ -396,16 +463,19 @@ unsafe fn forward_group(
             Mat::rows(col.as_ptr(), gn),
             gemm_threads,
         );
-        for j in 0..g {
+        let ytmp = &*ytmp;
+        let ygp = SendPtr(yg);
+        for_images(g, gemm_threads > 1, |j| {
             for oc in 0..o {
                 let src = &ytmp[oc * gn + j * n..oc * gn + (j + 1) * n];
-                let dst = std::slice::from_raw_parts_mut(yg.add((j * o + oc) * n), n);
+                // SAFETY: plane (j, oc) of the output belongs to image j's task.
+                let dst = std::slice::from_raw_parts_mut(ygp.get().add((j * o + oc) * n), n);
                 let bv = bias.map_or(0.0, |b| b[oc]);
                 for (d, v) in dst.iter_mut().zip(src) {
                     *d = v + bv;
                 }
             }
-        }
+        });
     });
 }
 
@@ -427,20 +497,18 @@ fn backward_group(
     with_scratch(2 * patch * gn + o * gn, |buf| {
         let (col, rest) = buf.split_at_mut(patch * gn);
         let (dcol, gy_wide) = rest.split_at_mut(patch * gn);
-        for j in 0..g {
-            for oc in 0..o {
-                gy_wide[oc * gn + j * n..oc * gn + (j + 1) * n]
-                    .copy_from_slice(&gyg[(j * o + oc) * n..(j * o + oc + 1) * n]);
+        let (colp, gyp) = (SendPtr(col.as_mut_ptr()), SendPtr(gy_wide.as_mut_ptr()));
+        for_images(g, gemm_threads > 1, |j| {
+            // SAFETY: image j writes columns [j·n, (j+1)·n) of every row of
+            // both matrices only.
+            unsafe {
+                for oc in 0..o {
+                    std::slice::from_raw_parts_mut(gyp.get().add(oc * gn + j * n), n)
+                        .copy_from_slice(&gyg[(j * o + oc) * n..(j * o + oc + 1) * n]);
+                }
+                im2col_cols(op, &xg[j * in_img..(j + 1) * in_img], n, colp, j * n, gn);
             }
-            im2col(
-                op,
-                &xg[j * in_img..(j + 1) * in_img],
-                0,
-                n,
-                &mut col[j * n..],
-                gn,
-            );
-        }
+        });
         // SAFETY: extents follow from the geometry; destinations are distinct buffers.
         unsafe {
             sgemm(
@@ -468,16 +536,13 @@ fn backward_group(
                 gemm_threads,
             );
         }
-        for j in 0..g {
-            col2im_add(
-                op,
-                &dcol[j * n..],
-                0,
-                n,
-                gn,
-                &mut gxg[j * in_img..(j + 1) * in_img],
-            );
-        }
+        let dcol = &*dcol;
+        let gxp = SendPtr(gxg.as_mut_ptr());
+        for_images(g, gemm_threads > 1, |j| {
+            // SAFETY: image j's input gradient belongs to image j's task.
+            let gx = unsafe { std::slice::from_raw_parts_mut(gxp.get().add(j * in_img), in_img) };
+            col2im_add(op, &dcol[j * n..], 0, n, gn, gx);
+        });
     });
 }
 
@@ -499,6 +564,15 @@ impl Conv2dKernel for Cpu {
         assert_eq!(out.num_elements(), op.batch * out_img);
         if out_img == 0 {
             return self.try_tensor_from_vec(Vec::new(), out);
+        }
+        if winograd::applies(op) {
+            // SAFETY: the Winograd pass writes every output element.
+            let y = unsafe {
+                uninit_vec(op.batch * out_img, |y| {
+                    winograd::forward(op, xs, ws, bs, as_f32_ptr(y));
+                })
+            };
+            return self.try_tensor_from_vec(y, out);
         }
         let nt = threads();
         let g = group_size(op, nt);
@@ -563,6 +637,11 @@ impl Conv2dKernel for Cpu {
                 *g += s as f32;
             });
         }
+        if winograd::applies(op) {
+            winograd::backward_input(op, ws, gy, gx);
+            winograd::backward_weight(op, xs, gy, gw);
+            return Ok(());
+        }
         let nt = threads();
         let g = group_size(op, nt);
         let tasks = op.batch.div_ceil(g);
@@ -611,7 +690,7 @@ impl Conv2dKernel for Cpu {
                 })
                 .collect();
             for part in parts.into_iter().flatten() {
-                add_into(gw, &part);
+                add_into_par(gw, &part);
                 give_back_accumulator(part);
             }
         } else {

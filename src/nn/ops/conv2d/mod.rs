@@ -4,6 +4,7 @@
 mod cpu_kernel;
 #[cfg(feature = "cuda")]
 mod cuda_kernel;
+mod winograd;
 
 use dfdx::prelude::*;
 
