@@ -20,6 +20,8 @@
 //! gradient once. Everything is computed from log-softmax, so logits of ±1e4
 //! give finite values; NaN in a row makes that row's loss and gradient NaN.
 
+#[cfg(feature = "cuda")]
+mod cuda_inputs;
 mod error;
 mod poly_sigmoid;
 mod poly_softmax;

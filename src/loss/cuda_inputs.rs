@@ -1,0 +1,119 @@
+//! The device-side inputs both PolyLoss CUDA kernels read: targets, class
+//! weights, the `PRM_*` parameter block of `poly_common.cuh` and the flag
+//! word. One upload path, so the softmax and sigmoid launches cannot drift
+//! apart in how they encode a job.
+
+use cudarc::driver::{CudaDevice, CudaSlice, DriverError};
+use std::sync::Arc;
+
+use crate::loss::targets::Targets;
+use dfdx::prelude::Cuda;
+
+/// Flag: targets are probabilities (`Targets::Probs`), not class indices.
+pub(crate) const F_PROBS: i32 = 1;
+/// Flag: per-class weights are given.
+pub(crate) const F_WEIGHT: i32 = 2;
+/// Flag: the output is one reduced scalar (mean or sum), not one per row.
+pub(crate) const F_SCALAR: i32 = 4;
+/// Marks an ignored row in the target buffer.
+pub(crate) const IGNORED_ROW: u32 = u32::MAX;
+
+/// What a loss job hands the kernels besides the logits.
+pub(crate) struct JobInputs<'a> {
+    pub targets: &'a Targets<Cuda>,
+    pub ignore: Option<usize>,
+    pub weight: Option<&'a [f32]>,
+    pub smoothing: f32,
+    pub gamma: f32,
+    /// The focal α (`None`: unweighted).
+    pub alpha: Option<f32>,
+    pub focal: bool,
+    pub eps: &'a [f32],
+    /// Whether the output is reduced to one scalar.
+    pub scalar: bool,
+}
+
+/// The uploaded inputs; kept for the backward pass.
+pub(crate) struct DeviceInputs {
+    pub tgt: CudaSlice<u32>,
+    pub weight: CudaSlice<f32>,
+    pub prm: CudaSlice<f32>,
+    pub flags: i32,
+}
+
+impl JobInputs<'_> {
+    /// Copies targets, weights and parameters to the device (one-element
+    /// placeholders for what the job does not use: kernels never read them).
+    pub fn upload(&self, dev: &Arc<CudaDevice>) -> Result<DeviceInputs, DriverError> {
+        let (tgt, is_probs) = match self.targets {
+            Targets::Classes(t) => (dev.htod_sync_copy(&target_indices(t, self.ignore))?, false),
+            Targets::Probs(_) => (dev.alloc_zeros::<u32>(1)?, true),
+        };
+        let weight = match self.weight {
+            Some(w) => dev.htod_sync_copy(w)?,
+            None => dev.alloc_zeros::<f32>(1)?,
+        };
+        let prm = dev.htod_sync_copy(&param_block(
+            self.smoothing,
+            self.gamma,
+            self.alpha,
+            self.focal,
+            self.eps,
+        ))?;
+        let flags = (if is_probs { F_PROBS } else { 0 })
+            | (if self.weight.is_some() { F_WEIGHT } else { 0 })
+            | (if self.scalar { F_SCALAR } else { 0 });
+        Ok(DeviceInputs {
+            tgt,
+            weight,
+            prm,
+            flags,
+        })
+    }
+}
+
+/// The probability targets' buffer, or a one-element placeholder (kept in
+/// `slot`) when the targets are class indices.
+pub(crate) fn probs_or_placeholder<'a>(
+    dev: &Arc<CudaDevice>,
+    targets: &'a Targets<Cuda>,
+    slot: &'a mut Option<CudaSlice<f32>>,
+) -> Result<&'a CudaSlice<f32>, DriverError> {
+    match targets {
+        Targets::Probs(y) => Ok(y),
+        Targets::Classes(_) => Ok(slot.insert(dev.alloc_zeros::<f32>(1)?)),
+    }
+}
+
+/// The parameter block of `poly_common.cuh` (PRM_*).
+fn param_block(
+    smoothing: f32,
+    gamma: f32,
+    alpha: Option<f32>,
+    focal: bool,
+    eps: &[f32],
+) -> Vec<f32> {
+    let mut v = vec![
+        smoothing,
+        gamma,
+        alpha.unwrap_or(-1.0),
+        if focal { 1.0 } else { 0.0 },
+        eps.len() as f32,
+    ];
+    v.extend_from_slice(eps);
+    v
+}
+
+/// Class indices as `u32` (ignored rows as [`IGNORED_ROW`]); the caller has
+/// checked every other index is `< C`.
+fn target_indices(t: &[usize], ignore: Option<usize>) -> Vec<u32> {
+    t.iter()
+        .map(|&v| {
+            if Some(v) == ignore {
+                IGNORED_ROW
+            } else {
+                v as u32
+            }
+        })
+        .collect()
+}
