@@ -42,6 +42,18 @@ pub struct LayerGroup {
     pub is_head: bool,
 }
 
+impl LayerGroup {
+    /// Group `index` of a model whose groups are `groups` (forward order,
+    /// head last), as in [`ImageClassifier::GROUPS`].
+    pub fn nth(groups: &'static [&'static str], index: usize) -> Self {
+        LayerGroup {
+            index,
+            name: groups[index],
+            is_head: index + 1 == groups.len(),
+        }
+    }
+}
+
 /// Receives each layer group of a model as its own [`TensorCollection`].
 ///
 /// dfdx optimisers are typed by the module they update (`Adam<M, f32, D>`)

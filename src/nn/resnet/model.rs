@@ -236,11 +236,7 @@ where
     }
 
     fn try_visit_groups<V: LayerGroupVisitor<D>>(&mut self, v: &mut V) -> Result<(), V::Err> {
-        let group = |index: usize| LayerGroup {
-            index,
-            name: Self::GROUPS[index],
-            is_head: index + 1 == Self::GROUPS.len(),
-        };
+        let group = |index| LayerGroup::nth(Self::GROUPS, index);
         v.visit(group(0), &mut self.stem)?;
         v.visit(group(1), &mut self.layer1)?;
         v.visit(group(2), &mut self.layer2)?;
@@ -347,11 +343,7 @@ impl<const C: usize, D: VisionDevice + 'static> ImageClassifier<D> for SmallResN
     }
 
     fn try_visit_groups<V: LayerGroupVisitor<D>>(&mut self, v: &mut V) -> Result<(), V::Err> {
-        let group = |index: usize| LayerGroup {
-            index,
-            name: Self::GROUPS[index],
-            is_head: index + 1 == Self::GROUPS.len(),
-        };
+        let group = |index| LayerGroup::nth(Self::GROUPS, index);
         v.visit(group(0), &mut self.stem)?;
         v.visit(group(1), &mut self.layer1)?;
         v.visit(group(2), &mut self.layer2)?;
