@@ -11,6 +11,13 @@ fn multi() -> &'static MultiProgress {
     MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
 }
 
+/// The process-wide set of progress bars the log writer keeps clear of: add
+/// other bars (e.g. the trainer's epoch and batch bars) here so log lines
+/// do not tear them.
+pub fn multi_progress() -> &'static MultiProgress {
+    multi()
+}
+
 /// A stderr writer that hides the progress bars while a log line is written.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LogWriter;
