@@ -54,7 +54,7 @@ impl W {
         self.buf.extend_from_slice(&b);
     }
     fn pad8(&mut self) {
-        while self.buf.len() % 8 != 0 {
+        while !self.buf.len().is_multiple_of(8) {
             self.buf.push(0);
         }
     }
