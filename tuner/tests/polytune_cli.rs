@@ -178,55 +178,68 @@ fn search_writes_the_best_epsilon_and_resumes_after_sigkill_to_the_same_result()
         .unwrap()
         .subsec_nanos() as u64;
     let mut x = seed | 1;
-    // Kill times uniform in [0.15, 0.6] of the uninterrupted run's.
-    let mut next = move |total: Duration| {
+    let mut rand = move |n: u64| {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        total.mul_f64(0.15 + 0.45 * (x % 1000) as f64 / 1000.0)
+        x % n
     };
     // Its own working directory: no image or feature cache to start from.
     let other_cwd = work.path().join("elsewhere");
     std::fs::create_dir(&other_cwd).unwrap();
     let killed = work.path().join("killed");
     let killed_s = killed.to_str().unwrap();
-    let (mut attempts, mut partway, mut delays) = (0, 0, Vec::new());
+    // Three kills, each once the journal has grown by 1–2 rows (at most 5
+    // of the 6), plus a random part of a trial's time: so every kill lands
+    // partway, at a random point within a trial, however busy the machine.
+    let trial_ms = uninterrupted.as_millis() as u64 / 6;
+    let mut kills = Vec::new();
+    let mut partway = 0;
     loop {
+        let rows_now = journal_rows_or_none(&killed);
+        let plan = (kills.len() < 3).then(|| {
+            let rows = (rows_now + 1 + rand(2) as usize).min(5);
+            (rows, Duration::from_millis(rand(trial_ms.max(1))))
+        });
         let mut child = polytune(&other_cwd, &search_args(cfg_s, killed_s, &[]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Up to 6 kills, until two landed with the study partway (some but
-        // not all of its 6 trials journaled); then a run to the end.
-        let delay = (attempts < 6 && partway < 2).then(|| next(uninterrupted));
-        let t = Instant::now();
+        let mut reached: Option<Instant> = None;
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            if delay.is_some_and(|d| t.elapsed() >= d) {
-                // SAFETY: kill(2) on the pid of our own child.
-                assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
-                let s = child.wait().unwrap();
-                let done = journal_rows_or_none(&killed);
-                partway += (s.signal() == Some(libc::SIGKILL) && (1..6).contains(&done)) as usize;
-                break s;
+            if let Some((rows, extra)) = plan {
+                if reached.is_none() && journal_rows_or_none(&killed) >= rows {
+                    reached = Some(Instant::now());
+                }
+                if reached.is_some_and(|t| t.elapsed() >= extra) {
+                    // SAFETY: kill(2) on the pid of our own child.
+                    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+                    let s = child.wait().unwrap();
+                    let done = journal_rows_or_none(&killed);
+                    partway +=
+                        (s.signal() == Some(libc::SIGKILL) && (1..6).contains(&done)) as usize;
+                    kills.push((rows, extra, done));
+                    break s;
+                }
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         };
-        delays.extend(delay);
         if status.success() {
             break;
         }
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-        attempts += 1;
-        assert!(attempts <= 6);
+        assert!(kills.len() <= 3);
     }
-    eprintln!("killed at {delays:?} (xorshift seed {seed}); {partway} partway");
+    eprintln!(
+        "kills (after row, + delay, rows then): {kills:?} (xorshift seed {seed}); {partway} partway"
+    );
     assert!(
         partway >= 1,
-        "no kill landed partway (seed {seed}, {delays:?})"
+        "no kill landed partway (seed {seed}, {kills:?})"
     );
     assert_eq!(journal_rows(&killed), journal_rows(&study), "seed {seed}");
     assert_eq!(
