@@ -4,7 +4,9 @@
 //! solvers, where each evaluation is a short fine-tune, and writes the best
 //! coefficients to TOML for downstream training.
 
+pub mod cli;
 pub mod data;
 pub mod orchestrator;
 pub mod search;
 pub mod study;
+pub mod train;

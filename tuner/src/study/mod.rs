@@ -59,7 +59,7 @@ pub use journal::{
 };
 pub use output::{seed_stats, SeedStats};
 pub use plot::write_plot;
-pub use progress::{init_logging, LogWriter, Progress};
+pub use progress::{init_logging, multi_progress, LogWriter, Progress};
 
 use crate::orchestrator::{
     ChildCommand, ChildRunner, Orchestrator, Shutdown, TrialOutcome, TrialPhase, TrialRun,

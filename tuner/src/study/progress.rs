@@ -11,6 +11,13 @@ fn multi() -> &'static MultiProgress {
     MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
 }
 
+/// The process-wide set of progress bars the log writer keeps clear of: add
+/// other bars (e.g. the trainer's epoch and batch bars) here so log lines
+/// do not tear them.
+pub fn multi_progress() -> &'static MultiProgress {
+    multi()
+}
+
 /// A stderr writer that hides the progress bars while a log line is written.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LogWriter;
@@ -26,15 +33,19 @@ impl Write for LogWriter {
 }
 
 /// Installs the global tracing subscriber: level from `RUST_LOG` (default
-/// `info`), lines on stderr that do not collide with the progress bar.
+/// `info`), lines on stderr that do not collide with the progress bar;
+/// colours only when stderr is a terminal (a trial's stderr is a pipe whose
+/// tail ends up in the journal's `error` column).
 /// Returns an error if a subscriber is already installed.
 pub fn init_logging() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| LogWriter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init()
 }
 

@@ -1,0 +1,439 @@
+//! The `polytune` command line: `search` (the default), `train` and `trial`.
+//!
+//! ```text
+//! polytune [search] [--budget N] [--config FILE] [--data-dir DIR] [--weights FILE]
+//!                   [--study-dir DIR] [--out FILE] [--solver S] [--workers N] [--seed S]
+//! polytune train [--config FILE] [--epsilon 2.0[,e2..]] [--seed S] [--data-dir DIR]
+//!                [--weights FILE] [--save model.safetensors] [--metrics metrics.csv] [--test]
+//! polytune trial --spec FILE|-
+//! ```
+//!
+//! Without `--config` the embedded default ([`EMBEDDED_DEFAULT`]: the small
+//! ResNet on the embedded digits set) is used. A config is a study config
+//! (see [`crate::study::StudyConfig`]): `train` uses its `[train]` and
+//! `[data]` sections and `study.seed`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::Dataset;
+use crate::orchestrator::{ChildCommand, TrialSpec};
+use crate::search::SolverKind;
+use crate::study::{
+    child_runner, init_logging, multi_progress, run_study_blocking, StudyConfig, StudyError,
+    StudyOptions,
+};
+use crate::train::{
+    check_weights, data_config_from_table, run_trial, train, BatchInfo, EpochMetrics, Phase,
+    TrainConfig, TrainObserver, TrainOptions,
+};
+
+/// The embedded default study config (`configs/digits-small-resnet.toml`):
+/// the small ResNet on the embedded digits set, a few seconds per trial.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../configs/digits-small-resnet.toml");
+/// The name the embedded default goes by (in messages and as the default
+/// study directory `studies/<name>`).
+pub const EMBEDDED_NAME: &str = "digits-small-resnet";
+
+/// polytune: tunes the ε₁..εₙ of PolyLoss by searching over short fine-tunes.
+#[derive(Parser, Debug)]
+#[command(name = "polytune", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: search).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the default `search` command.
+    #[command(flatten)]
+    pub search: SearchArgs,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Search ε (the default): trials, journal, tuned TOML.
+    Search(SearchArgs),
+    /// One fine-tune with a given ε: progress bars, metrics CSV, saved model.
+    Train(TrainArgs),
+    /// One trial of a study: reads a trial spec, prints one result line (JSON).
+    Trial(TrialArgs),
+}
+
+/// `polytune [search]`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SearchArgs {
+    /// Search trials (fine-tunes), the cross-entropy baseline included [config: study.budget].
+    #[arg(long)]
+    pub budget: Option<u64>,
+    /// Study config (TOML); default: the embedded digits / small-ResNet config.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory (or CSV manifest): overrides [data].path.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Pretrained weights (torchvision state dict as safetensors): overrides [train].weights.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Study directory (journal, tuned TOML, plot); default: studies/<config name>.
+    #[arg(long)]
+    pub study_dir: Option<PathBuf>,
+    /// Also write the tuned TOML here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// nelder-mead, particle-swarm, brent or random [config: search.solver].
+    #[arg(long)]
+    pub solver: Option<SolverKind>,
+    /// Trials run at once [config: study.workers].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Seed shared by the search trials [config: study.seed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `polytune train`.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Study config (TOML) whose [train] and [data] sections to use; default: the embedded one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// ε₁..ε_N of PolyLoss, comma-separated (0 = plain cross-entropy).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        default_value = "2.0"
+    )]
+    pub epsilon: Vec<f64>,
+    /// Seed of initialisation, data order and augmentation [config: study.seed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Data directory (or CSV manifest): overrides [data].path.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Pretrained weights: overrides [train].weights.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Save the fine-tuned model here (safetensors, torchvision names).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Write per-epoch metrics here (CSV).
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+    /// Also evaluate the test split at the end.
+    #[arg(long)]
+    pub test: bool,
+}
+
+/// `polytune trial`.
+#[derive(Args, Debug, Clone)]
+pub struct TrialArgs {
+    /// The trial spec (JSON): a file, or `-` for standard input.
+    #[arg(long)]
+    pub spec: String,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    init_logging().map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    match cli.command {
+        None => search(cli.search),
+        Some(Command::Search(a)) => search(a),
+        Some(Command::Train(a)) => train_command(a),
+        Some(Command::Trial(a)) => trial_command(a),
+    }
+}
+
+/// The study config from `--config`, or the embedded default: (config,
+/// source for messages, name for the default study directory).
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<(StudyConfig, String, String)> {
+    match path {
+        Some(p) => {
+            let cfg = StudyConfig::load(p)?;
+            let name = p
+                .file_stem()
+                .map_or("study".into(), |s| s.to_string_lossy().into_owned());
+            Ok((cfg, p.display().to_string(), name))
+        }
+        None => Ok((
+            StudyConfig::from_toml_str(EMBEDDED_DEFAULT, "<embedded default>")?,
+            "<embedded default>".into(),
+            EMBEDDED_NAME.into(),
+        )),
+    }
+}
+
+/// Applies `--data-dir` and `--weights` to the config's opaque tables.
+fn override_tables(cfg: &mut StudyConfig, data_dir: Option<&Path>, weights: Option<&Path>) {
+    let path_value = |p: &Path| toml::Value::String(p.display().to_string());
+    if let Some(d) = data_dir {
+        cfg.data.insert("path".into(), path_value(d));
+    }
+    if let Some(w) = weights {
+        cfg.train.insert("weights".into(), path_value(w));
+    }
+}
+
+/// Makes rayon use `threads` threads (0: leave the default).
+fn set_threads(threads: i64) {
+    if threads > 0 {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads as usize)
+            .build_global()
+        {
+            tracing::warn!("cannot set {threads} compute threads: {e}");
+        }
+    }
+}
+
+fn search(a: SearchArgs) -> anyhow::Result<u8> {
+    let (mut cfg, source, name) = load_config(a.config.as_deref())?;
+    if let Some(b) = a.budget {
+        cfg.study.budget = b;
+    }
+    if let Some(w) = a.workers {
+        cfg.study.workers = w;
+    }
+    if let Some(s) = a.seed {
+        cfg.study.seed = s;
+    }
+    if let Some(s) = a.solver {
+        cfg.search.solver = s;
+    }
+    override_tables(&mut cfg, a.data_dir.as_deref(), a.weights.as_deref());
+    cfg.validate_named(&source)?;
+
+    // Check the trainer's sections, the data and the weights once, up
+    // front: a mistake there is one clear error, not a failed trial per ε.
+    let train_cfg = TrainConfig::from_table(&cfg.train, &source)?;
+    let data_cfg = data_config_from_table(&cfg.data, &source)?;
+    let data = Dataset::load(&data_cfg)?;
+    check_weights(&train_cfg)?;
+    tracing::info!(
+        "{}: {} on {} ({} classes, {} train / {} valid images at {} px), {} + {} epochs per trial",
+        source,
+        train_cfg.model,
+        data.source().name(),
+        data.num_classes(),
+        data.train().len(),
+        data.valid().len(),
+        data.image_size(),
+        train_cfg.freeze_epochs,
+        train_cfg.epochs
+    );
+    drop(data);
+
+    let study_dir = a
+        .study_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("studies").join(&name));
+    let runner = child_runner(&cfg, ChildCommand::polytune_trial()?);
+    let mut opts = StudyOptions::new(&study_dir);
+    opts.config_source = source;
+    opts.out = a.out.clone();
+    opts.resume_command = Some(std::env::args().collect::<Vec<_>>().join(" "));
+    opts.provenance.weights = train_cfg.weights.clone();
+    if cfg.provenance.model.is_none() {
+        opts.provenance.model = Some(train_cfg.model.clone());
+    }
+    if cfg.provenance.dataset.is_none() {
+        opts.provenance.dataset = Some(match &data_cfg.path {
+            Some(p) => format!("{} ({})", data_cfg.source.name(), p.display()),
+            None => data_cfg.source.name().to_string(),
+        });
+    }
+    if cfg.provenance.schedule.is_none() {
+        opts.provenance.schedule = Some(schedule_words(&train_cfg));
+    }
+    match run_study_blocking(cfg, opts, Arc::new(runner)) {
+        Ok(report) => {
+            println!("{}", report.summary_table());
+            Ok(0)
+        }
+        Err(e @ StudyError::Interrupted { .. }) => {
+            eprintln!("error: {e}");
+            Ok(130)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The schedule in words, for the tuned TOML's provenance.
+pub fn schedule_words(t: &TrainConfig) -> String {
+    format!(
+        "fastai fine_tune: {} frozen epoch(s) (one-cycle, lr {}), then {} unfrozen (one-cycle, lr slice({}/{}, {}), bn {}), AdamW wd {}, batch {}{}",
+        t.freeze_epochs,
+        t.base_lr,
+        t.epochs,
+        t.base_lr / 2.0,
+        t.lr_mult,
+        t.base_lr / 2.0,
+        t.bn_mode,
+        t.weight_decay,
+        t.batch_size,
+        if t.label_smoothing > 0.0 {
+            format!(", label smoothing {}", t.label_smoothing)
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
+    let (mut cfg, source, _) = load_config(a.config.as_deref())?;
+    override_tables(&mut cfg, a.data_dir.as_deref(), a.weights.as_deref());
+    let train_cfg = TrainConfig::from_table(&cfg.train, &source)?;
+    let data_cfg = data_config_from_table(&cfg.data, &source)?;
+    if a.epsilon.is_empty() {
+        bail!("--epsilon needs at least one value");
+    }
+    set_threads(train_cfg.threads);
+    let seed = a.seed.unwrap_or(cfg.study.seed);
+    let data = Dataset::load(&data_cfg)?;
+    tracing::info!(
+        "training {} on {} ({} classes, {} train / {} valid images at {} px) with ε = {:?}, seed {seed}",
+        train_cfg.model,
+        data.source().name(),
+        data.num_classes(),
+        data.train().len(),
+        data.valid().len(),
+        data.image_size(),
+        a.epsilon
+    );
+    let mut bars = Bars::new(train_cfg.total_epochs() as u64);
+    let opts = TrainOptions {
+        epsilon: a.epsilon.clone(),
+        seed,
+        metrics_csv: a.metrics.clone(),
+        save: a.save.clone(),
+        test: a.test,
+        observer: Some(&mut bars),
+    };
+    let report = train(&train_cfg, &data, opts);
+    bars.finish();
+    let report = report?;
+    println!("epoch  phase     train_loss  val_loss  val_top1  val_top5  seconds");
+    for m in &report.epochs {
+        println!(
+            "{:>5}  {:<8}  {:>10.4}  {:>8.4}  {:>8.4}  {:>8.4}  {:>7.2}",
+            m.epoch,
+            m.phase.name(),
+            m.train_loss,
+            m.valid.loss,
+            m.valid.top1,
+            m.valid.top5,
+            m.seconds
+        );
+    }
+    println!(
+        "validation: top-1 {:.4}, top-5 {:.4}, CE {:.4} ({} images); {:.1} s in all",
+        report.valid.top1, report.valid.top5, report.valid.loss, report.valid.count, report.seconds
+    );
+    if let Some(t) = &report.test {
+        println!(
+            "test: top-1 {:.4}, top-5 {:.4}, CE {:.4} ({} images)",
+            t.top1, t.top5, t.loss, t.count
+        );
+    }
+    if let Some(p) = &a.metrics {
+        println!("metrics: {}", p.display());
+    }
+    if let Some(p) = &a.save {
+        println!("model: {}", p.display());
+    }
+    Ok(0)
+}
+
+fn trial_command(a: TrialArgs) -> anyhow::Result<u8> {
+    let spec = TrialSpec::read(&a.spec)?;
+    // The thread count is part of the config (results are reproducible
+    // bit for bit for a fixed count), so apply it before any work.
+    if let Some(t) = spec.train.get("threads").and_then(toml::Value::as_integer) {
+        set_threads(t);
+    }
+    let (result, _) = run_trial(&spec, None).with_context(|| {
+        format!(
+            "trial {} (ε = {:?}, seed {})",
+            spec.trial, spec.epsilon, spec.seed
+        )
+    })?;
+    result.print()?;
+    Ok(0)
+}
+
+/// indicatif bars for `polytune train`: epochs, and batches of the epoch.
+struct Bars {
+    epochs: ProgressBar,
+    batches: ProgressBar,
+}
+
+impl Bars {
+    fn new(epochs: u64) -> Self {
+        let multi = multi_progress();
+        let e = multi.add(ProgressBar::new(epochs));
+        e.set_style(
+            ProgressStyle::with_template("epochs  [{bar:30}] {pos}/{len} {elapsed} | {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let b = multi.add(ProgressBar::new(0));
+        b.set_style(
+            ProgressStyle::with_template("{prefix:<8}[{bar:30}] {pos}/{len} batches | {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        Bars {
+            epochs: e,
+            batches: b,
+        }
+    }
+
+    fn finish(&self) {
+        self.batches.finish_and_clear();
+        self.epochs.finish_and_clear();
+    }
+}
+
+impl TrainObserver for Bars {
+    fn phase_start(&mut self, phase: Phase, epochs: usize) {
+        if phase == Phase::Frozen {
+            self.batches.set_prefix("frozen");
+            self.batches
+                .set_message("preparing the frozen body's features");
+        }
+        tracing::info!("{} phase: {epochs} epoch(s)", phase.name());
+    }
+
+    fn epoch_start(&mut self, phase: Phase, _epoch: usize, batches: usize) {
+        self.batches.set_prefix(phase.name());
+        self.batches.set_length(batches as u64);
+        self.batches.set_position(0);
+    }
+
+    fn batch_end(&mut self, info: &BatchInfo<'_>) {
+        self.batches.inc(1);
+        self.batches
+            .set_message(format!("loss {:.4}, lr {:.2e}", info.loss, info.lr));
+    }
+
+    fn epoch_end(&mut self, m: &EpochMetrics) {
+        self.epochs.inc(1);
+        self.epochs.set_message(format!(
+            "val top-1 {:.4}, loss {:.4}",
+            m.valid.top1, m.valid.loss
+        ));
+        tracing::info!(
+            "epoch {} ({}): train loss {:.4}, val loss {:.4}, top-1 {:.4}, top-5 {:.4}, {:.2} s",
+            m.epoch,
+            m.phase.name(),
+            m.train_loss,
+            m.valid.loss,
+            m.valid.top1,
+            m.valid.top5,
+            m.seconds
+        );
+    }
+}

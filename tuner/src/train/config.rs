@@ -1,0 +1,434 @@
+//! The `[train]` section of a polytune config: model, schedule, optimiser.
+//!
+//! ```toml
+//! [train]
+//! model = "resnet50"          # small-resnet | resnet18 | resnet50
+//! weights = "resnet50.safetensors"  # optional torchvision state dict (safetensors)
+//! batch_size = 64
+//! eval_batch_size = 256
+//! freeze_epochs = 1           # F: head only, body frozen (fastai's freeze_epochs)
+//! epochs = 5                  # U: everything, after unfreezing
+//! base_lr = 2e-3              # fastai's fine_tune base_lr
+//! lr_mult = 100               # unfrozen: slice(base_lr/2/lr_mult, base_lr/2) over the layer groups
+//! pct_start = 0.3             # one-cycle warm-up fraction, unfrozen phase
+//! frozen_pct_start = 0.99     # the same, frozen phase
+//! div = 5.0                   # start lr = lr / div, unfrozen phase
+//! frozen_div = 25.0           # the same, frozen phase
+//! div_final = 1e5             # final lr = lr / div_final
+//! moms = [0.95, 0.85, 0.95]   # Adam β₁ over the cycle
+//! beta2 = 0.99
+//! adam_eps = 1e-5
+//! weight_decay = 0.01         # decoupled (AdamW)
+//! label_smoothing = 0.0
+//! bn_mode = "train"           # batch-norm in the unfrozen phase: train | eval
+//! feature_cache = true        # cache the frozen body's features on disk
+//! views = 1                   # augmentation views in the feature cache (default: freeze_epochs)
+//! threads = 0                 # compute threads (0: all cores)
+//! ```
+//!
+//! The defaults are fastai's `fine_tune` / `fit_one_cycle` / `Adam`
+//! defaults. Unknown keys are rejected; impossible values (a zero batch
+//! size, negative epochs, an unknown model, …) are errors that name the key
+//! and the value.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::TrainError;
+
+/// The networks the trainer can fine-tune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// [`poly_loss::nn::resnet::SmallResNet`]: 8×8 … 32×32 images, ~5 k parameters.
+    SmallResNet,
+    /// torchvision's `resnet18`.
+    ResNet18,
+    /// torchvision's `resnet50`.
+    ResNet50,
+}
+
+impl ModelKind {
+    /// Every model, in the order shown in messages.
+    pub const ALL: [ModelKind; 3] = [
+        ModelKind::SmallResNet,
+        ModelKind::ResNet18,
+        ModelKind::ResNet50,
+    ];
+
+    /// The name used in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::SmallResNet => "small-resnet",
+            ModelKind::ResNet18 => "resnet18",
+            ModelKind::ResNet50 => "resnet50",
+        }
+    }
+
+    /// Width of the pooled features (the head's input).
+    pub fn feature_dim(self) -> usize {
+        match self {
+            ModelKind::SmallResNet => 16,
+            ModelKind::ResNet18 => 512,
+            ModelKind::ResNet50 => 2048,
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ModelKind::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown model (expected one of {})", names.join(", "))
+            })
+    }
+}
+
+/// The `[train]` table as written (integers signed, so that a negative value
+/// gets a message naming its key rather than a type error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// `small-resnet`, `resnet18` or `resnet50`.
+    pub model: String,
+    /// Pretrained weights (a torchvision `state_dict` as safetensors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+    /// Training batch size (the last partial batch of an epoch is dropped).
+    pub batch_size: i64,
+    /// Batch size for evaluation and feature extraction.
+    pub eval_batch_size: i64,
+    /// F: epochs with the body frozen (head only).
+    pub freeze_epochs: i64,
+    /// U: epochs with everything trainable.
+    pub epochs: i64,
+    /// fastai's `base_lr`: the head's peak rate while frozen; halved for the
+    /// unfrozen phase.
+    pub base_lr: f64,
+    /// Ratio between the last and the first layer group's rate when unfrozen.
+    pub lr_mult: f64,
+    /// One-cycle warm-up fraction of the unfrozen phase.
+    pub pct_start: f64,
+    /// One-cycle warm-up fraction of the frozen phase.
+    pub frozen_pct_start: f64,
+    /// Unfrozen phase: the cycle starts at `lr / div`.
+    pub div: f64,
+    /// Frozen phase: the cycle starts at `lr / frozen_div`.
+    pub frozen_div: f64,
+    /// Both phases: the cycle ends at `lr / div_final`.
+    pub div_final: f64,
+    /// Adam β₁ at the start, the peak-lr point and the end of a cycle.
+    pub moms: [f64; 3],
+    /// Adam β₂.
+    pub beta2: f64,
+    /// Adam ε.
+    pub adam_eps: f64,
+    /// Decoupled weight decay (AdamW), applied as `p -= lr · wd · p`.
+    pub weight_decay: f64,
+    /// Label smoothing of the training loss.
+    pub label_smoothing: f64,
+    /// Batch-norm in the unfrozen phase: `train` (batch statistics, as
+    /// fastai) or `eval` (running statistics, frozen).
+    pub bn_mode: String,
+    /// Cache the frozen body's features on disk (next to the image cache).
+    pub feature_cache: bool,
+    /// Augmentation views in the feature cache: frozen epoch `e` uses view
+    /// `e % views` (default: `freeze_epochs`, i.e. one view per epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub views: Option<i64>,
+    /// Compute threads of a run (0: all cores). Results are bit-for-bit
+    /// reproducible for a fixed thread count.
+    pub threads: i64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: ModelKind::SmallResNet.name().into(),
+            weights: None,
+            batch_size: 64,
+            eval_batch_size: 256,
+            freeze_epochs: 1,
+            epochs: 3,
+            base_lr: 2e-3,
+            lr_mult: 100.0,
+            pct_start: 0.3,
+            frozen_pct_start: 0.99,
+            div: 5.0,
+            frozen_div: 25.0,
+            div_final: 1e5,
+            moms: [0.95, 0.85, 0.95],
+            beta2: 0.99,
+            adam_eps: 1e-5,
+            weight_decay: 0.01,
+            label_smoothing: 0.0,
+            bn_mode: "train".into(),
+            feature_cache: true,
+            views: None,
+            threads: 0,
+        }
+    }
+}
+
+/// Batch-norm behaviour in the unfrozen phase.
+pub use poly_loss::nn::resnet::BnMode;
+
+impl TrainConfig {
+    /// Parses a `[train]` table (e.g. [`crate::study::StudyConfig::train`] or
+    /// a trial spec's) and validates it; `origin` names the config in errors.
+    ///
+    /// ```
+    /// use polytune::train::TrainConfig;
+    /// let t: toml::Table = toml::from_str("batch_size = 32\nepochs = 2").unwrap();
+    /// let cfg = TrainConfig::from_table(&t, "study.toml").unwrap();
+    /// assert_eq!((cfg.batch_size, cfg.epochs), (32, 2));
+    ///
+    /// let t: toml::Table = toml::from_str("batch_size = 0").unwrap();
+    /// let e = TrainConfig::from_table(&t, "study.toml").unwrap_err().to_string();
+    /// assert_eq!(e, "study.toml: key `train.batch_size`: 0 must be at least 1");
+    /// ```
+    pub fn from_table(table: &toml::Table, origin: &str) -> Result<Self, TrainError> {
+        // Through TOML text under a `[train]` header, so that toml's messages
+        // (unknown field, wrong type) quote the offending key and line.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wrapper {
+            #[serde(default)]
+            train: TrainConfig,
+        }
+        let mut outer = toml::Table::new();
+        outer.insert("train".into(), toml::Value::Table(table.clone()));
+        let text = toml::to_string(&outer).map_err(|e| TrainError::ConfigParse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let w: Wrapper = toml::from_str(&text).map_err(|e| TrainError::ConfigParse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        w.train.validate(origin)?;
+        Ok(w.train)
+    }
+
+    /// This config as a `[train]` table.
+    pub fn to_table(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("a TrainConfig always serialises")
+    }
+
+    /// Checks every value; errors name `origin`, the key and the value.
+    pub fn validate(&self, origin: &str) -> Result<(), TrainError> {
+        let bad = |key: &str, value: String, rule: &str| {
+            Err(TrainError::Config {
+                origin: origin.to_string(),
+                key: format!("train.{key}"),
+                message: format!("{value} {rule}"),
+            })
+        };
+        if let Err(why) = self.model.parse::<ModelKind>() {
+            return bad(
+                "model",
+                format!("{:?}", self.model),
+                &format!("is an {why}"),
+            );
+        }
+        if let Err(why) = parse_bn_mode(&self.bn_mode) {
+            return bad("bn_mode", format!("{:?}", self.bn_mode), &why);
+        }
+        for (key, v) in [
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+        ] {
+            if v < 1 {
+                return bad(key, v.to_string(), "must be at least 1");
+            }
+        }
+        for (key, v) in [
+            ("freeze_epochs", self.freeze_epochs),
+            ("epochs", self.epochs),
+        ] {
+            if v < 0 {
+                return bad(key, v.to_string(), "must not be negative");
+            }
+            if v > 100_000 {
+                return bad(key, v.to_string(), "is more than 100000");
+            }
+        }
+        if self.freeze_epochs + self.epochs == 0 {
+            return bad(
+                "epochs",
+                "0".into(),
+                "leaves nothing to train (freeze_epochs is 0 too)",
+            );
+        }
+        let positive = [
+            ("base_lr", self.base_lr),
+            ("lr_mult", self.lr_mult),
+            ("div", self.div),
+            ("frozen_div", self.frozen_div),
+            ("div_final", self.div_final),
+            ("adam_eps", self.adam_eps),
+        ];
+        for (key, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(key, v.to_string(), "must be a finite number > 0");
+            }
+        }
+        for (key, v) in [
+            ("pct_start", self.pct_start),
+            ("frozen_pct_start", self.frozen_pct_start),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(key, v.to_string(), "must be in [0, 1)");
+            }
+        }
+        for (i, &m) in self.moms.iter().enumerate() {
+            if !(0.0..1.0).contains(&m) {
+                return bad(&format!("moms[{i}]"), m.to_string(), "must be in [0, 1)");
+            }
+        }
+        if !(0.0..1.0).contains(&self.beta2) {
+            return bad("beta2", self.beta2.to_string(), "must be in [0, 1)");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "weight_decay",
+                self.weight_decay.to_string(),
+                "must be a finite number >= 0",
+            );
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(
+                "label_smoothing",
+                self.label_smoothing.to_string(),
+                "must be in [0, 1)",
+            );
+        }
+        if let Some(v) = self.views {
+            if v < 1 {
+                return bad("views", v.to_string(), "must be at least 1");
+            }
+        }
+        if !(0..=4096).contains(&self.threads) {
+            return bad("threads", self.threads.to_string(), "must be in 0..=4096");
+        }
+        if let Some(w) = &self.weights {
+            if w.as_os_str().is_empty() {
+                return bad("weights", "\"\"".into(), "must not be empty");
+            }
+        }
+        Ok(())
+    }
+
+    /// The model (the config must be valid).
+    pub fn model_kind(&self) -> ModelKind {
+        self.model.parse().expect("validated model")
+    }
+
+    /// Batch-norm mode of the unfrozen phase (the config must be valid).
+    pub fn bn(&self) -> BnMode {
+        parse_bn_mode(&self.bn_mode).expect("validated bn_mode")
+    }
+
+    /// F as a count.
+    pub fn frozen_epochs(&self) -> usize {
+        self.freeze_epochs as usize
+    }
+
+    /// U as a count.
+    pub fn unfrozen_epochs(&self) -> usize {
+        self.epochs as usize
+    }
+
+    /// F + U.
+    pub fn total_epochs(&self) -> usize {
+        self.frozen_epochs() + self.unfrozen_epochs()
+    }
+
+    /// The number of augmentation views in the feature cache.
+    pub fn feature_views(&self) -> u64 {
+        self.views.unwrap_or(self.freeze_epochs).max(1) as u64
+    }
+
+    /// Resolves a relative `weights` path against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(w) = &self.weights {
+            if w.is_relative() {
+                self.weights = Some(base.join(w));
+            }
+        }
+    }
+}
+
+fn parse_bn_mode(s: &str) -> Result<BnMode, String> {
+    match s {
+        "train" => Ok(BnMode::Train),
+        "eval" => Ok(BnMode::Eval),
+        _ => Err("is not a batch-norm mode (expected \"train\" or \"eval\")".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TrainConfig, TrainError> {
+        TrainConfig::from_table(&toml::from_str(text).unwrap(), "c.toml")
+    }
+
+    #[test]
+    fn defaults_are_fastai_fine_tune() {
+        let c = parse("").unwrap();
+        assert_eq!(c, TrainConfig::default());
+        assert_eq!(c.model_kind(), ModelKind::SmallResNet);
+        assert_eq!(
+            (c.base_lr, c.lr_mult, c.div, c.div_final),
+            (2e-3, 100.0, 5.0, 1e5)
+        );
+        assert_eq!(c.feature_views(), 1);
+        assert_eq!(c.bn(), BnMode::Train);
+        let back = TrainConfig::from_table(&c.to_table(), "x").unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn errors_name_origin_key_and_value() {
+        let cases = [
+            ("batch_size = 0", "c.toml: key `train.batch_size`: 0 must be at least 1"),
+            ("epochs = -2", "c.toml: key `train.epochs`: -2 must not be negative"),
+            ("freeze_epochs = -1", "c.toml: key `train.freeze_epochs`: -1 must not be negative"),
+            (
+                "model = \"resnet34\"",
+                "c.toml: key `train.model`: \"resnet34\" is an unknown model (expected one of small-resnet, resnet18, resnet50)",
+            ),
+            ("base_lr = 0.0", "c.toml: key `train.base_lr`: 0 must be a finite number > 0"),
+            ("pct_start = 1.0", "c.toml: key `train.pct_start`: 1 must be in [0, 1)"),
+            ("moms = [0.95, 1.5, 0.95]", "c.toml: key `train.moms[1]`: 1.5 must be in [0, 1)"),
+            ("views = 0", "c.toml: key `train.views`: 0 must be at least 1"),
+            (
+                "bn_mode = \"frozen\"",
+                "c.toml: key `train.bn_mode`: \"frozen\" is not a batch-norm mode (expected \"train\" or \"eval\")",
+            ),
+            (
+                "epochs = 0\nfreeze_epochs = 0",
+                "c.toml: key `train.epochs`: 0 leaves nothing to train (freeze_epochs is 0 too)",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(text).unwrap_err().to_string(), want, "{text}");
+        }
+        let e = parse("batchsize = 3").unwrap_err().to_string();
+        assert!(e.starts_with("c.toml:") && e.contains("batchsize"), "{e}");
+        let e = parse("batch_size = \"64\"").unwrap_err().to_string();
+        assert!(e.starts_with("c.toml:") && e.contains("batch_size"), "{e}");
+    }
+}

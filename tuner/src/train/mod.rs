@@ -1,0 +1,47 @@
+//! The fine-tune trainer: fastai's `fine_tune` schedule with `PolyLoss<N>`,
+//! a frozen-phase feature cache, and the trial entry point.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`config`] | the `[train]` section ([`TrainConfig`]) |
+//! | [`schedule`] | one-cycle learning rate and momentum, discriminative rates |
+//! | [`head`] | the runtime-sized classification head ([`Head`]) |
+//! | [`optimiser`] | AdamW per layer group |
+//! | [`features`] | the frozen body's feature cache |
+//! | [`metrics`] | top-1 / top-5 / CE, the epoch CSV |
+//! | [`trainer`] | the fine-tune loop ([`train`]) |
+//! | [`weights`] | pretrained weights in, the trained model out |
+//! | [`trial`] | a trial spec in, a trial result out ([`run_trial`]) |
+//!
+//! ```no_run
+//! use polytune::data::Dataset;
+//! use polytune::train::{train, TrainConfig, TrainOptions};
+//!
+//! let data = Dataset::digits(8)?; // the embedded digits set
+//! let report = train(&TrainConfig::default(), &data, TrainOptions::new(vec![2.0], 7))?;
+//! println!("val top-1 {:.3}, top-5 {:.3}", report.valid.top1, report.valid.top5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod features;
+pub mod head;
+pub mod metrics;
+pub mod optimiser;
+pub mod schedule;
+pub mod trainer;
+pub mod trial;
+pub mod weights;
+
+pub use config::{ModelKind, TrainConfig};
+pub use error::TrainError;
+pub use features::{FeatureKey, FeatureOrigin, FrozenFeatures};
+pub use head::Head;
+pub use metrics::{EpochMetrics, EvalMetrics, Phase};
+pub use trainer::{
+    epoch_batches, train, BatchInfo, Loss, Quiet, TrainObserver, TrainOptions, TrainReport,
+    MAX_TERMS,
+};
+pub use trial::{data_config_from_table, run_trial};
+pub use weights::{check_weights, save_model};

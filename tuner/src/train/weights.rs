@@ -1,0 +1,195 @@
+//! Pretrained weights in, the fine-tuned model out (safetensors,
+//! torchvision names).
+
+use std::path::Path;
+
+use ::safetensors::tensor::{Dtype as FileDtype, TensorView};
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
+    ViewTensorRef,
+};
+use dfdx::prelude::*;
+use num_traits::NumCast;
+use poly_loss::nn::pretrained::{load_pretrained, LoadOptions, PretrainedError};
+use poly_loss::nn::resnet::ImageClassifier;
+use poly_loss::nn::VisionDevice;
+
+use super::config::ModelKind;
+use super::error::TrainError;
+use super::head::Head;
+
+/// Loads a torchvision-layout `state_dict` (safetensors) into the body of
+/// `model`. The file's `fc` may have any class count (the trainer trains a
+/// head of its own); anything else that does not fit — another
+/// architecture, missing or extra tensors, other shapes — is an error that
+/// names the file, the model and the first offending keys.
+pub fn load_body<M, D>(model: &mut M, kind: ModelKind, path: &Path) -> Result<(), TrainError>
+where
+    D: VisionDevice,
+    M: ImageClassifier<D>,
+{
+    match load_pretrained(model, path, &LoadOptions::head(M::HEAD)) {
+        Ok(report) => {
+            tracing::info!(
+                "{}: loaded {} tensors into {kind}{}",
+                path.display(),
+                report.loaded.len(),
+                if report.fresh_head.is_some() {
+                    " (its classification head is not used: the trainer trains one for this data set)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Err(PretrainedError::Mismatch { problems, .. }) => {
+            let shown: Vec<String> = problems.iter().take(4).map(ToString::to_string).collect();
+            let more = problems.len().saturating_sub(shown.len());
+            Err(TrainError::Weights {
+                path: path.to_path_buf(),
+                message: format!(
+                    "these weights are not for model `{kind}` (set train.model to the file's architecture): {} problem(s), e.g. {}{}",
+                    problems.len(),
+                    shown.join("; "),
+                    if more > 0 { format!("; and {more} more") } else { String::new() }
+                ),
+            })
+        }
+        Err(e @ PretrainedError::Io { .. }) | Err(e @ PretrainedError::Format { .. }) => {
+            Err(TrainError::Weights {
+                path: path.to_path_buf(),
+                message: match e {
+                    PretrainedError::Io { source, .. } => format!("cannot read weights: {source}"),
+                    PretrainedError::Format { source, .. } => {
+                        format!("not a valid safetensors file: {source}")
+                    }
+                    PretrainedError::Mismatch { .. } => unreachable!(),
+                },
+            })
+        }
+    }
+}
+
+/// Named f32 tensors collected from a model.
+struct Collect<'a> {
+    skip: &'a str,
+    out: Vec<(String, Vec<usize>, Vec<u8>)>,
+}
+
+impl<D: Device<f32>> TensorVisitor<f32, D> for Collect<'_> {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = std::convert::Infallible;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        _: TensorOptions<S, f32, D>,
+        (t, name): (&Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        if !name.starts_with(self.skip) {
+            let bytes = t.as_vec().iter().flat_map(|x| x.to_le_bytes()).collect();
+            self.out
+                .push((name, t.shape().concrete().into_iter().collect(), bytes));
+        }
+        Ok(None)
+    }
+
+    fn visit_scalar<N: NumCast>(
+        &mut self,
+        _: ScalarOptions<N>,
+        _: (&N, String),
+    ) -> Result<Option<N>, Self::Err> {
+        // torchvision state dicts have no module scalars (BN ε, momentum).
+        Ok(None)
+    }
+}
+
+fn collect<M: TensorCollection<f32, D>, D: Device<f32>>(
+    model: &M,
+    skip: &str,
+    out: &mut Vec<(String, Vec<usize>, Vec<u8>)>,
+) {
+    let mut v = Collect {
+        skip,
+        out: Vec::new(),
+    };
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (model, String::new()),
+        f: &mut v,
+    })
+    .unwrap_or_else(|e: std::convert::Infallible| match e {});
+    out.extend(v.out);
+}
+
+/// Saves the body of `model` and `head` as one safetensors file with
+/// torchvision's names (`conv1.weight`, …, `fc.weight`, `fc.bias`), written
+/// to a temporary name and renamed. `torchvision.models.resnet50(num_classes=C)
+/// .load_state_dict(safetensors.torch.load_file(path))` accepts it.
+pub fn save_model<M, D>(
+    model: &M,
+    head: &Head<M::FeatureDim, f32, D>,
+    path: &Path,
+) -> Result<(), TrainError>
+where
+    D: VisionDevice,
+    M: ImageClassifier<D>,
+{
+    let mut tensors = Vec::new();
+    let head_prefix = format!("{}.", M::HEAD);
+    collect(model, &head_prefix, &mut tensors);
+    let classes = head.classes();
+    let f32_bytes = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    tensors.push((
+        format!("{head_prefix}weight"),
+        vec![classes, M::FeatureDim::SIZE],
+        f32_bytes(head.weight.as_vec()),
+    ));
+    tensors.push((
+        format!("{head_prefix}bias"),
+        vec![classes],
+        f32_bytes(head.bias.as_vec()),
+    ));
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            TensorView::new(FileDtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| TrainError::Weights {
+                    path: path.to_path_buf(),
+                    message: format!("cannot serialise `{n}`: {e:?}"),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes =
+        ::safetensors::tensor::serialize(views, &None).map_err(|e| TrainError::Weights {
+            path: path.to_path_buf(),
+            message: format!("cannot serialise the model: {e:?}"),
+        })?;
+    crate::study::write_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
+}
+
+/// Checks that `cfg.weights` (if set) loads into `cfg.model`: what a study
+/// does once before starting trials, so a wrong file is one clear error
+/// instead of a failed trial per ε.
+pub fn check_weights(cfg: &super::TrainConfig) -> Result<(), TrainError> {
+    use dfdx::nn::BuildModule;
+    use poly_loss::nn::resnet::{ResNet18, ResNet50, SmallResNet};
+    fn check<M: ImageClassifier<Cpu> + BuildModule<Cpu, f32>>(
+        kind: ModelKind,
+        path: &Path,
+    ) -> Result<(), TrainError> {
+        let dev = Cpu::default();
+        let mut model = M::try_build(&dev).map_err(TrainError::device)?;
+        load_body(&mut model, kind, path)
+    }
+    let Some(path) = &cfg.weights else {
+        return Ok(());
+    };
+    let kind = cfg.model_kind();
+    match kind {
+        ModelKind::SmallResNet => check::<SmallResNet<1>>(kind, path),
+        ModelKind::ResNet18 => check::<ResNet18<1>>(kind, path),
+        ModelKind::ResNet50 => check::<ResNet50<1>>(kind, path),
+    }
+}

@@ -1,0 +1,86 @@
+//! The shipped study configs parse and validate in every section the way
+//! `polytune` reads them — without their data or weights — and say what
+//! their comments promise.
+
+use std::path::{Path, PathBuf};
+
+use polytune::cli::{load_config, EMBEDDED_DEFAULT};
+use polytune::data::SourceKind;
+use polytune::search::SolverKind;
+use polytune::study::StudyConfig;
+use polytune::train::{data_config_from_table, ModelKind, TrainConfig};
+
+fn config_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .join(name)
+}
+
+#[test]
+fn flowers102_resnet50_is_the_real_study() {
+    let path = config_path("flowers102-resnet50.toml");
+    let (cfg, source, name) = load_config(Some(&path)).unwrap();
+    assert_eq!(name, "flowers102-resnet50");
+    let t = TrainConfig::from_table(&cfg.train, &source).unwrap();
+    let d = data_config_from_table(&cfg.data, &source).unwrap();
+
+    assert_eq!(t.model_kind(), ModelKind::ResNet50);
+    assert_eq!(t.weights, None, "weights come from --weights");
+    assert_eq!((t.batch_size, t.freeze_epochs, t.epochs), (64, 1, 5));
+    assert_eq!((t.base_lr, t.lr_mult), (2e-3, 100.0));
+    assert!(t.feature_cache);
+    assert_eq!(d.source, SourceKind::Flowers102);
+    assert_eq!(d.path.as_deref(), Some(Path::new("data/flowers102")));
+    assert_eq!(d.image_size(), 224);
+
+    let s = &cfg.study;
+    assert_eq!((s.budget, s.workers, s.rerun_seeds, s.seed), (20, 1, 2, 0));
+    assert_eq!(cfg.search.solver, SolverKind::NelderMead);
+    assert_eq!(cfg.search.terms, 1);
+    let b = cfg.search.bounds();
+    assert_eq!((b.lower, b.upper), (vec![-1.0], vec![10.0]));
+    assert_eq!(cfg.provenance.model.as_deref(), Some("resnet50"));
+    // The copy a study directory keeps reads back to the same config.
+    let back = StudyConfig::from_toml_str(&cfg.to_toml_string(), "copy").unwrap();
+    assert_eq!(back.fingerprint(), cfg.fingerprint());
+}
+
+#[test]
+fn the_embedded_default_is_the_digits_file() {
+    let text = std::fs::read_to_string(config_path("digits-small-resnet.toml")).unwrap();
+    assert_eq!(text, EMBEDDED_DEFAULT);
+    let (cfg, source, _) = load_config(None).unwrap();
+    let t = TrainConfig::from_table(&cfg.train, &source).unwrap();
+    let d = data_config_from_table(&cfg.data, &source).unwrap();
+    assert_eq!(t.model_kind(), ModelKind::SmallResNet);
+    assert_eq!(d.source, SourceKind::Digits);
+    assert_eq!(cfg.study.budget, 20);
+}
+
+/// Without the data the study stops before any trial with an error that
+/// names the directory it looked in: the placeholder, or `--data-dir`.
+#[test]
+fn flowers102_without_its_data_names_the_directory() {
+    let path = config_path("flowers102-resnet50.toml");
+    let work = tempfile::tempdir().unwrap();
+    let elsewhere = work.path().join("no-flowers-here");
+    for (extra, want) in [
+        (vec![], "data/flowers102".to_string()),
+        (
+            vec!["--data-dir", elsewhere.to_str().unwrap()],
+            elsewhere.display().to_string(),
+        ),
+    ] {
+        let mut args = vec!["--config", path.to_str().unwrap()];
+        args.extend(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_polytune"))
+            .current_dir(work.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("error: ") && e.contains(&want), "{args:?}: {e}");
+        assert!(!work.path().join("studies").exists());
+    }
+}
