@@ -126,6 +126,17 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, s)
 }
 
+/// `cargo bench` runs this in `tuner/`; relative paths the user gives are
+/// meant from the workspace root (where the documented commands run).
+fn from_workspace_root(path: &str) -> String {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() || p.exists() {
+        return path.to_string();
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.join(p).display().to_string()
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -135,7 +146,7 @@ fn main() {
         }
     };
     let (base_cfg, source) = match &args.config {
-        Some(p) => match StudyConfig::load(p) {
+        Some(p) => match StudyConfig::load(from_workspace_root(p)) {
             Ok(c) => (c, p.clone()),
             Err(e) => {
                 eprintln!("search_quality: {e}");
@@ -156,7 +167,7 @@ fn main() {
             .clone()
             .unwrap_or_else(|| "target/release/polytune trial --spec -".to_string());
         let mut parts = line.split_whitespace();
-        let program = parts.next().expect("a child command");
+        let program = from_workspace_root(parts.next().expect("a child command"));
         let cmd = ChildCommand::new(program, parts.collect::<Vec<_>>());
         Arc::new(child_runner(&base_cfg, cmd))
     };
