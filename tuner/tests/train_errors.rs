@@ -53,12 +53,17 @@ fn config_errors_name_the_file_and_the_key() {
     );
     let (file, e) = train_error(dir.path(), "unknown.toml", "learning_rate = 0.1");
     assert!(
-        e.starts_with(&format!("{file}: ")) && e.contains("unknown field `learning_rate`"),
+        // The key, not a line: the line toml sees is of a regenerated table.
+        e.starts_with(&format!(
+            "{file}: train.learning_rate: unknown field `learning_rate`"
+        )) && !e.contains("line"),
         "{e}"
     );
     let (file, e) = train_error(dir.path(), "type.toml", "epochs = \"five\"");
     assert!(
-        e.starts_with(&format!("{file}: ")) && e.contains("epochs"),
+        e.starts_with(&format!(
+            "{file}: train.epochs: invalid type: string \"five\""
+        )),
         "{e}"
     );
 
@@ -70,7 +75,10 @@ fn config_errors_name_the_file_and_the_key() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.starts_with(&format!("{}: ", path.display())) && e.contains("image_sise"),
+        e.starts_with(&format!(
+            "{}: data.image_sise: unknown field `image_sise`",
+            path.display()
+        )) && !e.contains("line"),
         "{e}"
     );
     let path = dir.path().join("study.toml");

@@ -199,7 +199,8 @@ impl TrainConfig {
     /// ```
     pub fn from_table(table: &toml::Table, origin: &str) -> Result<Self, TrainError> {
         // Through TOML text under a `[train]` header, so that toml's messages
-        // (unknown field, wrong type) quote the offending key and line.
+        // (unknown field, wrong type) point at the offending key; the line
+        // is of this regenerated text, so only the key is reported.
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Wrapper {
@@ -214,7 +215,7 @@ impl TrainConfig {
         })?;
         let w: Wrapper = toml::from_str(&text).map_err(|e| TrainError::ConfigParse {
             origin: origin.to_string(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: keyed_toml_error("train", &text, &e),
         })?;
         w.train.validate(origin)?;
         Ok(w.train)
@@ -430,5 +431,24 @@ mod tests {
         assert!(e.starts_with("c.toml:") && e.contains("batchsize"), "{e}");
         let e = parse("batch_size = \"64\"").unwrap_err().to_string();
         assert!(e.starts_with("c.toml:") && e.contains("batch_size"), "{e}");
+    }
+}
+
+/// A toml error on text this crate regenerated from a table: the key the
+/// error points at (`section.key`) and toml's message, without the line and
+/// snippet of the regenerated text (which would mislead about the user's
+/// file).
+pub(crate) fn keyed_toml_error(section: &str, text: &str, e: &toml::de::Error) -> String {
+    let key = e.span().and_then(|span| {
+        let start = text[..span.start.min(text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line = text[start..].lines().next()?;
+        let key = line.split('=').next()?.trim();
+        (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+    });
+    match key {
+        Some(k) => format!("{section}.{k}: {}", e.message()),
+        None => format!("[{section}]: {}", e.message()),
     }
 }

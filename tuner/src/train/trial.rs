@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::config::TrainConfig;
+use super::config::{keyed_toml_error, TrainConfig};
 use super::error::TrainError;
 use super::trainer::{train, TrainObserver, TrainOptions, TrainReport};
 use crate::data::{DataConfig, DataError, Dataset};
@@ -25,13 +25,18 @@ pub fn data_config_from_table(table: &toml::Table, origin: &str) -> Result<DataC
         origin: origin.to_string(),
         message: format!("[data]: {e}"),
     })?;
-    DataConfig::from_toml(&text).map_err(|e| match e {
+    let cfg: DataConfig = toml::from_str(&text).map_err(|e| TrainError::ConfigParse {
+        origin: origin.to_string(),
+        message: keyed_toml_error("data", &text, &e),
+    })?;
+    cfg.validate().map_err(|e| match e {
         DataError::Config { .. } => TrainError::ConfigParse {
             origin: origin.to_string(),
             message: e.to_string().replace('\n', " "),
         },
         other => TrainError::Data(other),
-    })
+    })?;
+    Ok(cfg)
 }
 
 /// Runs the fine-tune a spec describes: `[train]` and `[data]` from the
