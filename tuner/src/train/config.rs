@@ -378,6 +378,25 @@ fn parse_bn_mode(s: &str) -> Result<BnMode, String> {
     }
 }
 
+/// A toml error on text this crate regenerated from a table: the key the
+/// error points at (`section.key`) and toml's message, without the line and
+/// snippet of the regenerated text (which would mislead about the user's
+/// file).
+pub(crate) fn keyed_toml_error(section: &str, text: &str, e: &toml::de::Error) -> String {
+    let key = e.span().and_then(|span| {
+        let start = text[..span.start.min(text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line = text[start..].lines().next()?;
+        let key = line.split('=').next()?.trim();
+        (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+    });
+    match key {
+        Some(k) => format!("{section}.{k}: {}", e.message()),
+        None => format!("[{section}]: {}", e.message()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,24 +450,5 @@ mod tests {
         assert!(e.starts_with("c.toml:") && e.contains("batchsize"), "{e}");
         let e = parse("batch_size = \"64\"").unwrap_err().to_string();
         assert!(e.starts_with("c.toml:") && e.contains("batch_size"), "{e}");
-    }
-}
-
-/// A toml error on text this crate regenerated from a table: the key the
-/// error points at (`section.key`) and toml's message, without the line and
-/// snippet of the regenerated text (which would mislead about the user's
-/// file).
-pub(crate) fn keyed_toml_error(section: &str, text: &str, e: &toml::de::Error) -> String {
-    let key = e.span().and_then(|span| {
-        let start = text[..span.start.min(text.len())]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
-        let line = text[start..].lines().next()?;
-        let key = line.split('=').next()?.trim();
-        (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
-    });
-    match key {
-        Some(k) => format!("{section}.{k}: {}", e.message()),
-        None => format!("[{section}]: {}", e.message()),
     }
 }
