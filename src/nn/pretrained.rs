@@ -341,38 +341,95 @@ where
     D: Device<f32>,
 {
     let mut layout = Layout::default();
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (model, String::new()),
-        f: &mut layout,
-    })
-    .unwrap_or_else(|e: std::convert::Infallible| match e {});
+    visit_model(model, |item| match item {
+        ModelItem::Tensor { name, shape, .. } => layout.tensors.push((name, shape)),
+        ModelItem::Scalar { name, .. } => layout.scalars.push(name),
+    });
     layout
 }
 
-impl<D: Device<f32>> TensorVisitor<f32, D> for Layout {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = std::convert::Infallible;
-    type E2 = f32;
-    type D2 = D;
+/// One named entry of a model, as [`visit_model`] hands it over.
+pub enum ModelItem<'a> {
+    /// An f32 tensor: its dotted name (torchvision's), its shape, and its
+    /// values on demand (a host copy, made only when asked for).
+    Tensor {
+        /// e.g. `layer1.0.conv1.weight`.
+        name: String,
+        /// The concrete dims.
+        shape: Vec<usize>,
+        /// Copies the values to the host, in logical order.
+        values: &'a dyn Fn() -> Vec<f32>,
+    },
+    /// A module scalar (e.g. a batch-norm ε or momentum), as f64.
+    Scalar {
+        /// e.g. `bn1.epsilon`.
+        name: String,
+        /// `None` when it does not fit an f64.
+        value: Option<f64>,
+    },
+}
 
-    fn visit<S: Shape>(
-        &mut self,
-        _: TensorOptions<S, f32, D>,
-        (t, name): (&Tensor<S, f32, D>, String),
-    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
-        self.tensors
-            .push((name, t.shape().concrete().into_iter().collect()));
-        Ok(None)
-    }
+/// Calls `f` for every tensor and scalar of `model`, in dfdx's visiting
+/// order (the order `save_safetensors` writes) — one walker for everything
+/// that needs a model's names: layouts, hashes, exports.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use poly_loss::nn::pretrained::{visit_model, ModelItem};
+///
+/// let dev = Cpu::default();
+/// let model = dev.build_module::<Linear<3, 2>, f32>();
+/// let mut numel = Vec::new();
+/// visit_model(&model, |item| {
+///     if let ModelItem::Tensor { name, values, .. } = item {
+///         numel.push((name, values().len()));
+///     }
+/// });
+/// assert_eq!(numel, [("weight".to_string(), 6), ("bias".to_string(), 2)]);
+/// ```
+pub fn visit_model<M, D>(model: &M, f: impl FnMut(ModelItem<'_>))
+where
+    M: TensorCollection<f32, D>,
+    D: Device<f32>,
+{
+    struct Visit<F>(F);
+    impl<D: Device<f32>, F: FnMut(ModelItem<'_>)> TensorVisitor<f32, D> for Visit<F> {
+        type Viewer = (ViewTensorRef, ViewTensorName);
+        type Err = std::convert::Infallible;
+        type E2 = f32;
+        type D2 = D;
 
-    fn visit_scalar<N: NumCast>(
-        &mut self,
-        _: ScalarOptions<N>,
-        (_, name): (&N, String),
-    ) -> Result<Option<N>, Self::Err> {
-        self.scalars.push(name);
-        Ok(None)
+        fn visit<S: Shape>(
+            &mut self,
+            _: TensorOptions<S, f32, D>,
+            (t, name): (&Tensor<S, f32, D>, String),
+        ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+            let values = || t.as_vec();
+            (self.0)(ModelItem::Tensor {
+                name,
+                shape: t.shape().concrete().into_iter().collect(),
+                values: &values,
+            });
+            Ok(None)
+        }
+
+        fn visit_scalar<N: NumCast>(
+            &mut self,
+            _: ScalarOptions<N>,
+            (v, name): (&N, String),
+        ) -> Result<Option<N>, Self::Err> {
+            (self.0)(ModelItem::Scalar {
+                name,
+                value: v.to_f64(),
+            });
+            Ok(None)
+        }
     }
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (model, String::new()),
+        f: &mut Visit(f),
+    })
+    .unwrap_or_else(|e: std::convert::Infallible| match e {});
 }
 
 /// The outcome of checking a file against a model.

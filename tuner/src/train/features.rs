@@ -28,12 +28,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use dfdx::nn::tensor_collection::{
-    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
-    ViewTensorRef,
-};
+use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
-use num_traits::NumCast;
+use poly_loss::nn::pretrained::{visit_model, ModelItem};
 use poly_loss::nn::resnet::{ImageClassifier, Images};
 use poly_loss::nn::VisionDevice;
 
@@ -95,49 +92,27 @@ where
     M: TensorCollection<f32, D>,
     D: Device<f32>,
 {
-    struct Hashing<'a> {
-        h: WordHash,
-        skip: &'a str,
-    }
-    impl<D: Device<f32>> TensorVisitor<f32, D> for Hashing<'_> {
-        type Viewer = (ViewTensorRef, ViewTensorName);
-        type Err = std::convert::Infallible;
-        type E2 = f32;
-        type D2 = D;
-        fn visit<S: Shape>(
-            &mut self,
-            _: TensorOptions<S, f32, D>,
-            (t, name): (&Tensor<S, f32, D>, String),
-        ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
-            if !name.starts_with(self.skip) {
-                self.h.bytes(name.as_bytes());
-                for d in t.shape().concrete().into_iter() {
-                    self.h.word(d as u64);
+    let mut h = WordHash::new();
+    visit_model(model, |item| match item {
+        ModelItem::Tensor {
+            name,
+            shape,
+            values,
+        } => {
+            if !name.starts_with(skip_prefix) {
+                h.bytes(name.as_bytes());
+                for d in shape {
+                    h.word(d as u64);
                 }
-                self.h.f32s(&t.as_vec());
+                h.f32s(&values());
             }
-            Ok(None)
         }
-        fn visit_scalar<N: NumCast>(
-            &mut self,
-            _: ScalarOptions<N>,
-            (v, name): (&N, String),
-        ) -> Result<Option<N>, Self::Err> {
-            self.h.bytes(name.as_bytes());
-            self.h.word(v.to_f64().map_or(0, f64::to_bits));
-            Ok(None)
+        ModelItem::Scalar { name, value } => {
+            h.bytes(name.as_bytes());
+            h.word(value.map_or(0, f64::to_bits));
         }
-    }
-    let mut v = Hashing {
-        h: WordHash::new(),
-        skip: skip_prefix,
-    };
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (model, String::new()),
-        f: &mut v,
-    })
-    .unwrap_or_else(|e: std::convert::Infallible| match e {});
-    v.h.finish()
+    });
+    h.finish()
 }
 
 /// Everything that decides the cached features (see the module docs).

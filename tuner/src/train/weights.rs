@@ -4,13 +4,11 @@
 use std::path::Path;
 
 use ::safetensors::tensor::{Dtype as FileDtype, TensorView};
-use dfdx::nn::tensor_collection::{
-    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
-    ViewTensorRef,
-};
+use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
-use num_traits::NumCast;
-use poly_loss::nn::pretrained::{load_pretrained, LoadOptions, PretrainedError};
+use poly_loss::nn::pretrained::{
+    load_pretrained, visit_model, LoadOptions, ModelItem, PretrainedError,
+};
 use poly_loss::nn::resnet::ImageClassifier;
 use poly_loss::nn::VisionDevice;
 
@@ -70,56 +68,24 @@ where
     }
 }
 
-/// Named f32 tensors collected from a model.
-struct Collect<'a> {
-    skip: &'a str,
-    out: Vec<(String, Vec<usize>, Vec<u8>)>,
-}
-
-impl<D: Device<f32>> TensorVisitor<f32, D> for Collect<'_> {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = std::convert::Infallible;
-    type E2 = f32;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        _: TensorOptions<S, f32, D>,
-        (t, name): (&Tensor<S, f32, D>, String),
-    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
-        if !name.starts_with(self.skip) {
-            let bytes = t.as_vec().iter().flat_map(|x| x.to_le_bytes()).collect();
-            self.out
-                .push((name, t.shape().concrete().into_iter().collect(), bytes));
-        }
-        Ok(None)
-    }
-
-    fn visit_scalar<N: NumCast>(
-        &mut self,
-        _: ScalarOptions<N>,
-        _: (&N, String),
-    ) -> Result<Option<N>, Self::Err> {
-        // torchvision state dicts have no module scalars (BN ε, momentum).
-        Ok(None)
-    }
-}
-
 fn collect<M: TensorCollection<f32, D>, D: Device<f32>>(
     model: &M,
     skip: &str,
     out: &mut Vec<(String, Vec<usize>, Vec<u8>)>,
 ) {
-    let mut v = Collect {
-        skip,
-        out: Vec::new(),
-    };
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (model, String::new()),
-        f: &mut v,
-    })
-    .unwrap_or_else(|e: std::convert::Infallible| match e {});
-    out.extend(v.out);
+    visit_model(model, |item| {
+        if let ModelItem::Tensor {
+            name,
+            shape,
+            values,
+        } = item
+        {
+            if !name.starts_with(skip) {
+                let bytes = values().iter().flat_map(|x| x.to_le_bytes()).collect();
+                out.push((name, shape, bytes));
+            }
+        }
+    });
 }
 
 /// Saves the body of `model` and `head` as one safetensors file with
