@@ -425,15 +425,6 @@ impl TrainObserver for Bars {
             "val top-1 {:.4}, loss {:.4}",
             m.valid.top1, m.valid.loss
         ));
-        tracing::info!(
-            "epoch {} ({}): train loss {:.4}, val loss {:.4}, top-1 {:.4}, top-5 {:.4}, {:.2} s",
-            m.epoch,
-            m.phase.name(),
-            m.train_loss,
-            m.valid.loss,
-            m.valid.top1,
-            m.valid.top5,
-            m.seconds
-        );
+        tracing::info!("{m}");
     }
 }

@@ -109,6 +109,23 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
+/// The log line: `epoch 3 (unfrozen): train loss …, val loss …, top-1 …, top-5 …, 1.23 s`.
+impl std::fmt::Display for EpochMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "epoch {} ({}): train loss {:.4}, val loss {:.4}, top-1 {:.4}, top-5 {:.4}, {:.2} s",
+            self.epoch,
+            self.phase.name(),
+            self.train_loss,
+            self.valid.loss,
+            self.valid.top1,
+            self.valid.top5,
+            self.seconds
+        )
+    }
+}
+
 /// The per-epoch metrics CSV: written row by row, flushed after each.
 #[derive(Debug)]
 pub struct MetricsCsv {

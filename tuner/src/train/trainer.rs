@@ -694,16 +694,7 @@ where
                 value: m.valid.loss as f32,
             });
         }
-        tracing::debug!(
-            "epoch {} ({}): train loss {:.4}, val loss {:.4}, top-1 {:.4}, top-5 {:.4}, {:.2} s",
-            m.epoch,
-            m.phase.name(),
-            m.train_loss,
-            m.valid.loss,
-            m.valid.top1,
-            m.valid.top5,
-            m.seconds
-        );
+        tracing::debug!("{m}");
         if let Some(csv) = &mut self.csv {
             csv.append(&m)?;
         }
