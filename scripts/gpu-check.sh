@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: builds the CUDA path, runs the CUDA tests (CUDA ops against the
-# CPU ops on random inputs) and prints the CUDA benchmarks.
+# CPU ops on random inputs), trains polytune's embedded default on the GPU,
+# and prints the CUDA benchmarks.
 #
 # Needs an NVIDIA GPU, nvidia-smi and nvcc (the CUDA toolkit) on PATH.
 # CI cannot run this (no GPU there); it only type-checks the CUDA code with
@@ -22,6 +23,12 @@ cargo build --release --features cuda --tests --benches
 
 echo "==> CUDA tests: fused PolyLoss and vision ops against the CPU ops"
 cargo test --release --features cuda --test cuda_loss --test cuda_nn -- --nocapture
+
+echo "==> polytune on CUDA: the embedded default (small ResNet, digits) must still reach >= 95 %"
+cargo build --release -p polytune --features cuda
+out=$(target/release/polytune train --device cuda 2>&1 | tee /dev/stderr | grep '^validation: top-1')
+top1=$(echo "$out" | sed -E 's/^validation: top-1 ([0-9.]+).*/\1/')
+python3 -c "import sys; t = float(sys.argv[1]); print('polytune cuda top-1', t); sys.exit(0 if t >= 0.95 else 1)" "$top1"
 
 echo "==> CUDA benchmarks"
 bench_args=(--noplot)

@@ -1,9 +1,9 @@
 //! The `polytune` command line: `search` (the default), `train` and `trial`.
 //!
 //! ```text
-//! polytune [search] [--budget N] [--config FILE] [--data-dir DIR] [--weights FILE]
+//! polytune [search] [--budget N] [--config FILE] [--data-dir DIR] [--weights FILE] [--device D]
 //!                   [--study-dir DIR] [--out FILE] [--solver S] [--workers N] [--seed S]
-//! polytune train [--config FILE] [--epsilon 2.0[,e2..]] [--seed S] [--data-dir DIR]
+//! polytune train [--config FILE] [--epsilon 2.0[,e2..]] [--seed S] [--data-dir DIR] [--device D]
 //!                [--weights FILE] [--save model.safetensors] [--metrics metrics.csv] [--test]
 //! polytune trial --spec FILE|-
 //! ```
@@ -77,6 +77,9 @@ pub struct SearchArgs {
     /// Pretrained weights (torchvision state dict as safetensors): overrides [train].weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Compute device of the trials: cpu, cuda or cuda:N (overrides [train].device).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Study directory (journal, tuned TOML, plot); default: studies/<config name>.
     #[arg(long)]
     pub study_dir: Option<PathBuf>,
@@ -117,6 +120,9 @@ pub struct TrainArgs {
     /// Pretrained weights: overrides [train].weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Compute device: cpu, cuda or cuda:N (overrides [train].device).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Save the fine-tuned model here (safetensors, torchvision names).
     #[arg(long)]
     pub save: Option<PathBuf>,
@@ -166,14 +172,23 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<(StudyConfig, String, 
     }
 }
 
-/// Applies `--data-dir` and `--weights` to the config's opaque tables.
-fn override_tables(cfg: &mut StudyConfig, data_dir: Option<&Path>, weights: Option<&Path>) {
+/// Applies `--data-dir`, `--weights` and `--device` to the config's opaque tables.
+fn override_tables(
+    cfg: &mut StudyConfig,
+    data_dir: Option<&Path>,
+    weights: Option<&Path>,
+    device: Option<&str>,
+) {
     let path_value = |p: &Path| toml::Value::String(p.display().to_string());
     if let Some(d) = data_dir {
         cfg.data.insert("path".into(), path_value(d));
     }
     if let Some(w) = weights {
         cfg.train.insert("weights".into(), path_value(w));
+    }
+    if let Some(d) = device {
+        cfg.train
+            .insert("device".into(), toml::Value::String(d.into()));
     }
 }
 
@@ -203,7 +218,12 @@ fn search(a: SearchArgs) -> anyhow::Result<u8> {
     if let Some(s) = a.solver {
         cfg.search.solver = s;
     }
-    override_tables(&mut cfg, a.data_dir.as_deref(), a.weights.as_deref());
+    override_tables(
+        &mut cfg,
+        a.data_dir.as_deref(),
+        a.weights.as_deref(),
+        a.device.as_deref(),
+    );
     cfg.validate_named(&source)?;
 
     // Check the trainer's sections, the data and the weights once, up
@@ -284,7 +304,12 @@ pub fn schedule_words(t: &TrainConfig) -> String {
 
 fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
     let (mut cfg, source, _) = load_config(a.config.as_deref())?;
-    override_tables(&mut cfg, a.data_dir.as_deref(), a.weights.as_deref());
+    override_tables(
+        &mut cfg,
+        a.data_dir.as_deref(),
+        a.weights.as_deref(),
+        a.device.as_deref(),
+    );
     let train_cfg = TrainConfig::from_table(&cfg.train, &source)?;
     let data_cfg = data_config_from_table(&cfg.data, &source)?;
     if a.epsilon.is_empty() {

@@ -424,6 +424,10 @@ fn bad_configs_name_the_file_and_the_key() {
         ),
         ("[study]\nbudgte = 3\n", "budgte"),
         ("[search]\nlower = [1.0]\n", "key `search.lower`"),
+        (
+            "[train]\ndevice = \"gpu\"\n",
+            "key `train.device`: \"gpu\" is not a device",
+        ),
     ];
     for (toml, want) in cases {
         let (work, cfg) = workdir("bad.toml", toml);
@@ -443,7 +447,30 @@ fn bad_configs_name_the_file_and_the_key() {
             assert!(!work.path().join("studies").exists(), "{args:?}");
         }
     }
+    // --device overrides [train].device, and is checked the same way.
     let work = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--device", "tpu", "--budget", "2"],
+        vec!["train", "--device", "tpu"],
+    ] {
+        let o = run(work.path(), &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let e = text(&o.stderr);
+        assert!(
+            e.contains("key `train.device`: \"tpu\" is not a device"),
+            "{args:?}: {e}"
+        );
+        assert!(!work.path().join("studies").exists(), "{args:?}");
+    }
+    if !cfg!(feature = "cuda") {
+        let o = run(work.path(), &["train", "--device", "cuda"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            text(&o.stderr).contains("needs polytune built with CUDA"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
     let missing = work.path().join("nope.toml");
     let o = run(work.path(), &["--config", missing.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));

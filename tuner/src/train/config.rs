@@ -149,6 +149,34 @@ pub struct TrainConfig {
     /// Compute threads of a run (0: all cores). Results are bit-for-bit
     /// reproducible for a fixed thread count.
     pub threads: i64,
+    /// Where a run computes: `"cpu"`, `"cuda"` (GPU 0) or `"cuda:N"`. CUDA
+    /// needs polytune built with `--features cuda`.
+    pub device: String,
+}
+
+/// The compute device of a run (`[train].device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputeDevice {
+    /// dfdx's `Cpu` (rayon threads).
+    Cpu,
+    /// dfdx's `Cuda` on the GPU with this ordinal.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for ComputeDevice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(ComputeDevice::Cpu),
+            "cuda" => Ok(ComputeDevice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(ComputeDevice::Cuda)
+                .ok_or_else(|| "is not a device: use \"cpu\", \"cuda\" or \"cuda:N\"".into()),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -176,6 +204,7 @@ impl Default for TrainConfig {
             feature_cache: true,
             views: None,
             threads: 0,
+            device: "cpu".into(),
         }
     }
 }
@@ -244,6 +273,17 @@ impl TrainConfig {
         }
         if let Err(why) = parse_bn_mode(&self.bn_mode) {
             return bad("bn_mode", format!("{:?}", self.bn_mode), &why);
+        }
+        match self.device.parse::<ComputeDevice>() {
+            Err(why) => return bad("device", format!("{:?}", self.device), &why),
+            Ok(ComputeDevice::Cuda(_)) if !cfg!(feature = "cuda") => {
+                return bad(
+                    "device",
+                    format!("{:?}", self.device),
+                    "needs polytune built with CUDA (cargo build --release -p polytune --features cuda)",
+                )
+            }
+            Ok(_) => {}
         }
         for (key, v) in [
             ("batch_size", self.batch_size),
@@ -335,6 +375,11 @@ impl TrainConfig {
         self.model.parse().expect("validated model")
     }
 
+    /// The compute device (the config must be valid).
+    pub fn compute_device(&self) -> ComputeDevice {
+        self.device.parse().expect("validated device")
+    }
+
     /// Batch-norm mode of the unfrozen phase (the config must be valid).
     pub fn bn(&self) -> BnMode {
         parse_bn_mode(&self.bn_mode).expect("validated bn_mode")
@@ -403,6 +448,34 @@ mod tests {
 
     fn parse(text: &str) -> Result<TrainConfig, TrainError> {
         TrainConfig::from_table(&toml::from_str(text).unwrap(), "c.toml")
+    }
+
+    #[test]
+    fn device_parses_and_cuda_needs_the_feature() {
+        assert_eq!(parse("").unwrap().compute_device(), ComputeDevice::Cpu);
+        assert_eq!("cuda".parse(), Ok(ComputeDevice::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(ComputeDevice::Cuda(3)));
+        for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
+            let e = parse(&format!("device = {bad:?}")).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "c.toml: key `train.device`: {bad:?} is not a device: use \"cpu\", \"cuda\" or \"cuda:N\""
+                )
+            );
+        }
+        let cuda = parse("device = \"cuda:1\"");
+        if cfg!(feature = "cuda") {
+            assert_eq!(cuda.unwrap().compute_device(), ComputeDevice::Cuda(1));
+        } else {
+            let e = cuda.unwrap_err().to_string();
+            assert!(
+                e.starts_with(
+                    "c.toml: key `train.device`: \"cuda:1\" needs polytune built with CUDA"
+                ),
+                "{e}"
+            );
+        }
     }
 
     #[test]

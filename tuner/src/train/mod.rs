@@ -34,7 +34,7 @@ pub mod trainer;
 pub mod trial;
 pub mod weights;
 
-pub use config::{ModelKind, TrainConfig};
+pub use config::{ComputeDevice, ModelKind, TrainConfig};
 pub use error::TrainError;
 pub use features::{FeatureKey, FeatureOrigin, FrozenFeatures};
 pub use head::Head;

@@ -29,7 +29,7 @@ use poly_loss::nn::resnet::{ImageClassifier, ResNet18, ResNet50, SmallResNet};
 use poly_loss::nn::VisionDevice;
 use poly_loss::PolyLoss;
 
-use super::config::{ModelKind, TrainConfig};
+use super::config::{ComputeDevice, ModelKind, TrainConfig};
 use super::error::TrainError;
 use super::features::{
     extract_features, images_tensor, tensor_hash, FeatureKey, FeatureOrigin, FrozenFeatures,
@@ -301,12 +301,42 @@ pub fn train(
             ),
         });
     }
-    let dev = Cpu::seed_from_u64(opts.seed);
-    dev.enable_cache();
+    match cfg.compute_device() {
+        ComputeDevice::Cpu => {
+            let dev = Cpu::seed_from_u64(opts.seed);
+            dev.enable_cache();
+            run_on(dev, cfg, data, opts, loss)
+        }
+        #[cfg(feature = "cuda")]
+        ComputeDevice::Cuda(ordinal) => {
+            let dev = Cuda::try_build(ordinal, opts.seed).map_err(|e| TrainError::Config {
+                origin: "[train]".into(),
+                key: "train.device".into(),
+                message: format!("cannot open CUDA device {ordinal}: {e:?}"),
+            })?;
+            dev.enable_cache();
+            run_on(dev, cfg, data, opts, loss)
+        }
+        #[cfg(not(feature = "cuda"))]
+        ComputeDevice::Cuda(_) => unreachable!("validate refuses CUDA without the feature"),
+    }
+}
+
+/// [`train`] on a given device: picks the model type.
+fn run_on<D>(
+    dev: D,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    opts: TrainOptions<'_>,
+    loss: Loss,
+) -> Result<TrainReport, TrainError>
+where
+    D: VisionDevice + PolyDevice + 'static,
+{
     match cfg.model_kind() {
-        ModelKind::SmallResNet => Run::<SmallResNet<1>, Cpu>::go(cfg, data, opts, loss, dev),
-        ModelKind::ResNet18 => Run::<ResNet18<1>, Cpu>::go(cfg, data, opts, loss, dev),
-        ModelKind::ResNet50 => Run::<ResNet50<1>, Cpu>::go(cfg, data, opts, loss, dev),
+        ModelKind::SmallResNet => Run::<SmallResNet<1, f32, D>, D>::go(cfg, data, opts, loss, dev),
+        ModelKind::ResNet18 => Run::<ResNet18<1, f32, D>, D>::go(cfg, data, opts, loss, dev),
+        ModelKind::ResNet50 => Run::<ResNet50<1, f32, D>, D>::go(cfg, data, opts, loss, dev),
     }
 }
 
