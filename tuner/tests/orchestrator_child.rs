@@ -23,6 +23,7 @@ fn spec(eps: f64, seed: u64) -> TrialSpec {
         seed,
         train: toml::from_str("epochs = 2").unwrap(),
         data: toml::Table::new(),
+        worker: None,
     }
 }
 

@@ -240,6 +240,9 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 pub struct Orchestrator {
     runner: Arc<dyn TrialRunner>,
     permits: Arc<Semaphore>,
+    /// Free worker slot numbers (one per permit): a trial learns which
+    /// worker runs it, e.g. to pick that worker's GPU.
+    slots: Arc<std::sync::Mutex<Vec<usize>>>,
     shutdown: Shutdown,
     handle: tokio::runtime::Handle,
 }
@@ -251,6 +254,7 @@ impl Orchestrator {
         Self {
             runner,
             permits: Arc::new(Semaphore::new(workers.max(1))),
+            slots: Arc::new(std::sync::Mutex::new((0..workers.max(1)).rev().collect())),
             shutdown,
             handle: tokio::runtime::Handle::current(),
         }
@@ -285,13 +289,16 @@ impl Orchestrator {
     /// Runs a trial on an acquired worker slot.
     async fn launch(
         &self,
-        spec: TrialSpec,
+        mut spec: TrialSpec,
         _permit: tokio::sync::OwnedSemaphorePermit,
     ) -> TrialRun {
-        tracing::debug!(trial = spec.trial, phase = spec.phase.as_str(), epsilon = ?spec.epsilon, seed = spec.seed, "trial starts");
+        let slot = SlotGuard::take(&self.slots);
+        spec.worker = Some(slot.0);
+        tracing::debug!(trial = spec.trial, phase = spec.phase.as_str(), epsilon = ?spec.epsilon, seed = spec.seed, worker = slot.0, "trial starts");
         let started = std::time::SystemTime::now();
         let clock = std::time::Instant::now();
         let outcome = self.runner.run(spec, self.shutdown.subscribe()).await;
+        drop(slot);
         TrialRun {
             outcome,
             started,
@@ -331,6 +338,30 @@ impl Orchestrator {
     }
 }
 
+/// A worker slot number, handed back to the free list when the trial ends
+/// (or its future is dropped), like the permit it goes with.
+struct SlotGuard(usize, Arc<std::sync::Mutex<Vec<usize>>>);
+
+impl SlotGuard {
+    fn take(slots: &Arc<std::sync::Mutex<Vec<usize>>>) -> Self {
+        // Every held permit holds one slot, so a slot is always free here.
+        let n = slots
+            .lock()
+            .expect("slot list")
+            .pop()
+            .expect("a free slot per permit");
+        SlotGuard(n, slots.clone())
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Ok(mut free) = self.1.lock() {
+            free.push(self.0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +375,7 @@ mod tests {
             seed: 0,
             train: Default::default(),
             data: Default::default(),
+            worker: None,
         }
     }
 
@@ -374,6 +406,46 @@ mod tests {
             assert!(o.duration >= Duration::from_millis(20));
         }
         assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_trials_get_distinct_worker_slots() {
+        let busy = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+        let (b, sn) = (busy.clone(), seen.clone());
+        let runner = FnRunner::new(move |s: &TrialSpec| {
+            let w = s.worker.expect("the pool sets the worker slot");
+            {
+                let mut busy = b.lock().unwrap();
+                if busy.contains(&w) {
+                    // Recorded, checked below: a panic here would only fail the trial.
+                    sn.lock().unwrap().push(usize::MAX);
+                }
+                busy.push(w);
+            }
+            sn.lock().unwrap().push(w);
+            std::thread::sleep(Duration::from_millis(15));
+            b.lock().unwrap().retain(|&x| x != w);
+            TrialOutcome::Failed("done".into())
+        });
+        let pool = Orchestrator::new(Arc::new(runner), 3, Shutdown::new());
+        let n = tokio::task::spawn_blocking(move || {
+            pool.run_batch_blocking((0..9).map(spec).collect())
+                .iter()
+                .take(9)
+                .count()
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 9);
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            [0, 1, 2],
+            "slots are 0..workers, all get used, none twice at once"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

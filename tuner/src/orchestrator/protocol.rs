@@ -18,6 +18,7 @@
 //!     seed: 7,
 //!     train: toml::Table::new(),
 //!     data: toml::Table::new(),
+//!     worker: None,
 //! };
 //! let json = spec.to_json();
 //! assert_eq!(TrialSpec::from_json(&json).unwrap(), spec);
@@ -73,6 +74,11 @@ pub struct TrialSpec {
     /// The study config's `[data]` table, passed through unchanged.
     #[serde(default)]
     pub data: toml::Table,
+    /// The worker slot (0..workers) the orchestrator runs this trial on:
+    /// `[train].device = "cuda"` puts worker k on GPU k. Set by the pool,
+    /// not part of what a trial computes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
 }
 
 /// A spec that could not be read.
@@ -276,6 +282,7 @@ mod tests {
             seed: 9,
             train,
             data: toml::Table::new(),
+            worker: None,
         };
         let back = TrialSpec::from_json(&spec.to_json()).unwrap();
         assert_eq!(back, spec);

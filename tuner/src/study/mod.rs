@@ -276,6 +276,7 @@ impl Backend {
             seed,
             train: self.train.clone(),
             data: self.data.clone(),
+            worker: None,
         }
     }
 

@@ -149,8 +149,10 @@ pub struct TrainConfig {
     /// Compute threads of a run (0: all cores). Results are bit-for-bit
     /// reproducible for a fixed thread count.
     pub threads: i64,
-    /// Where a run computes: `"cpu"`, `"cuda"` (GPU 0) or `"cuda:N"`. CUDA
-    /// needs polytune built with `--features cuda`.
+    /// Where a run computes: `"cpu"`, `"cuda"` (in a study, worker k's
+    /// trials run on GPU k — set `workers` to the GPU count; otherwise
+    /// GPU 0) or `"cuda:N"` (always GPU N). CUDA needs polytune built with
+    /// `--features cuda`.
     pub device: String,
 }
 
@@ -159,8 +161,9 @@ pub struct TrainConfig {
 pub enum ComputeDevice {
     /// dfdx's `Cpu` (rayon threads).
     Cpu,
-    /// dfdx's `Cuda` on the GPU with this ordinal.
-    Cuda(usize),
+    /// dfdx's `Cuda` on the GPU with this ordinal (`None`: the worker's
+    /// GPU in a study, GPU 0 otherwise).
+    Cuda(Option<usize>),
 }
 
 impl std::str::FromStr for ComputeDevice {
@@ -169,11 +172,11 @@ impl std::str::FromStr for ComputeDevice {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "cpu" => Ok(ComputeDevice::Cpu),
-            "cuda" => Ok(ComputeDevice::Cuda(0)),
+            "cuda" => Ok(ComputeDevice::Cuda(None)),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
-                .map(ComputeDevice::Cuda)
+                .map(|n| ComputeDevice::Cuda(Some(n)))
                 .ok_or_else(|| "is not a device: use \"cpu\", \"cuda\" or \"cuda:N\"".into()),
         }
     }
@@ -453,8 +456,8 @@ mod tests {
     #[test]
     fn device_parses_and_cuda_needs_the_feature() {
         assert_eq!(parse("").unwrap().compute_device(), ComputeDevice::Cpu);
-        assert_eq!("cuda".parse(), Ok(ComputeDevice::Cuda(0)));
-        assert_eq!("cuda:3".parse(), Ok(ComputeDevice::Cuda(3)));
+        assert_eq!("cuda".parse(), Ok(ComputeDevice::Cuda(None)));
+        assert_eq!("cuda:3".parse(), Ok(ComputeDevice::Cuda(Some(3))));
         for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
             let e = parse(&format!("device = {bad:?}")).unwrap_err().to_string();
             assert_eq!(
@@ -466,7 +469,7 @@ mod tests {
         }
         let cuda = parse("device = \"cuda:1\"");
         if cfg!(feature = "cuda") {
-            assert_eq!(cuda.unwrap().compute_device(), ComputeDevice::Cuda(1));
+            assert_eq!(cuda.unwrap().compute_device(), ComputeDevice::Cuda(Some(1)));
         } else {
             let e = cuda.unwrap_err().to_string();
             assert!(

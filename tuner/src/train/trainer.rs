@@ -309,6 +309,7 @@ pub fn train(
         }
         #[cfg(feature = "cuda")]
         ComputeDevice::Cuda(ordinal) => {
+            let ordinal = ordinal.unwrap_or(0);
             let dev = Cuda::try_build(ordinal, opts.seed).map_err(|e| TrainError::Config {
                 origin: "[train]".into(),
                 key: "train.device".into(),

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::config::{keyed_toml_error, TrainConfig};
+use super::config::{keyed_toml_error, ComputeDevice, TrainConfig};
 use super::error::TrainError;
 use super::trainer::{train, TrainObserver, TrainOptions, TrainReport};
 use crate::data::{DataConfig, DataError, Dataset};
@@ -47,7 +47,11 @@ pub fn run_trial(
 ) -> Result<(TrialResult, TrainReport), TrainError> {
     let start = Instant::now();
     let origin = format!("trial spec ({} {})", spec.phase.as_str(), spec.trial);
-    let cfg = TrainConfig::from_table(&spec.train, &origin)?;
+    let mut cfg = TrainConfig::from_table(&spec.train, &origin)?;
+    if let (ComputeDevice::Cuda(None), Some(worker)) = (cfg.compute_device(), spec.worker) {
+        // One GPU per worker slot.
+        cfg.device = format!("cuda:{worker}");
+    }
     let data_cfg = data_config_from_table(&spec.data, &origin)?;
     let data = Dataset::load(&data_cfg)?;
     let opts = TrainOptions {
