@@ -8,5 +8,6 @@ pub mod cli;
 pub mod data;
 pub mod orchestrator;
 pub mod search;
+pub mod stats;
 pub mod study;
 pub mod train;

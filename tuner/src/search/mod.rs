@@ -46,7 +46,9 @@
 //! assert!((out.best().unwrap().epsilon[0] - 3.0).abs() < 0.3);
 //! ```
 
+pub mod acquisition;
 mod config;
+pub mod gp;
 mod random;
 mod space;
 mod swarm;
