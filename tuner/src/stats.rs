@@ -135,7 +135,11 @@ pub fn paired_ci(a: &[f64], b: &[f64], level: f64) -> Result<PairedCi, StatsErro
     let (ci_low, ci_high, p_value) = if se > 0.0 {
         let half = t * se;
         let stat = (mean / se).abs();
-        (mean - half, mean + half, 2.0 * student_t_lower_tail(-stat, dof))
+        (
+            mean - half,
+            mean + half,
+            2.0 * student_t_lower_tail(-stat, dof),
+        )
     } else {
         (mean, mean, if mean == 0.0 { 1.0 } else { 0.0 })
     };
@@ -171,7 +175,7 @@ fn student_t_lower_tail(x: f64, dof: f64) -> f64 {
 /// assert!((t - 3.182_446_305_284_263).abs() < 1e-12);
 /// ```
 pub fn student_t_quantile(p: f64, dof: f64) -> f64 {
-    if !(p > 0.0 && p < 1.0) || !dof.is_finite() || dof < 1.0 {
+    if !(p > 0.0 && p < 1.0 && dof.is_finite() && dof >= 1.0) {
         return f64::NAN;
     }
     if p == 0.5 {

@@ -17,7 +17,8 @@ fn golden() -> Value {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/reference/gp_golden.json"
     );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read golden")).expect("parse golden")
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read golden"))
+        .expect("parse golden")
 }
 
 fn f(v: &Value) -> f64 {
@@ -34,7 +35,10 @@ fn points(v: &Value) -> Vec<Vec<f64>> {
 
 fn assert_rel(got: f64, want: f64, rel: f64, what: &str) {
     let err = (got - want).abs() / want.abs().max(1e-12);
-    assert!(err <= rel, "{what}: got {got:e}, want {want:e}, rel err {err:e}");
+    assert!(
+        err <= rel,
+        "{what}: got {got:e}, want {want:e}, rel err {err:e}"
+    );
 }
 
 /// Observations of a golden case; groups from the file or one per point.
@@ -42,7 +46,12 @@ fn golden_obs(case: &Value) -> Vec<Observation> {
     let xs = points(&case["x"]);
     let ys = vec_f(&case["y"]);
     let groups: Vec<u64> = match case.get("groups") {
-        Some(g) => g.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect(),
+        Some(g) => g
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect(),
         None => (0..xs.len() as u64).collect(),
     };
     xs.into_iter()
@@ -129,9 +138,24 @@ fn fit_reaches_scikit_learn_optimum() {
         );
         assert_eq!(gp.hyper().group_var, opts.group_var_bounds.0);
         // Same optimum as scikit-learn's, not just as high a likelihood.
-        assert_rel(gp.hyper().signal_var, f(&case["signal_var"]), 0.05, "signal_var");
-        assert_rel(gp.hyper().length_scales[0], vec_f(&case["length_scales"])[0], 0.05, "ℓ");
-        assert_rel(gp.hyper().noise_var, f(&case["noise_var"]), 0.05, "noise_var");
+        assert_rel(
+            gp.hyper().signal_var,
+            f(&case["signal_var"]),
+            0.05,
+            "signal_var",
+        );
+        assert_rel(
+            gp.hyper().length_scales[0],
+            vec_f(&case["length_scales"])[0],
+            0.05,
+            "ℓ",
+        );
+        assert_rel(
+            gp.hyper().noise_var,
+            f(&case["noise_var"]),
+            0.05,
+            "noise_var",
+        );
         // Deterministic.
         let again = Gp::fit(&obs, &opts).unwrap();
         assert_eq!(again.hyper(), gp.hyper());
@@ -163,7 +187,9 @@ fn sobol_points_are_deterministic_stratified_and_in_the_box() {
         let p = sobol_points(64, dim, 3);
         assert_eq!(p, sobol_points(64, dim, 3));
         assert_ne!(p, sobol_points(64, dim, 4));
-        assert!(p.iter().all(|x| x.len() == dim && x.iter().all(|v| (0.0..1.0).contains(v))));
+        assert!(p
+            .iter()
+            .all(|x| x.len() == dim && x.iter().all(|v| (0.0..1.0).contains(v))));
         // (0, m, s)-net property per axis: each of 64 equal bins holds one point.
         for j in 0..dim {
             let mut bins = [0u32; 64];
@@ -190,11 +216,18 @@ fn errors_name_the_observation() {
         noise_var: 0.1,
     };
     assert!(matches!(Gp::new(&[], hyper.clone()), Err(GpError::Empty)));
-    assert!(matches!(Gp::fit(&[], &FitOptions::default()), Err(GpError::Empty)));
+    assert!(matches!(
+        Gp::fit(&[], &FitOptions::default()),
+        Err(GpError::Empty)
+    ));
     let mut bad = vec![ok(0.1, 0), ok(0.2, 1), ok(0.3, 2)];
     bad[2].x.pop();
     let e = Gp::new(&bad, hyper.clone()).unwrap_err();
-    assert!(e.to_string().contains("observation 2 has x of length 1, expected 2"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("observation 2 has x of length 1, expected 2"),
+        "{e}"
+    );
     let mut bad = vec![ok(0.1, 0), ok(0.2, 1)];
     bad[1].y = f64::NAN;
     let e = Gp::fit(&bad, &FitOptions::default()).unwrap_err();
@@ -203,7 +236,11 @@ fn errors_name_the_observation() {
     bad[0].x[1] = f64::INFINITY;
     assert!(matches!(
         Gp::new(&bad, hyper.clone()),
-        Err(GpError::NonFinite { index: 0, field: "x", .. })
+        Err(GpError::NonFinite {
+            index: 0,
+            field: "x",
+            ..
+        })
     ));
     let good = vec![ok(0.1, 0), ok(0.2, 1)];
     let e = Gp::new(
@@ -214,7 +251,13 @@ fn errors_name_the_observation() {
         },
     )
     .unwrap_err();
-    assert!(matches!(e, GpError::LengthScaleCount { expected: 2, got: 1 }));
+    assert!(matches!(
+        e,
+        GpError::LengthScaleCount {
+            expected: 2,
+            got: 1
+        }
+    ));
     let e = Gp::new(
         &good,
         Hyper {
@@ -241,7 +284,14 @@ fn errors_name_the_observation() {
             y: 1.0,
         })
         .unwrap_err();
-    assert!(matches!(e, GpError::DimensionMismatch { index: 2, expected: 2, got: 1 }));
+    assert!(matches!(
+        e,
+        GpError::DimensionMismatch {
+            index: 2,
+            expected: 2,
+            got: 1
+        }
+    ));
     assert!(gp.predict(&[0.5]).mean.is_nan());
     assert!(gp.try_predict(&[0.5, f64::NAN]).is_err());
 }
@@ -250,9 +300,21 @@ fn errors_name_the_observation() {
 fn duplicate_points_without_noise_get_jitter_not_nan() {
     // Two identical points and zero noise: K is singular, jitter saves it.
     let obs = vec![
-        Observation { x: vec![0.5], group: 0, y: 1.0 },
-        Observation { x: vec![0.5], group: 1, y: 1.0 },
-        Observation { x: vec![0.2], group: 2, y: 0.0 },
+        Observation {
+            x: vec![0.5],
+            group: 0,
+            y: 1.0,
+        },
+        Observation {
+            x: vec![0.5],
+            group: 1,
+            y: 1.0,
+        },
+        Observation {
+            x: vec![0.2],
+            group: 2,
+            y: 0.0,
+        },
     ];
     let hyper = Hyper {
         length_scales: vec![0.3],
@@ -276,14 +338,22 @@ fn kriging_believer_keeps_the_mean_and_shrinks_the_variance() {
     let obs: Vec<Observation> = (0..6)
         .map(|i| {
             let x = i as f64 / 5.0;
-            Observation { x: vec![x], group: i % 3, y: (4.0 * x).cos() }
+            Observation {
+                x: vec![x],
+                group: i % 3,
+                y: (4.0 * x).cos(),
+            }
         })
         .collect();
     let gp = Gp::fit(&obs, &FitOptions::default()).unwrap();
     let at = [0.33];
     let before = gp.predict(&at);
     let more = gp
-        .with_extra(Observation { x: at.to_vec(), group: 77, y: before.mean })
+        .with_extra(Observation {
+            x: at.to_vec(),
+            group: 77,
+            y: before.mean,
+        })
         .unwrap();
     assert_eq!(more.len(), gp.len() + 1);
     assert_eq!(more.hyper(), gp.hyper());
@@ -331,13 +401,18 @@ fn fit_recovers_a_seed_effect() {
         };
         let pred = centred(grid.iter().map(|&x| gp.predict(&[x]).mean).collect());
         let truth = centred(grid.iter().map(|&x| (3.0 * x).sin()).collect());
-        pred.iter().zip(&truth).map(|(p, t)| (p - t).abs()).fold(0.0, f64::max)
+        pred.iter()
+            .zip(&truth)
+            .map(|(p, t)| (p - t).abs())
+            .fold(0.0, f64::max)
     };
     let (good, bad) = (err(&with_seeds), err(&forced));
     assert!(good < 0.1, "max error with seed effect {good}");
     assert!(bad > 3.0 * good, "without seed effect {bad} vs {good}");
     // The recovered effects order the seeds as the true shifts do.
-    let effects: Vec<f64> = (0..4).map(|s| with_seeds.group_effect(100 + s).unwrap()).collect();
+    let effects: Vec<f64> = (0..4)
+        .map(|s| with_seeds.group_effect(100 + s).unwrap())
+        .collect();
     for a in 0..4 {
         for b in 0..4 {
             if shifts[a] > shifts[b] {
@@ -354,12 +429,16 @@ fn noisy_1d(x: &[f64]) -> f64 {
 }
 
 fn bump_2d(x: &[f64]) -> f64 {
-    (-((x[0] - 0.65).powi(2) / (2.0 * 0.15f64.powi(2)) + (x[1] - 0.3).powi(2) / (2.0 * 0.2f64.powi(2))))
-        .exp()
+    (-((x[0] - 0.65).powi(2) / (2.0 * 0.15f64.powi(2))
+        + (x[1] - 0.3).powi(2) / (2.0 * 0.2f64.powi(2))))
+    .exp()
 }
 
 fn max_norm(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -369,11 +448,19 @@ fn batches_are_distinct_inside_the_box_and_deterministic() {
     let obs: Vec<Observation> = sobol_points(8, 2, 1)
         .into_iter()
         .enumerate()
-        .map(|(i, x)| Observation { y: bump_2d(&x) + noise.sample(&mut rng), x, group: i as u64 % 3 })
+        .map(|(i, x)| Observation {
+            y: bump_2d(&x) + noise.sample(&mut rng),
+            x,
+            group: i as u64 % 3,
+        })
         .collect();
     let gp = Gp::fit(&obs, &FitOptions::default()).unwrap();
     let best = gp.best_observed().1;
-    let opts = ProposeOptions { min_distance: 0.05, seed: 4, ..ProposeOptions::default() };
+    let opts = ProposeOptions {
+        min_distance: 0.05,
+        seed: 4,
+        ..ProposeOptions::default()
+    };
     let batch = propose_batch(&gp, 6, best, &opts);
     assert_eq!(batch.len(), 6);
     for (i, p) in batch.iter().enumerate() {
@@ -392,7 +479,10 @@ fn batches_are_distinct_inside_the_box_and_deterministic() {
         &one,
         3,
         one.best_observed().1,
-        &ProposeOptions { min_distance: 1.5, ..opts.clone() },
+        &ProposeOptions {
+            min_distance: 1.5,
+            ..opts.clone()
+        },
     );
     assert!(none.is_empty());
     // EI ≈ 0 everywhere (an unreachable incumbent): pure exploration still
@@ -405,7 +495,11 @@ fn batches_are_distinct_inside_the_box_and_deterministic() {
         s.sort_by(f64::total_cmp);
         s[128]
     };
-    assert!(sd(&explore[0]) > median_sd, "{} vs median {median_sd}", sd(&explore[0]));
+    assert!(
+        sd(&explore[0]) > median_sd,
+        "{} vs median {median_sd}",
+        sd(&explore[0])
+    );
 }
 
 #[test]
@@ -417,7 +511,11 @@ fn ei_maximiser_lands_near_a_clear_maximum() {
     let obs: Vec<Observation> = [0.05, 0.15, 0.25, 0.35, 0.45, 0.6, 0.75, 0.9]
         .iter()
         .enumerate()
-        .map(|(i, &x)| Observation { x: vec![x], group: i as u64, y: noisy_1d(&[x]) + noise.sample(&mut rng) })
+        .map(|(i, &x)| Observation {
+            x: vec![x],
+            group: i as u64,
+            y: noisy_1d(&[x]) + noise.sample(&mut rng),
+        })
         .collect();
     let gp = Gp::fit(&obs, &FitOptions::default()).unwrap();
     let best = gp.best_observed().1;
@@ -448,7 +546,10 @@ fn study(
     let shifts: Vec<f64> = (0..4).map(|_| seed_effect.sample(&mut rng)).collect();
     let mut obs: Vec<Observation> = Vec::new();
     let observe = |x: Vec<f64>, obs: &mut Vec<Observation>, rng: &mut ChaCha8Rng| {
-        assert!(x.len() == dim && x.iter().all(|v| (0.0..=1.0).contains(v)), "{x:?}");
+        assert!(
+            x.len() == dim && x.iter().all(|v| (0.0..=1.0).contains(v)),
+            "{x:?}"
+        );
         let group = obs.len() as u64 % 4;
         let y = objective(&x) + shifts[group as usize] + noise.sample(rng);
         obs.push(Observation { x, group, y });
@@ -456,11 +557,18 @@ fn study(
     for x in sobol_points(4, dim, seed) {
         observe(x, &mut obs, &mut rng);
     }
-    let fit_opts = FitOptions { restarts: 2, seed, ..FitOptions::default() };
+    let fit_opts = FitOptions {
+        restarts: 2,
+        seed,
+        ..FitOptions::default()
+    };
     while obs.len() < 20 {
         let gp = Gp::fit(&obs, &fit_opts).unwrap();
         let best = gp.best_observed().1;
-        let opts = ProposeOptions { seed: seed * 100 + obs.len() as u64, ..ProposeOptions::default() };
+        let opts = ProposeOptions {
+            seed: seed * 100 + obs.len() as u64,
+            ..ProposeOptions::default()
+        };
         let batch = propose_batch(&gp, 1, best, &opts);
         assert_eq!(batch.len(), 1);
         observe(batch[0].clone(), &mut obs, &mut rng);

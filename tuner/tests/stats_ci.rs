@@ -12,7 +12,8 @@ fn golden() -> Value {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/reference/paired_ci_golden.json"
     );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read golden")).expect("parse golden")
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read golden"))
+        .expect("parse golden")
 }
 
 fn f(v: &Value) -> f64 {
@@ -81,9 +82,18 @@ fn paired_ci_matches_scipy_ttest_rel() {
         close(ci.std, f(&c["std"]), 1e-10, &format!("{name} std"));
         close(ci.se, f(&c["se"]), 1e-10, &format!("{name} se"));
         close(ci.ci_low, f(&c["ci_low"]), 1e-10, &format!("{name} ci_low"));
-        close(ci.ci_high, f(&c["ci_high"]), 1e-10, &format!("{name} ci_high"));
+        close(
+            ci.ci_high,
+            f(&c["ci_high"]),
+            1e-10,
+            &format!("{name} ci_high"),
+        );
         close(ci.p_value, f(&c["p_value"]), 1e-10, &format!("{name} p"));
-        assert_eq!(ci.significant, c["significant"].as_bool().unwrap(), "{name}");
+        assert_eq!(
+            ci.significant,
+            c["significant"].as_bool().unwrap(),
+            "{name}"
+        );
         // The CI and the test agree: significant at level ⇔ p < 1 − level.
         assert_eq!(ci.significant, ci.p_value < 1.0 - ci.level, "{name}");
     }

@@ -436,7 +436,7 @@ impl Gp {
                 sum += a;
             }
         }
-        any.then(|| self.y_std * self.hyper.group_var * sum)
+        any.then_some(self.y_std * self.hyper.group_var * sum)
     }
 
     /// The observation with the highest posterior mean of `m + f(x)` (lowest
@@ -571,7 +571,8 @@ impl<'a> Data<'a> {
         let mut k = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..=i {
-                let mut v = h.signal_var * matern52(&self.obs[i].x, &self.obs[j].x, &h.length_scales);
+                let mut v =
+                    h.signal_var * matern52(&self.obs[i].x, &self.obs[j].x, &h.length_scales);
                 if self.obs[i].group == self.obs[j].group {
                     v += h.group_var;
                 }
@@ -830,7 +831,9 @@ impl ParamSpace {
 
     /// u for a point given as fractions of each log box (clamped inside).
     fn u_from_unit(&self, p: &[f64]) -> Vec<f64> {
-        p.iter().map(|&t| logit(t.clamp(1e-3, 1.0 - 1e-3))).collect()
+        p.iter()
+            .map(|&t| logit(t.clamp(1e-3, 1.0 - 1e-3)))
+            .collect()
     }
 
     /// The default start: ℓ = 0.3, σ_f² = 1, σ_b² = 0.3, σ_n² = 0.1, clamped.
@@ -879,6 +882,9 @@ fn logit(p: f64) -> f64 {
     (p / (1.0 - p)).ln()
 }
 
+/// `(u, −lml, −∂lml/∂u)` of the last evaluation.
+type CachedEval = (Vec<f64>, f64, Vec<f64>);
+
 /// −log p(ỹ) over the unconstrained u, for argmin. Remembers the best point
 /// evaluated anywhere, and the last (cost, gradient) pair so the line
 /// search's cost and gradient calls at one point factor K once.
@@ -886,7 +892,7 @@ struct LmlProblem<'a> {
     data: &'a Data<'a>,
     space: &'a ParamSpace,
     best: Mutex<Option<(f64, Vec<f64>)>>,
-    cache: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    cache: Mutex<Option<CachedEval>>,
 }
 
 impl LmlProblem<'_> {
