@@ -148,34 +148,57 @@ impl LossSection {
     }
 }
 
-/// `[result]`: what the search found (written by the tuner).
+/// `[result]`: what the search found and the verdict against
+/// cross-entropy (written by the tuner).
+///
+/// `best` and `baseline` are the search's model (posterior mean validation
+/// accuracy at the recommended ε and at ε = 0); the rest is the
+/// confirmation on fresh paired seeds and held-out data: per-arm means and
+/// standard deviations, and the paired difference tuned − CE in accuracy
+/// points with its 95 % CI (`significant` when it excludes 0) and a
+/// one-sentence `verdict`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResultSection {
     /// Name of the metric, e.g. `val_top1_accuracy`.
     pub metric: String,
-    /// Best value found by the search.
+    /// The search's estimate at the recommended ε.
     pub best: f64,
-    /// The cross-entropy baseline (ε = 0) of the same study.
+    /// The search's estimate at ε = 0 (cross-entropy).
     pub baseline: f64,
-    /// Seeds of the confirmation re-runs.
+    /// Seeds of the confirmation runs.
     #[serde(default)]
     pub seeds: Vec<u64>,
-    /// Mean over the re-runs of the best ε.
+    /// Mean held-out accuracy of the recommended ε over the confirmation seeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_mean: Option<f64>,
-    /// Standard deviation over the re-runs of the best ε.
+    /// Its standard deviation over the confirmation seeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_std: Option<f64>,
-    /// Mean over the re-runs of the baseline.
+    /// Mean held-out accuracy of cross-entropy over the confirmation seeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_mean: Option<f64>,
-    /// Standard deviation over the re-runs of the baseline.
+    /// Its standard deviation over the confirmation seeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_std: Option<f64>,
-    /// `best_mean - baseline_mean`.
+    /// Mean paired difference tuned − CE, in accuracy points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub difference: Option<f64>,
+    /// Lower end of the difference's 95 % CI, in points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_low: Option<f64>,
+    /// Upper end of the difference's 95 % CI, in points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_high: Option<f64>,
+    /// Paired confirmation seeds behind the difference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_seeds: Option<u64>,
+    /// True when the CI excludes 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub significant: Option<bool>,
+    /// The verdict in one sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
 }
 
 /// `[provenance]`: where the result came from. Unknown keys are kept in

@@ -185,7 +185,12 @@ fn save_is_atomic_and_round_trips() {
         best_std: None,
         baseline_mean: None,
         baseline_std: None,
-        difference: None,
+        difference: Some(0.4),
+        ci_low: Some(-0.1),
+        ci_high: Some(0.9),
+        n_seeds: Some(5),
+        significant: Some(false),
+        verdict: Some("no significant difference from cross-entropy; CI [-0.10, +0.90]".into()),
     });
     cfg.provenance = Some(Provenance {
         dataset: Some("digits".into()),

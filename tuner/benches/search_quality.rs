@@ -1,39 +1,59 @@
-//! Search-quality benchmark: Nelder–Mead and particle swarm vs random search.
+//! Search-quality benchmark: what a study's *answer* is worth, per solver.
 //!
-//! For a study config, runs each solver at a fixed budget over several study
-//! seeds (the seed fixes the trainer's init/data order and the solvers'
-//! generators) and prints, per solver, the best validation accuracy found
-//! (mean ± std over seeds), the CE baseline, the gain, and the wall time.
+//! **Surrogate mode** (`--analytic`, the default when no `--config` is
+//! given): every study runs end to end in-process (search at the budget,
+//! recommendation, confirmation on `confirm_seeds` fresh seeds, verdict) on
+//! an analytic fine-tune with **seed-correlated** noise:
 //!
 //! ```text
-//! # The real measurement (needs the trainer: a built `polytune` binary):
-//! cargo build --release -p polytune
-//! cargo bench -p polytune --bench search_quality -- \
-//!     --config configs/<study>.toml --child "target/release/polytune trial --spec -"
-//! # The harness itself on an analytic, noisy surrogate (no trainer):
-//! cargo bench -p polytune --bench search_quality -- --analytic
+//! acc(ε, s) = curve(ε) + b_s + e(ε, s),   b_s ~ N(0, 1 point) shared by every ε,
+//!                                          e ~ N(0, 0.3 points) per (ε, seed, split),
 //! ```
 //!
-//! Options: `--budget N` (20), `--seeds N` (5), `--workers N` (from the
-//! config), `--solvers a,b,c` (nelder-mead,particle-swarm,random).
-//! Confirmation re-runs are off here (`rerun_seeds = 0`): the search alone
-//! is measured.
+//! quantised to one image in 1020 (Flowers-102's validation set). Two
+//! curves: `peaked` (0.93 − 0.003 (ε₁ − 3.7)², optimum 3.7) and `flat` (ε
+//! has no effect). Reported per solver over the study seeds:
+//! - **regret** (peaked): curve(optimum) − curve(returned ε), in points;
+//! - **coverage** (peaked): share of studies whose 95 % CI contains the true
+//!   difference curve(ε*) − curve(0) (goal ≥ 90 %);
+//! - **false positives** (flat): share of studies whose verdict says
+//!   significant (goal ≤ 10 %).
+//!
+//! **Real mode** (`--config FILE`): the study on real trials (child
+//! processes), per study seed the recommended ε, the confirmed difference,
+//! its CI and the verdict (the regret is unknown there).
+//!
+//! ```text
+//! cargo bench -p polytune --bench search_quality -- --analytic --seeds 20
+//! cargo build --release -p polytune
+//! cargo bench -p polytune --bench search_quality -- \
+//!     --config configs/digits-small-resnet.toml --child "target/release/polytune trial --spec -" \
+//!     --seeds 5 --solvers bayes
+//! ```
+//!
+//! Options: `--budget N` (20), `--seeds N` (20 surrogate / 5 real),
+//! `--confirm N` (5), `--workers N`, `--solvers a,b,c`
+//! (bayes,nelder-mead,random). Study directories go to a temporary
+//! directory, never the source tree.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use polytune::orchestrator::{
-    ChildCommand, FnRunner, TrialOutcome, TrialResult, TrialRunner, TrialSpec,
+    ChildCommand, FnRunner, TrialOutcome, TrialPhase, TrialResult, TrialRunner, TrialSpec,
 };
 use polytune::search::SolverKind;
-use polytune::study::{child_runner, run_study_blocking, StudyConfig, StudyOptions};
+use polytune::study::{child_runner, run_study_blocking, StudyConfig, StudyOptions, StudyReport};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 
 struct Args {
     config: Option<String>,
     child: Option<String>,
-    analytic: bool,
     budget: u64,
-    seeds: u64,
+    seeds: Option<u64>,
+    confirm: u64,
     workers: Option<usize>,
     solvers: Vec<SolverKind>,
 }
@@ -42,40 +62,24 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         config: None,
         child: std::env::var("POLYTUNE_TRIAL_CMD").ok(),
-        analytic: false,
         budget: 20,
-        seeds: 5,
+        seeds: None,
+        confirm: 5,
         workers: None,
-        solvers: vec![
-            SolverKind::NelderMead,
-            SolverKind::ParticleSwarm,
-            SolverKind::Random,
-        ],
+        solvers: vec![SolverKind::Bayes, SolverKind::NelderMead, SolverKind::Random],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        let num = |name: &str, v: String| v.parse::<u64>().map_err(|e| format!("{name}: {e}"));
         match arg.as_str() {
             "--config" => a.config = Some(val("--config")?),
             "--child" => a.child = Some(val("--child")?),
-            "--analytic" => a.analytic = true,
-            "--budget" => {
-                a.budget = val("--budget")?
-                    .parse()
-                    .map_err(|e| format!("--budget: {e}"))?
-            }
-            "--seeds" => {
-                a.seeds = val("--seeds")?
-                    .parse()
-                    .map_err(|e| format!("--seeds: {e}"))?
-            }
-            "--workers" => {
-                a.workers = Some(
-                    val("--workers")?
-                        .parse()
-                        .map_err(|e| format!("--workers: {e}"))?,
-                )
-            }
+            "--analytic" => a.config = None,
+            "--budget" => a.budget = num("--budget", val("--budget")?)?,
+            "--seeds" => a.seeds = Some(num("--seeds", val("--seeds")?)?),
+            "--confirm" => a.confirm = num("--confirm", val("--confirm")?)?,
+            "--workers" => a.workers = Some(num("--workers", val("--workers")?)? as usize),
             "--solvers" => {
                 a.solvers = val("--solvers")?
                     .split(',')
@@ -89,33 +93,55 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// A noisy analytic stand-in for a fine-tune: accuracy peaks at ε₁ = 3.7,
-/// is quantised to one image in 1020 (Flowers-102's validation set), and
-/// carries seed- and ε-dependent noise of about ±0.3 %.
-fn surrogate(spec: &TrialSpec) -> TrialOutcome {
+/// A deterministic N(0, 1) draw for a key.
+fn normal(key: &[u64]) -> f64 {
+    let mut s = 0xcbf2_9ce4_8422_2325u64;
+    for k in key {
+        s = (s ^ k).wrapping_mul(0x0100_0000_01b3);
+    }
+    ChaCha8Rng::seed_from_u64(s).sample(StandardNormal)
+}
+
+/// The true accuracy curves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Curve {
+    Peaked,
+    Flat,
+}
+
+impl Curve {
+    fn at(self, e: &[f64]) -> f64 {
+        match self {
+            Curve::Peaked => 0.93 - 0.003 * (e[0] - 3.7).powi(2),
+            Curve::Flat => 0.93,
+        }
+    }
+    fn optimum(self) -> f64 {
+        0.93
+    }
+}
+
+/// The surrogate fine-tune: curve + seed effect + per-(ε, seed, split) noise.
+fn surrogate(curve: Curve, study: u64, spec: &TrialSpec) -> TrialOutcome {
     let e = &spec.epsilon;
-    let mut h = spec.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    for x in e {
-        h ^= x.to_bits().wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h = h.rotate_left(29).wrapping_mul(0x94D0_49BB_1331_11EB);
-    }
-    let noise = ((h >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.006;
-    let mut acc = 0.93 - 0.003 * (e[0] - 3.7).powi(2) + noise;
-    for (j, x) in e.iter().enumerate().skip(1) {
-        acc -= 0.01 * (x + 0.3 * j as f64).powi(2);
-    }
-    let acc = ((acc.clamp(0.0, 1.0)) * 1020.0).round() / 1020.0;
+    let split = match spec.phase {
+        TrialPhase::Search => 1,
+        TrialPhase::Confirm => 2,
+    };
+    let b = 0.01 * normal(&[study, spec.seed]);
+    let noise = 0.003 * normal(&[study, spec.seed, e[0].to_bits(), split]);
+    let acc = ((curve.at(e) + b + noise).clamp(0.0, 1.0) * 1020.0).round() / 1020.0;
     TrialOutcome::Finished(TrialResult {
         val_accuracy: acc,
-        val_loss: 0.3 + 0.02 * (e[0] - 3.7).abs() + noise,
-        train_loss: 0.1,
-        epochs: 1,
-        seed: spec.seed,
-        duration_s: 0.0,
+        val_loss: 0.3 + 0.02 * (e[0] - 3.7).abs(),
+        train_loss: None,
+        epochs: None,
+        seed: Some(spec.seed),
+        duration_s: None,
     })
 }
 
-fn mean_std(v: &[f64]) -> (f64, f64) {
+fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
     let s = if v.len() > 1 {
@@ -137,6 +163,162 @@ fn from_workspace_root(path: &str) -> String {
     root.join(p).display().to_string()
 }
 
+fn run_one(
+    cfg: &StudyConfig,
+    solver: SolverKind,
+    seed: u64,
+    args: &Args,
+    runner: Arc<dyn TrialRunner>,
+    scratch: &std::path::Path,
+    tag: &str,
+) -> Option<(StudyReport, f64)> {
+    let mut cfg = cfg.clone();
+    cfg.search.solver = solver;
+    cfg.study.seed = seed;
+    cfg.study.budget = args.budget;
+    cfg.study.confirm_seeds = args.confirm;
+    if let Some(w) = args.workers {
+        cfg.study.workers = w;
+    }
+    let dir = scratch.join(format!("{tag}-{solver}-{seed}"));
+    let mut opts = StudyOptions::new(&dir);
+    opts.progress = false;
+    opts.plot = false;
+    opts.handle_signals = false;
+    opts.config_source = tag.to_string();
+    let t = Instant::now();
+    match run_study_blocking(cfg, opts, runner) {
+        Ok(r) => Some((r, t.elapsed().as_secs_f64())),
+        Err(e) => {
+            eprintln!("{tag} {solver} seed {seed}: {e}");
+            None
+        }
+    }
+}
+
+fn surrogate_mode(args: &Args, scratch: &std::path::Path) {
+    let seeds = args.seeds.unwrap_or(20);
+    println!(
+        "search quality on the surrogate: budget {}, {} confirmation seeds, {seeds} study seeds per solver",
+        args.budget, args.confirm
+    );
+    println!("seed effect sd 1 point, per-trial noise sd 0.3 points, accuracy in steps of 1/1020");
+    println!(
+        "{:<14} {:>18} {:>9} {:>11} {:>11} {:>10} {:>9}",
+        "solver", "regret (points)", "median", "coverage", "false pos.", "s / study", "trials"
+    );
+    let base = StudyConfig::default();
+    for &solver in &args.solvers {
+        let (mut regret, mut covered, mut wall, mut fp, mut n_peak, mut n_flat, mut trials) =
+            (Vec::new(), 0, Vec::new(), 0, 0, 0, 0usize);
+        for curve in [Curve::Peaked, Curve::Flat] {
+            for seed in 0..seeds {
+                let runner: Arc<dyn TrialRunner> =
+                    Arc::new(FnRunner::new(move |s: &TrialSpec| surrogate(curve, seed, s)));
+                let tag = format!("{curve:?}");
+                let Some((r, secs)) = run_one(&base, solver, seed, args, runner, scratch, &tag)
+                else {
+                    continue;
+                };
+                wall.push(secs);
+                trials += r.trials.len() + r.confirm.len();
+                let e = &r.recommendation.epsilon;
+                let v = &r.verdict;
+                match curve {
+                    Curve::Peaked => {
+                        n_peak += 1;
+                        regret.push(100.0 * (curve.optimum() - curve.at(e)));
+                        let truth = 100.0 * (curve.at(e) - curve.at(&[0.0]));
+                        // A study that recommends ε = 0 states difference 0
+                        // exactly, which is the truth there.
+                        let inside = if v.n_seeds == 0 {
+                            truth == 0.0 && v.difference == 0.0
+                        } else {
+                            v.ci_low <= truth && truth <= v.ci_high
+                        };
+                        covered += usize::from(inside);
+                    }
+                    Curve::Flat => {
+                        n_flat += 1;
+                        fp += usize::from(v.significant);
+                    }
+                }
+            }
+        }
+        if regret.is_empty() {
+            println!("{:<14} (every study failed)", solver.as_str());
+            continue;
+        }
+        let (rm, rs) = mean_sd(&regret);
+        let mut sorted = regret.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let (wm, _) = mean_sd(&wall);
+        println!(
+            "{:<14} {:>8.3} ± {:<7.3} {:>9.3} {:>5}/{:<5} {:>5}/{:<5} {:>10.2} {:>9.1}",
+            solver.as_str(),
+            rm,
+            rs,
+            median,
+            covered,
+            n_peak,
+            fp,
+            n_flat,
+            wm,
+            trials as f64 / wall.len() as f64
+        );
+    }
+}
+
+fn real_mode(args: &Args, path: &str, scratch: &std::path::Path) {
+    let seeds = args.seeds.unwrap_or(5);
+    let cfg = match StudyConfig::load(from_workspace_root(path)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("search_quality: {e}");
+            std::process::exit(2);
+        }
+    };
+    let line = args
+        .child
+        .clone()
+        .unwrap_or_else(|| "target/release/polytune trial --spec -".to_string());
+    let mut parts = line.split_whitespace();
+    let program = from_workspace_root(parts.next().expect("a child command"));
+    let runner: Arc<dyn TrialRunner> = Arc::new(child_runner(
+        &cfg,
+        ChildCommand::new(program, parts.collect::<Vec<_>>()),
+    ));
+    println!(
+        "search quality on {path}: budget {}, {} confirmation seeds, study seeds 0..{seeds}, child trials",
+        args.budget, args.confirm
+    );
+    println!(
+        "{:<12} {:>5} {:>12} {:>9} {:>20} {:>8} {:>8}  verdict",
+        "solver", "seed", "recommended", "diff", "95 % CI (points)", "signif.", "s"
+    );
+    for &solver in &args.solvers {
+        for seed in 0..seeds {
+            let Some((r, secs)) = run_one(&cfg, solver, seed, args, runner.clone(), scratch, "real")
+            else {
+                continue;
+            };
+            let v = &r.verdict;
+            println!(
+                "{:<12} {:>5} {:>12} {:>+9.2} {:>20} {:>8} {:>8.1}  {}",
+                solver.as_str(),
+                seed,
+                format!("{:.3?}", r.recommendation.epsilon),
+                v.difference,
+                format!("[{:+.2}, {:+.2}]", v.ci_low, v.ci_high),
+                v.significant,
+                secs,
+                v.sentence
+            );
+        }
+    }
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -145,92 +327,9 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let (base_cfg, source) = match &args.config {
-        Some(p) => match StudyConfig::load(from_workspace_root(p)) {
-            Ok(c) => (c, p.clone()),
-            Err(e) => {
-                eprintln!("search_quality: {e}");
-                std::process::exit(2);
-            }
-        },
-        None if args.analytic => (StudyConfig::default(), "<analytic surrogate>".to_string()),
-        None => {
-            eprintln!("search_quality: give --config <study.toml> (with --child or POLYTUNE_TRIAL_CMD), or --analytic");
-            std::process::exit(2);
-        }
-    };
-    let runner: Arc<dyn TrialRunner> = if args.analytic {
-        Arc::new(FnRunner::new(surrogate))
-    } else {
-        let line = args
-            .child
-            .clone()
-            .unwrap_or_else(|| "target/release/polytune trial --spec -".to_string());
-        let mut parts = line.split_whitespace();
-        let program = from_workspace_root(parts.next().expect("a child command"));
-        let cmd = ChildCommand::new(program, parts.collect::<Vec<_>>());
-        Arc::new(child_runner(&base_cfg, cmd))
-    };
     let scratch = tempfile::tempdir().expect("a temporary directory");
-    println!(
-        "search quality: {source}, budget {}, {} study seeds, {}",
-        args.budget,
-        args.seeds,
-        if args.analytic {
-            "in-process surrogate"
-        } else {
-            "child trials"
-        }
-    );
-    println!(
-        "{:<15} {:>18} {:>10} {:>9} {:>16} {:>7}",
-        "solver", "best acc", "baseline", "gain", "wall s / study", "trials"
-    );
-    for &solver in &args.solvers {
-        let (mut best, mut base, mut wall, mut trials) =
-            (Vec::new(), Vec::new(), Vec::new(), 0usize);
-        for seed in 0..args.seeds {
-            let mut cfg = base_cfg.clone();
-            cfg.search.solver = solver;
-            cfg.study.seed = seed;
-            cfg.study.budget = args.budget;
-            cfg.study.rerun_seeds = 0;
-            if let Some(w) = args.workers {
-                cfg.study.workers = w;
-            }
-            let dir = scratch.path().join(format!("{solver}-{seed}"));
-            let mut opts = StudyOptions::new(&dir);
-            opts.progress = false;
-            opts.plot = false;
-            opts.config_source = source.clone();
-            let t = Instant::now();
-            match run_study_blocking(cfg, opts, runner.clone()) {
-                Ok(r) => {
-                    wall.push(t.elapsed().as_secs_f64());
-                    best.push(r.best().val_accuracy.unwrap_or(f64::NAN));
-                    base.push(r.baseline().val_accuracy.unwrap_or(f64::NAN));
-                    trials += r.trials.len();
-                }
-                Err(e) => eprintln!("{solver} seed {seed}: {e}"),
-            }
-        }
-        if best.is_empty() {
-            println!("{:<15} (every study failed)", solver.as_str());
-            continue;
-        }
-        let (bm, bs) = mean_std(&best);
-        let (cm, _) = mean_std(&base);
-        let (wm, ws) = mean_std(&wall);
-        println!(
-            "{:<15} {:>9.4} ± {:<6.4} {:>10.4} {:>+9.4} {:>8.2} ± {:<5.2} {:>7.1}",
-            solver.as_str(),
-            bm,
-            bs,
-            cm,
-            bm - cm,
-            wm,
-            ws,
-            trials as f64 / best.len() as f64
-        );
+    match args.config.clone() {
+        Some(path) => real_mode(&args, &path, scratch.path()),
+        None => surrogate_mode(&args, scratch.path()),
     }
 }

@@ -21,10 +21,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::Dataset;
-use crate::orchestrator::{ChildCommand, TrialSpec};
+use crate::orchestrator::TrialSpec;
 use crate::search::SolverKind;
 use crate::study::{
-    child_runner, init_logging, multi_progress, run_study_blocking, StudyConfig, StudyError,
+    child_runner, init_logging, trial_program, multi_progress, run_study_blocking, StudyConfig, StudyError,
     StudyOptions,
 };
 use crate::train::{
@@ -228,45 +228,61 @@ fn search(a: SearchArgs) -> anyhow::Result<u8> {
 
     // Check the trainer's sections, the data and the weights once, up
     // front: a mistake there is one clear error, not a failed trial per ε.
-    let train_cfg = TrainConfig::from_table(&cfg.train, &source)?;
-    let data_cfg = data_config_from_table(&cfg.data, &source)?;
-    let data = Dataset::load(&data_cfg)?;
-    check_weights(&train_cfg)?;
-    tracing::info!(
-        "{}: {} on {} ({} classes, {} train / {} valid images at {} px), {} + {} epochs per trial",
-        source,
-        train_cfg.model,
-        data.source().name(),
-        data.num_classes(),
-        data.train().len(),
-        data.valid().len(),
-        data.image_size(),
-        train_cfg.freeze_epochs,
-        train_cfg.epochs
-    );
-    drop(data);
+    // An external trial program owns its [train] / [data] tables.
+    let train_cfg = if cfg.trial.command.is_none() {
+        let train_cfg = TrainConfig::from_table(&cfg.train, &source)?;
+        let data_cfg = data_config_from_table(&cfg.data, &source)?;
+        let data = Dataset::load(&data_cfg)?;
+        check_weights(&train_cfg)?;
+        tracing::info!(
+            "{}: {} on {} ({} classes, {} train / {} valid images at {} px), {} + {} epochs per trial; confirmation on {}",
+            source,
+            train_cfg.model,
+            data.source().name(),
+            data.num_classes(),
+            data.train().len(),
+            data.valid().len(),
+            data.image_size(),
+            train_cfg.freeze_epochs,
+            train_cfg.epochs,
+            if data.has_test() {
+                "the test split"
+            } else {
+                "the held-out half of the validation split"
+            }
+        );
+        Some((train_cfg, data_cfg))
+    } else {
+        tracing::info!(
+            "{source}: trials run the external program {:?}",
+            cfg.trial.command.as_deref().unwrap_or_default()
+        );
+        None
+    };
 
     let study_dir = a
         .study_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("studies").join(&name));
-    let runner = child_runner(&cfg, ChildCommand::polytune_trial()?);
+    let runner = child_runner(&cfg, trial_program(&cfg)?);
     let mut opts = StudyOptions::new(&study_dir);
     opts.config_source = source;
     opts.out = a.out.clone();
     opts.resume_command = Some(std::env::args().collect::<Vec<_>>().join(" "));
-    opts.provenance.weights = train_cfg.weights.clone();
-    if cfg.provenance.model.is_none() {
-        opts.provenance.model = Some(train_cfg.model.clone());
-    }
-    if cfg.provenance.dataset.is_none() {
-        opts.provenance.dataset = Some(match &data_cfg.path {
-            Some(p) => format!("{} ({})", data_cfg.source.name(), p.display()),
-            None => data_cfg.source.name().to_string(),
-        });
-    }
-    if cfg.provenance.schedule.is_none() {
-        opts.provenance.schedule = Some(schedule_words(&train_cfg));
+    if let Some((train_cfg, data_cfg)) = &train_cfg {
+        opts.provenance.weights = train_cfg.weights.clone();
+        if cfg.provenance.model.is_none() {
+            opts.provenance.model = Some(train_cfg.model.clone());
+        }
+        if cfg.provenance.dataset.is_none() {
+            opts.provenance.dataset = Some(match &data_cfg.path {
+                Some(p) => format!("{} ({})", data_cfg.source.name(), p.display()),
+                None => data_cfg.source.name().to_string(),
+            });
+        }
+        if cfg.provenance.schedule.is_none() {
+            opts.provenance.schedule = Some(schedule_words(train_cfg));
+        }
     }
     match run_study_blocking(cfg, opts, Arc::new(runner)) {
         Ok(report) => {

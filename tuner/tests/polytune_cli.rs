@@ -2,9 +2,11 @@
 //! (small configs: 1 frozen + 1 unfrozen epoch per trial, budget 4):
 //!
 //! - a search writes the tuned TOML (study dir and `--out`), which loads as
-//!   `PolyLoss<1>` with the ε of the best finished trial in `trials.csv`;
-//! - SIGKILLed at random points and rerun, it ends with the journal and the
-//!   result of the uninterrupted run; a rerun with another seed is refused;
+//!   `PolyLoss<1>` with the recommended ε (a finished search trial's) and a
+//!   verdict that matches the confirmation rows of `trials.csv`;
+//! - SIGKILLed at seeded random points and rerun, it ends with the journal
+//!   and the result of the uninterrupted run; a rerun with another seed is
+//!   refused;
 //! - trials whose training diverges to NaN are journaled as failed and the
 //!   study still finishes;
 //! - `polytune train` prints the metrics and writes one CSV row per epoch;
@@ -24,16 +26,16 @@ use common::{journal_rows, tuned_core};
 
 const BIN: &str = env!("CARGO_BIN_EXE_polytune");
 
-/// A quick study on the digits: 1 + 1 epochs per trial, one re-run seed.
+/// A quick study on the digits: 1 + 1 epochs per trial, two confirmation seeds.
 const SMALL: &str = r#"
 [study]
 budget = 20
 seed = 0
-rerun_seeds = 1
+confirm_seeds = 2
 workers = 1
 
 [search]
-solver = "nelder-mead"
+solver = "bayes"
 terms = 1
 lower = [-1.0]
 upper = [10.0]
@@ -141,7 +143,8 @@ fn search_writes_the_best_epsilon_and_resumes_after_sigkill_to_the_same_result()
     eprintln!("uninterrupted study: {uninterrupted:.1?}");
 
     // The journal: trials 0..4 of the search (0 = CE baseline, 1 = the
-    // paper's ε = 2), then the best and the baseline on seed 1.
+    // paper's ε = 2, then Sobol points, all on seed 0), then the recommended
+    // ε and CE on the confirmation seeds 1000000 and 1000001.
     let all = rows(&study);
     let search: Vec<&Row> = all.iter().filter(|r| r.get("phase") == "search").collect();
     assert_eq!(search.len(), 4);
@@ -151,32 +154,64 @@ fn search_writes_the_best_epsilon_and_resumes_after_sigkill_to_the_same_result()
         .iter()
         .all(|r| r.get("epochs") == "2" && r.get("seed") == "0"));
     assert!(search.iter().all(|r| r.f64("val_accuracy") > 0.3));
-    let reruns: Vec<&Row> = all.iter().filter(|r| r.get("phase") != "search").collect();
-    assert_eq!(reruns.len(), 2);
-    assert!(reruns.iter().all(|r| r.get("seed") == "1"));
+    let confirm: Vec<&Row> = all.iter().filter(|r| r.get("phase") == "confirm").collect();
+    let tuned = poly_loss::PolyConfig::load(study.join("tuned.toml")).unwrap();
+    let result = tuned.result.clone().unwrap();
+    let searched = tuned.provenance.as_ref().unwrap().extra["searched_epsilon"]
+        .as_array()
+        .unwrap()[0]
+        .as_float()
+        .unwrap();
+    assert!(search.iter().any(|r| r.f64("eps_1") == searched));
+    if searched == 0.0 {
+        assert!(confirm.is_empty());
+        assert_eq!(result.n_seeds, Some(0));
+    } else {
+        assert_eq!(confirm.len(), 4);
+        let seeds: Vec<&str> = confirm.iter().map(|r| r.get("seed")).collect();
+        assert_eq!(seeds, ["1000000", "1000000", "1000001", "1000001"]);
+        // The verdict, by hand from the confirmation rows (t(0.975, 1) =
+        // 12.706204736174698).
+        let d: Vec<f64> = confirm
+            .chunks(2)
+            .map(|p| {
+                assert_eq!((p[0].f64("eps_1"), p[1].f64("eps_1")), (searched, 0.0));
+                100.0 * (p[0].f64("val_accuracy") - p[1].f64("val_accuracy"))
+            })
+            .collect();
+        let mean = (d[0] + d[1]) / 2.0;
+        let half = 12.706204736174698 * (d[0] - d[1]).abs() / 2f64.sqrt() / 2f64.sqrt();
+        assert!((result.difference.unwrap() - mean).abs() < 1e-9);
+        assert!((result.ci_low.unwrap() - (mean - half)).abs() < 1e-9);
+        assert!((result.ci_high.unwrap() - (mean + half)).abs() < 1e-9);
+        assert_eq!(result.significant, Some(mean - half > 0.0 || mean + half < 0.0));
+        assert_eq!(result.n_seeds, Some(2));
+    }
 
     // The tuned TOML (in the study dir and at --out) loads as PolyLoss<1>
-    // with the best finished trial's ε and accuracy.
-    let best = best_finished(&all);
+    // with the recommended ε (cross-entropy when the verdict says so).
     for path in [study.join("tuned.toml"), out.clone()] {
         let tuned = poly_loss::PolyConfig::load(&path).unwrap();
         let loss = tuned.poly_loss::<1>().unwrap();
-        assert_eq!(loss.epsilon[0] as f64, best.f64("eps_1") as f32 as f64);
-        assert_eq!(tuned.loss.epsilon, vec![best.f64("eps_1")]);
-        let result = tuned.result.as_ref().unwrap();
-        assert_eq!(result.best, best.f64("val_accuracy"));
-        assert_eq!(result.baseline, search[0].f64("val_accuracy"));
+        let keep_ce = result.significant == Some(true) && result.difference.unwrap() < 0.0;
+        let want = if keep_ce { 0.0 } else { searched };
+        assert_eq!(tuned.loss.epsilon, vec![want]);
+        assert_eq!(loss.epsilon[0] as f64, want as f32 as f64);
+        assert!(tuned.result.unwrap().verdict.unwrap().len() > 20);
     }
     assert_eq!(
         std::fs::read_to_string(study.join("tuned.toml")).unwrap(),
         std::fs::read_to_string(&out).unwrap()
     );
+    let summary = std::fs::read_to_string(study.join("summary.txt")).unwrap();
+    assert!(summary.contains("verdict: "), "{summary}");
 
-    // The same study, SIGKILLed at random points and rerun each time.
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
+    // The same study, SIGKILLed at seeded random points and rerun each
+    // time (KILL_SCHEDULE_SEED replays a schedule).
+    let seed: u64 = std::env::var("KILL_SCHEDULE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9);
     let mut x = seed | 1;
     let mut rand = move |n: u64| {
         x ^= x << 13;
@@ -190,16 +225,15 @@ fn search_writes_the_best_epsilon_and_resumes_after_sigkill_to_the_same_result()
     let killed = work.path().join("killed");
     let killed_s = killed.to_str().unwrap();
     // Three kills, each once the journal has grown by 1–2 rows (at most 5
-    // of the 6), plus a random part of a trial's time: so every kill lands
-    // partway, at a random point within a trial, however busy the machine.
-    let trial_ms = uninterrupted.as_millis() as u64 / 6;
+    // of the 8), plus 0–200 ms into the next trial: every kill lands
+    // partway, at a seeded point, however busy the machine.
     let mut kills = Vec::new();
     let mut partway = 0;
     loop {
         let rows_now = journal_rows_or_none(&killed);
         let plan = (kills.len() < 3).then(|| {
             let rows = (rows_now + 1 + rand(2) as usize).min(5);
-            (rows, Duration::from_millis(rand(trial_ms.max(1))))
+            (rows, Duration::from_millis(rand(200)))
         });
         let mut child = polytune(&other_cwd, &search_args(cfg_s, killed_s, &[]))
             .stdout(Stdio::null())
@@ -221,7 +255,7 @@ fn search_writes_the_best_epsilon_and_resumes_after_sigkill_to_the_same_result()
                     let s = child.wait().unwrap();
                     let done = journal_rows_or_none(&killed);
                     partway +=
-                        (s.signal() == Some(libc::SIGKILL) && (1..6).contains(&done)) as usize;
+                        (s.signal() == Some(libc::SIGKILL) && (1..8).contains(&done)) as usize;
                     kills.push((rows, extra, done));
                     break s;
                 }
@@ -271,7 +305,7 @@ const DIVERGING: &str = r#"
 [study]
 budget = 4
 seed = 0
-rerun_seeds = 1
+confirm_seeds = 2
 workers = 1
 
 [search]

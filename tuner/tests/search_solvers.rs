@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use polytune::search::{
     failed_cost, run_search, trial_cost, SearchConfig, SearchEnd, SolverKind, TrialBackend,
-    FAILED_COST,
+    TrialRequest, FAILED_COST,
 };
 
 /// One batch of `(index, ε)` trials.
@@ -42,14 +42,15 @@ impl Analytic {
 }
 
 impl TrialBackend for Analytic {
-    fn run_trials(&self, trials: &[(u64, Vec<f64>)]) -> Option<Vec<f64>> {
+    fn run_trials(&self, trials: &[TrialRequest]) -> Option<Vec<f64>> {
+        let trials: Vec<(u64, Vec<f64>)> = trials.iter().map(|t| (t.index, t.epsilon.clone())).collect();
         let mut b = self.batches.lock().unwrap();
         if let Some(k) = self.stop_after {
             if b.iter().map(Vec::len).sum::<usize>() >= k {
                 return None;
             }
         }
-        for (i, e) in trials {
+        for (i, e) in &trials {
             for j in 0..e.len() {
                 assert!(
                     self.lower[j] <= e[j] && e[j] <= self.upper[j],
@@ -123,7 +124,7 @@ fn nelder_mead_finds_a_1d_optimum_within_budget() {
     check_common(&out, &backend, 20);
     assert_eq!(out.end, SearchEnd::BudgetSpent);
     assert_eq!(out.trials.len(), 20);
-    let best = out.best().unwrap();
+    let best = out.lowest_cost().unwrap();
     assert!((best.epsilon[0] - 3.7).abs() < 0.1, "best {best:?}");
 }
 
@@ -140,7 +141,7 @@ fn nelder_mead_2d_respects_the_box_even_when_the_optimum_is_outside() {
     )
     .unwrap();
     check_common(&out, &backend, 30);
-    let best = out.best().unwrap();
+    let best = out.lowest_cost().unwrap();
     assert!((best.epsilon[0] - 1.5).abs() < 0.3, "best {best:?}");
     assert!(best.epsilon[1] < 0.15, "best {best:?}");
     // The initial simplex: baseline, paper default, and the ε₂ step.
@@ -166,7 +167,7 @@ fn particle_swarm_runs_each_swarm_as_one_concurrent_batch() {
     assert_eq!(batches[1].len(), 4);
     assert!(batches[2..].iter().all(|b| b.len() <= 6 && !b.is_empty()));
     assert!(batches[2..].iter().any(|b| b.len() >= 3), "{batches:?}");
-    let best = out.best().unwrap();
+    let best = out.lowest_cost().unwrap();
     let base = &out.trials[0];
     assert!(best.cost < base.cost);
     assert!(bowl2(&best.epsilon).unwrap() > 0.93, "best {best:?}");
@@ -210,7 +211,7 @@ fn brent_converges_on_one_coefficient() {
     c.brent.tolerance = 0.05;
     let out = run_search(&c, 20, 0, 1, backend.clone()).unwrap();
     check_common(&out, &backend, 20);
-    let best = out.best().unwrap();
+    let best = out.lowest_cost().unwrap();
     assert!((best.epsilon[0] - 3.7).abs() < 0.1, "best {best:?}");
     // Brent converges after ~6 trials, then restarts around the best point
     // on narrower brackets until the budget is spent.
@@ -242,7 +243,7 @@ fn failed_trials_get_a_penalty_and_the_search_goes_on() {
         check_common(&out, &backend, 16);
         assert_eq!(out.trials.len(), 16, "{solver}");
         assert!(out.trials.iter().all(|t| t.cost.is_finite()));
-        let best = out.best().unwrap();
+        let best = out.lowest_cost().unwrap();
         assert!(
             best.epsilon[0] <= 5.0 && best.cost < FAILED_COST,
             "{solver}: {best:?}"

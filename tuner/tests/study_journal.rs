@@ -10,7 +10,7 @@ fn row(trial: u64, eps: Vec<f64>, state: RowState, error: &str) -> TrialRecord {
         phase: if trial < 100 {
             TrialPhase::Search
         } else {
-            TrialPhase::Rerun
+            TrialPhase::Confirm
         },
         state,
         epsilon: eps,
@@ -21,6 +21,7 @@ fn row(trial: u64, eps: Vec<f64>, state: RowState, error: &str) -> TrialRecord {
         seed: u64::MAX,
         start_time: "2026-01-02T03:04:05Z".into(),
         duration_s: 12.345,
+        attempt: if state == RowState::Retry { 2 } else { 1 },
         error: error.into(),
     }
 }
@@ -43,6 +44,12 @@ fn rows_round_trip_exactly() {
             RowState::Cancelled,
             "cancelled by shutdown",
         ),
+        row(
+            4,
+            vec![0.5, 0.5],
+            RowState::Retry,
+            "killed by signal 9 (SIGKILL; out of memory?)",
+        ),
         row(100, vec![9.999999999999998, 5e-324], RowState::Finished, ""),
     ];
     {
@@ -57,7 +64,7 @@ fn rows_round_trip_exactly() {
     assert_eq!(text.lines().next().unwrap(), header(2));
     assert_eq!(
         header(2),
-        "trial,phase,state,eps_1,eps_2,val_accuracy,val_loss,train_loss,epochs,seed,start_time,duration_s,error"
+        "trial,phase,state,eps_1,eps_2,val_accuracy,val_loss,train_loss,epochs,seed,start_time,duration_s,attempt,error"
     );
     let back = Journal::open(&path, 2).unwrap();
     assert!(back.dropped_torn_line.is_none());
@@ -81,7 +88,7 @@ fn rows_round_trip_exactly() {
         again.rows.last().unwrap().error,
         "line one | line two |  | "
     );
-    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 6);
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 7);
 }
 
 #[test]
@@ -123,14 +130,14 @@ fn corrupt_lines_and_foreign_headers_name_file_and_line() {
         .unwrap();
     drop(j);
     let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str("1,search,finished,abc,0.5,0.1,0.1,1,0,t,1.0,\n");
+    text.push_str("1,search,finished,abc,0.5,0.1,0.1,1,0,t,1.0,1,\n");
     std::fs::write(&path, &text).unwrap();
     let e = Journal::open(&path, 1).unwrap_err().to_string();
     assert!(
         e.contains("trials.csv: line 3: eps_1 = \"abc\" is not a number"),
         "{e}"
     );
-    std::fs::write(&path, "1,search,done,1.0,0.5,0.1,0.1,1,0,t,1.0,\n").unwrap();
+    std::fs::write(&path, "1,search,done,1.0,0.5,0.1,0.1,1,0,t,1.0,1,\n").unwrap();
     let e = Journal::open(&path, 1).unwrap_err().to_string();
     assert!(e.contains("line 1: header"), "{e}");
     let two = tmp.path().join("two.csv");
@@ -140,7 +147,7 @@ fn corrupt_lines_and_foreign_headers_name_file_and_line() {
     let finished_without_metrics = tmp.path().join("f.csv");
     std::fs::write(
         &finished_without_metrics,
-        format!("{}\n0,search,finished,0,,,,,0,t,1.0,\n", header(1)),
+        format!("{}\n0,search,finished,0,,,,,0,t,1.0,1,\n", header(1)),
     )
     .unwrap();
     let e = Journal::open(&finished_without_metrics, 1)
@@ -150,4 +157,39 @@ fn corrupt_lines_and_foreign_headers_name_file_and_line() {
         e.contains("line 2: a finished row without val_accuracy"),
         "{e}"
     );
+}
+
+#[test]
+fn metrics_out_of_range_are_an_error_naming_file_line_and_value() {
+    // A hand-edited journal must not steer the result (issue: NaN changed
+    // the chosen trial; 1.5 was written out as `best = 1.5`).
+    let tmp = tempfile::tempdir().unwrap();
+    for (field, bad, want) in [
+        ("val_accuracy", "NaN", "val_accuracy = NaN is outside [0, 1]"),
+        ("val_accuracy", "1.5", "val_accuracy = 1.5 is outside [0, 1]"),
+        ("val_accuracy", "-3", "val_accuracy = -3 is outside [0, 1]"),
+        ("val_loss", "inf", "val_loss = inf is not a finite number >= 0"),
+        ("val_loss", "-0.5", "val_loss = -0.5 is not a finite number >= 0"),
+        ("duration_s", "NaN", "duration_s = NaN is not a finite number >= 0"),
+        ("eps_1", "inf", "an epsilon of inf is not finite"),
+    ] {
+        let path = tmp.path().join(format!("{field}-{bad}.csv"));
+        let mut j = Journal::open(&path, 1).unwrap().journal;
+        j.append(&row(0, vec![0.0], RowState::Finished, "")).unwrap();
+        j.append(&row(1, vec![2.0], RowState::Finished, "")).unwrap();
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let header_line = text.lines().next().unwrap();
+        let col = header_line.split(',').position(|h| h == field).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let mut f: Vec<String> = lines[2].split(',').map(String::from).collect();
+        f[col] = bad.into();
+        lines[2] = f.join(",");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let e = Journal::open(&path, 1).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{}: line 3: {want}", path.display())),
+            "{field} = {bad}: {e}"
+        );
+    }
 }

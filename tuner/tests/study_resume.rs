@@ -1,9 +1,13 @@
 //! Kill-and-resume: a study run in a subprocess (this test binary re-run as
-//! `harness_entry`) is SIGKILLed at increasing random-ish points, resumed
-//! each time until it completes, and must end with exactly the journal rows
-//! and the tuned result of an uninterrupted run. SIGINT is tested the same
-//! way (exit 130 with a resume hint). The trials are real child processes
-//! (tests/fixtures/trial_ok.sh).
+//! `harness_entry`) is SIGKILLed at seeded random points, resumed each time
+//! until it completes, and must end with exactly the journal rows and the
+//! tuned result of an uninterrupted run. Kills are triggered by events, not
+//! by the clock: after the journal reaches a seeded row count, plus a seeded
+//! fraction of a trial. Every journal row written before a kill must be
+//! byte-identical afterwards and never run again (the fixture logs each
+//! launch). SIGINT is tested the same way (exit 130 with a resume hint).
+//! The trials are real child processes (tests/fixtures/trial_ok.sh); the
+//! schedule's seed is printed, so a failure can be replayed.
 
 mod common;
 
@@ -19,7 +23,7 @@ use polytune::study::{child_runner, run_study_blocking, StudyError};
 
 fn study_toml(solver: &str, workers: usize) -> String {
     format!(
-        "[study]\nbudget = 12\nrerun_seeds = 2\nworkers = {workers}\ninterrupt_grace_s = 0\n[search]\nsolver = \"{solver}\"\n[search.particle_swarm]\nparticles = 4\n"
+        "[study]\nbudget = 12\nconfirm_seeds = 2\nworkers = {workers}\ninterrupt_grace_s = 0\n[search]\nsolver = \"{solver}\"\n[search.particle_swarm]\nparticles = 4\n"
     )
 }
 
@@ -35,6 +39,9 @@ fn harness_entry() {
     let cfg = config(&study_toml(&solver, workers));
     let mut cmd = ChildCommand::new(fixture("trial_ok.sh"), Vec::<String>::new());
     cmd.env = vec![("FIXTURE_SLEEP".into(), "0.03".into())];
+    if let Ok(log) = std::env::var("HARNESS_LOG") {
+        cmd.env.push(("FIXTURE_LOG".into(), log.into()));
+    }
     let mut opts = options(Path::new(&dir));
     opts.handle_signals = true;
     opts.resume_command = Some("harness --resume".into());
@@ -63,6 +70,7 @@ fn spawn(dir: &Path, solver: &str, workers: usize) -> Child {
         .env("HARNESS_DIR", dir)
         .env("HARNESS_SOLVER", solver)
         .env("HARNESS_WORKERS", workers.to_string())
+        .env("HARNESS_LOG", dir.join("launches.log"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -75,51 +83,98 @@ fn rows_in(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Runs the harness to completion, SIGKILLing it after `delays` in turn.
-/// Returns how many kills landed while the study was partway.
-fn run_with_kills(dir: &Path, solver: &str, workers: usize, delays: &[u64]) -> usize {
+/// The journal's complete lines (up to the last newline).
+fn complete_journal(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("trials.csv")).unwrap_or_default();
+    match text.rfind('\n') {
+        Some(i) => text[..=i].to_string(),
+        None => String::new(),
+    }
+}
+
+/// Runs the harness to completion. Kill k waits until the journal holds
+/// `rows[k]` rows, then `extra_ms[k]` more (part of a trial), then sends
+/// SIGKILL. Checks that the rows journaled before each kill survive
+/// byte-identical. Returns how many kills landed partway.
+fn run_with_kills(dir: &Path, solver: &str, workers: usize, kills: &[(usize, u64)]) -> usize {
     let mut partway = 0;
-    for &ms in delays.iter().chain(std::iter::repeat(&60_000)) {
+    let mut kept: Vec<String> = Vec::new();
+    for k in 0.. {
+        // After the scheduled kills, one run to the end.
+        let (rows, extra_ms) = kills.get(k).copied().unwrap_or((usize::MAX, 0));
         let mut child = spawn(dir, solver, workers);
         let t = Instant::now();
+        let mut reached: Option<Instant> = None;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 assert!(status.success(), "{solver}: harness failed: {status:?}");
+                let last = complete_journal(dir);
+                for prefix in &kept {
+                    assert!(last.starts_with(prefix.as_str()), "{solver}: journaled rows changed after a kill");
+                }
                 return partway;
             }
-            if t.elapsed() >= Duration::from_millis(ms) {
-                let before = rows_in(dir);
+            assert!(t.elapsed() < Duration::from_secs(120), "{solver}: harness hangs");
+            if reached.is_none() && rows_in(dir) >= rows {
+                reached = Some(Instant::now());
+            }
+            if reached.is_some_and(|r| r.elapsed() >= Duration::from_millis(extra_ms)) {
+                let before = complete_journal(dir);
                 child.kill().unwrap(); // SIGKILL
                 let status = child.wait().unwrap();
-                if status.signal() == Some(9) && before > 0 {
+                if status.signal() == Some(9) && !before.is_empty() {
                     partway += 1;
                 }
+                kept.push(before);
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
     unreachable!()
 }
 
+/// Launches per (ε, seed) from the fixture's log.
+fn launches(dir: &Path) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in std::fs::read_to_string(dir.join("launches.log"))
+        .unwrap_or_default()
+        .lines()
+    {
+        *m.entry(l.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
 #[test]
 fn sigkill_at_random_points_then_resume_equals_an_uninterrupted_run() {
-    // Deterministic "random" kill times: a small LCG.
-    let mut x: u64 = 0x2545F4914F6CDD1D;
-    let mut next = move || {
+    // A seeded schedule (printed, so a failure replays): kill k after
+    // row k·(1..3) of the journal, plus 0..40 ms into the next trial.
+    let seed: u64 = std::env::var("KILL_SCHEDULE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x2545F4914F6CDD1D);
+    eprintln!("kill schedule seed {seed} (set KILL_SCHEDULE_SEED to replay)");
+    let mut x = seed;
+    let mut next = move |m: u64| {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        60 + (x >> 33) % 250
+        (x >> 33) % m
     };
-    for (solver, workers) in [("nelder-mead", 1), ("particle-swarm", 3)] {
+    for (solver, workers) in [("bayes", 1), ("bayes", 3), ("nelder-mead", 1)] {
         let reference = tempfile::tempdir().unwrap();
         assert_eq!(run_with_kills(reference.path(), solver, workers, &[]), 0);
         let tmp = tempfile::tempdir().unwrap();
-        // Kill times grow so the study always gets further and finishes.
-        let delays: Vec<u64> = (0..12).map(|i| next() + 60 * i).collect();
-        let partway = run_with_kills(tmp.path(), solver, workers, &delays);
-        assert!(partway >= 1, "{solver}: no kill landed partway through");
+        // 16 rows in all (12 search + 4 confirmation): kills until row ~15.
+        let mut row = 0usize;
+        let mut kills = Vec::new();
+        while row < 15 {
+            row += 1 + next(3) as usize;
+            kills.push((row.min(15), next(40)));
+        }
+        let partway = run_with_kills(tmp.path(), solver, workers, &kills);
+        assert!(partway >= 3, "{solver}: only {partway} kills landed partway");
         assert_eq!(
             journal_rows(tmp.path()),
             journal_rows(reference.path()),
@@ -129,6 +184,26 @@ fn sigkill_at_random_points_then_resume_equals_an_uninterrupted_run() {
             tuned_core(&tmp.path().join("tuned.toml")),
             tuned_core(&reference.path().join("tuned.toml")),
             "{solver}"
+        );
+        // A journaled trial never runs again: each finished row's (ε, seed)
+        // was launched once, unless a kill interrupted an earlier launch of
+        // it before its row was written (then it has one row but may have
+        // several launches — never two rows).
+        let journal = journal_rows(tmp.path());
+        let mut keys: Vec<(String, String, String)> = journal
+            .iter()
+            .map(|r| (r[1].clone(), r[0].clone(), r[2].clone()))
+            .collect();
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "{solver}: a trial has two rows");
+        let total: usize = launches(tmp.path()).values().sum();
+        assert!(
+            total <= journal.len() + kills.len() * workers,
+            "{solver}: {total} launches for {} rows and {} kills: journaled trials were re-run",
+            journal.len(),
+            kills.len()
         );
     }
 }

@@ -1,5 +1,15 @@
 //! [`Dataset`]: a configured data source with its train and valid images
 //! loaded (through the cache) and its test images on request.
+//!
+//! **Held-out data.** A study scores its search on the validation split and
+//! confirms its answer on data the search never scored ([`Evaluation`]):
+//! the source's test split when it has one (Flowers-102's official `tstid`,
+//! a CSV manifest's `test` rows, a `test/` folder); otherwise (the embedded
+//! digits, sources without a test split) the validation split is cut in
+//! two, stratified by class with the data's `split_seed`: one half stays the
+//! validation split, the other half is held out. The cut depends only on
+//! the labels and the seed, so every trial and every run sees the same
+//! halves.
 
 use super::cache::{load_split, CacheRequest};
 use super::config::{DataConfig, SourceKind};
@@ -7,6 +17,19 @@ use super::digits;
 use super::error::{DataError, Result};
 use super::images::ImageSet;
 use super::source::{SourceIndex, Split};
+
+/// Which images a trial is scored on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluation {
+    /// The validation split (the search).
+    Valid,
+    /// The held-out split (the confirmation): the test split, or the
+    /// held-out half of the validation split (module docs).
+    Holdout,
+}
+
+/// Seed tag of the validation/held-out cut (mixed with `split_seed`).
+const HOLDOUT_TAG: u64 = 0x4f1d_5eed;
 use super::{flowers, folders, manifest};
 
 /// A loaded data set.
@@ -15,7 +38,8 @@ use super::{flowers, folders, manifest};
 /// use polytune::data::{BatchPlan, DataConfig, Dataset};
 /// let data = Dataset::load(&DataConfig::default()).unwrap(); // embedded digits
 /// assert_eq!(data.num_classes(), 10);
-/// assert_eq!((data.train().len(), data.valid().len()), (1438, 359));
+/// // 359 validation digits, cut in two: 182 score the search, 177 are held out.
+/// assert_eq!((data.train().len(), data.valid().len()), (1438, 182));
 /// let batch = data.valid().batches(&BatchPlan::eval(64)).unwrap().next().unwrap();
 /// assert_eq!(batch.shape(), [64, 3, 8, 8]);
 /// ```
@@ -33,25 +57,60 @@ impl Dataset {
     /// manifest or folders) and loads the train and valid images, decoding
     /// them into the cache on first use.
     pub fn load(config: &DataConfig) -> Result<Self> {
+        Self::load_for(config, Evaluation::Valid)
+    }
+
+    /// [`Dataset::load`] with [`Dataset::valid`] being the images `eval`
+    /// names: the search's validation images or the held-out ones.
+    pub fn load_for(config: &DataConfig, eval: Evaluation) -> Result<Self> {
         config.validate()?;
         let size = config.image_size();
-        if config.source == SourceKind::Digits {
+        let (index, classes, train, valid) = if config.source == SourceKind::Digits {
             let (train, valid) = digits::load(size, config.valid_fraction, config.split_seed);
-            return Ok(Dataset {
-                config: config.clone(),
-                index: None,
-                classes: (0..digits::NUM_CLASSES).map(|k| k.to_string()).collect(),
-                train,
-                valid,
-            });
-        }
-        let index = open_index(config)?;
-        let train = load_index_split(config, &index, Split::Train)?;
-        let valid = load_index_split(config, &index, Split::Valid)?;
+            let classes = (0..digits::NUM_CLASSES).map(|k| k.to_string()).collect();
+            (None, classes, train, valid)
+        } else {
+            let index = open_index(config)?;
+            let train = load_index_split(config, &index, Split::Train)?;
+            let has_test = index.items(Split::Test).is_some_and(|t| !t.is_empty());
+            if has_test && eval == Evaluation::Holdout {
+                let test = load_index_split(config, &index, Split::Test)?;
+                let classes = index.classes.clone();
+                return Ok(Dataset {
+                    config: config.clone(),
+                    classes,
+                    index: Some(index),
+                    train,
+                    valid: test,
+                });
+            }
+            let valid = load_index_split(config, &index, Split::Valid)?;
+            let classes = index.classes.clone();
+            if has_test {
+                return Ok(Dataset {
+                    config: config.clone(),
+                    classes,
+                    index: Some(index),
+                    train,
+                    valid,
+                });
+            }
+            (Some(index), classes, train, valid)
+        };
+        // No test split: cut the validation split in two.
+        let (keep, held) = digits::split_indices(
+            valid.labels(),
+            0.5,
+            config.split_seed ^ HOLDOUT_TAG,
+        );
+        let valid = subset(&valid, match eval {
+            Evaluation::Valid => &keep,
+            Evaluation::Holdout => &held,
+        })?;
         Ok(Dataset {
             config: config.clone(),
-            classes: index.classes.clone(),
-            index: Some(index),
+            index,
+            classes,
             train,
             valid,
         })
@@ -129,6 +188,16 @@ impl Dataset {
         };
         load_index_split(&self.config, index, Split::Test)
     }
+}
+
+/// The images `idx` of `set` as a new in-memory set.
+fn subset(set: &ImageSet, idx: &[usize]) -> Result<ImageSet> {
+    let mut pixels = Vec::with_capacity(idx.len() * set.image_bytes());
+    for &i in idx {
+        pixels.extend_from_slice(set.image(i));
+    }
+    let labels = idx.iter().map(|&i| set.label(i)).collect();
+    ImageSet::from_pixels(set.image_size(), pixels, labels)
 }
 
 /// Reads the index of a file-based source (no images are decoded).

@@ -41,7 +41,7 @@ pub mod source;
 pub use augment::{AugmentConfig, AugmentParams, AugmentScratch};
 pub use batch::{epoch_order, Augment, Batch, BatchPlan, Batches, IMAGENET_MEAN, IMAGENET_STD};
 pub use config::{DataConfig, SourceKind};
-pub use dataset::Dataset;
+pub use dataset::{Dataset, Evaluation};
 pub use error::DataError;
 pub use images::{ImageSet, Origin};
 pub use source::{Item, SourceIndex, Split};

@@ -166,7 +166,7 @@ impl ChildRunner {
                 let _ = child.wait().await;
                 writer.abort();
                 let secs = self.timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
-                return TrialOutcome::Failed(format!("timed out after {secs:.1} s (killed)"));
+                return TrialOutcome::Transient(format!("timed out after {secs:.1} s (killed)"));
             }
             End::Cancelled => {
                 kill_group(pgid, libc::SIGTERM);
@@ -227,12 +227,24 @@ fn judge(status: ExitStatus, stdout: &[u8], stderr: &[u8], spec: &TrialSpec) -> 
             (None, Some(sig)) => format!("killed by signal {sig} ({})", signal_name(sig)),
             _ => format!("ended abnormally ({status})"),
         };
-        return TrialOutcome::Failed(with_tail(msg));
+        // Killed from outside (OOM killer, an operator): not the trial's
+        // fault, so worth another attempt. Crash signals are the trial's own.
+        let outside = matches!(
+            status.signal(),
+            Some(libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGHUP)
+        );
+        return if outside {
+            TrialOutcome::Transient(with_tail(msg))
+        } else {
+            TrialOutcome::Failed(with_tail(msg))
+        };
     }
     match TrialResult::parse_stdout(&String::from_utf8_lossy(stdout)) {
-        Ok(r) if r.seed != spec.seed => TrialOutcome::Failed(format!(
-            "the child used seed {} but the spec asked for {}",
-            r.seed, spec.seed
+        Ok(TrialResult {
+            seed: Some(seed), ..
+        }) if seed != spec.seed => TrialOutcome::Failed(format!(
+            "the child used seed {seed} but the spec asked for {}",
+            spec.seed
         )),
         Ok(r) => TrialOutcome::Finished(r),
         Err(e) => TrialOutcome::Failed(with_tail(e.to_string())),

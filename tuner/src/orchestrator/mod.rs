@@ -29,9 +29,13 @@ pub use protocol::{ResultError, SpecError, TrialPhase, TrialResult, TrialSpec};
 pub enum TrialOutcome {
     /// The child reported a valid result.
     Finished(TrialResult),
-    /// The trial failed for good (crash, non-zero exit, timeout, garbage or
-    /// NaN output); the reason is recorded and the search goes on.
+    /// The trial failed for good (crash, non-zero exit, garbage or NaN
+    /// output); the reason is recorded and the search goes on.
     Failed(String),
+    /// The trial was lost to something outside it — killed by a signal it
+    /// did not cause (the OOM killer, an operator's `kill -9`) or past the
+    /// trial timeout: worth retrying (`study.max_retries`).
+    Transient(String),
     /// Stopped by a shutdown request before it could finish; not a result,
     /// so a resumed study runs it again.
     Cancelled,

@@ -26,7 +26,11 @@
 //! // What a child prints on stdout:
 //! let line = r#"{"val_accuracy":0.95,"val_loss":0.2,"train_loss":0.1,"epochs":3,"seed":7,"duration_s":1.5}"#;
 //! let result = TrialResult::parse_stdout(line).unwrap();
-//! assert_eq!(result.epochs, 3);
+//! assert_eq!(result.epochs, Some(3));
+//!
+//! // The least an external trial program prints:
+//! let result = TrialResult::parse_stdout(r#"{"val_accuracy":0.9,"val_loss":0.4}"#).unwrap();
+//! assert_eq!((result.seed, result.epochs), (None, None));
 //! ```
 
 use std::io::Read;
@@ -34,23 +38,26 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Why a trial runs: the search itself or the confirmation re-runs on
-/// further seeds after the budget is spent.
+/// Why a trial runs, and so which data it is scored on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TrialPhase {
-    /// A point the solver asked for (trial 0 is the CE baseline).
+    /// A point the solver asked for (trial 0 is the CE baseline), scored on
+    /// the validation split.
     Search,
-    /// A confirmation run of the best ε or the baseline on another seed.
-    Rerun,
+    /// A confirmation run of the recommended ε or of cross-entropy on a
+    /// fresh seed, scored on the held-out split the search never saw (a
+    /// data set's test split, or the held-out part carved from its
+    /// validation split). An external trial program must do the same.
+    Confirm,
 }
 
 impl TrialPhase {
-    /// The name used in the journal (`search` / `rerun`).
+    /// The name used in the journal and the spec (`search` / `confirm`).
     pub fn as_str(self) -> &'static str {
         match self {
             TrialPhase::Search => "search",
-            TrialPhase::Rerun => "rerun",
+            TrialPhase::Confirm => "confirm",
         }
     }
 }
@@ -145,6 +152,8 @@ impl TrialSpec {
 }
 
 /// What a finished trial reports: one JSON line on the child's stdout.
+/// `val_accuracy` and `val_loss` are required; an external trial program
+/// may leave out the rest (`seed`, when given, must equal the spec's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialResult {
     /// Final validation top-1 accuracy in [0, 1].
@@ -152,13 +161,17 @@ pub struct TrialResult {
     /// Final validation cross-entropy loss (the tie-breaker).
     pub val_loss: f64,
     /// Training loss of the last epoch.
-    pub train_loss: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
     /// Epochs trained.
-    pub epochs: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u32>,
     /// The seed the trial actually used (must equal the spec's).
-    pub seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Wall time of the fine-tune in seconds (as measured by the child).
-    pub duration_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
 }
 
 /// Why a child's stdout is not an acceptable result.
@@ -229,11 +242,11 @@ impl TrialResult {
         if !(self.val_loss.is_finite() && self.val_loss >= 0.0) {
             return bad("val_loss", self.val_loss, "must be finite and >= 0");
         }
-        if !self.train_loss.is_finite() {
-            return bad("train_loss", self.train_loss, "must be finite");
+        if let Some(t) = self.train_loss.filter(|t| !t.is_finite()) {
+            return bad("train_loss", t, "must be finite");
         }
-        if !(self.duration_s.is_finite() && self.duration_s >= 0.0) {
-            return bad("duration_s", self.duration_s, "must be finite and >= 0");
+        if let Some(d) = self.duration_s.filter(|d| !(d.is_finite() && *d >= 0.0)) {
+            return bad("duration_s", d, "must be finite and >= 0");
         }
         Ok(())
     }
@@ -277,7 +290,7 @@ mod tests {
             toml::from_str("epochs = 3\nlr = 1e-3\n[sched]\nkind = \"one-cycle\"\n").unwrap();
         let spec = TrialSpec {
             trial: 4,
-            phase: TrialPhase::Rerun,
+            phase: TrialPhase::Confirm,
             epsilon: vec![0.1 + 0.2, -1.0],
             seed: 9,
             train,

@@ -8,8 +8,12 @@ use super::space::Bounds;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SolverKind {
-    /// Nelder–Mead simplex through the sine map (the default).
+    /// Noise-aware Bayesian optimisation: a Gaussian process with a seed
+    /// effect, expected improvement on the posterior mean, racing (the
+    /// default).
     #[default]
+    Bayes,
+    /// Nelder–Mead simplex through the sine map (one seed per point).
     NelderMead,
     /// Particle swarm; each iteration's swarm runs concurrently.
     ParticleSwarm,
@@ -23,6 +27,7 @@ impl SolverKind {
     /// The name as written in configs and outputs.
     pub fn as_str(self) -> &'static str {
         match self {
+            SolverKind::Bayes => "bayes",
             SolverKind::NelderMead => "nelder-mead",
             SolverKind::ParticleSwarm => "particle-swarm",
             SolverKind::Brent => "brent",
@@ -41,13 +46,63 @@ impl std::str::FromStr for SolverKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "bayes" => Ok(Self::Bayes),
             "nelder-mead" => Ok(Self::NelderMead),
             "particle-swarm" => Ok(Self::ParticleSwarm),
             "brent" => Ok(Self::Brent),
             "random" => Ok(Self::Random),
             _ => Err(format!(
-                "unknown solver {s:?} (expected nelder-mead, particle-swarm, brent or random)"
+                "unknown solver {s:?} (expected bayes, nelder-mead, particle-swarm, brent or random)"
             )),
+        }
+    }
+}
+
+/// `[search.bayes]`: the Bayesian solver and its racing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BayesOptions {
+    /// Points of the space-filling start (ε = 0, the paper's ε₁ = 2, then
+    /// Sobol points), all on the first seed; 0 = `max(4, 2N + 2)`.
+    pub initial_points: usize,
+    /// Seeds the incumbent (best posterior mean) gets before the search
+    /// trusts it.
+    pub min_seeds: usize,
+    /// Most seeds any point gets in the search.
+    pub max_seeds: usize,
+    /// A point stays in the race while the model's probability that it
+    /// beats the incumbent is at least this.
+    pub race_threshold: f64,
+    /// Candidate points per proposal (Sobol points plus local refinement).
+    pub candidates: usize,
+    /// Exploration margin ξ of expected improvement, in standard deviations
+    /// of the observed scores.
+    pub xi: f64,
+    /// Restarts of the marginal-likelihood fit.
+    pub fit_restarts: usize,
+}
+
+impl Default for BayesOptions {
+    fn default() -> Self {
+        Self {
+            initial_points: 0,
+            min_seeds: 3,
+            max_seeds: 5,
+            race_threshold: 0.1,
+            candidates: 512,
+            xi: 0.0,
+            fit_restarts: 4,
+        }
+    }
+}
+
+impl BayesOptions {
+    /// The start's size for N coefficients.
+    pub fn initial_points_for(&self, terms: usize) -> usize {
+        if self.initial_points == 0 {
+            (2 * terms + 2).max(4)
+        } else {
+            self.initial_points
         }
     }
 }
@@ -148,6 +203,9 @@ pub struct SearchConfig {
     /// Upper bounds per coefficient (default 10 each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<Vec<f64>>,
+    /// Bayesian solver options.
+    #[serde(default)]
+    pub bayes: BayesOptions,
     /// Nelder–Mead options.
     #[serde(default)]
     pub nelder_mead: NelderMeadOptions,
@@ -173,6 +231,7 @@ impl Default for SearchConfig {
             terms: 1,
             lower: None,
             upper: None,
+            bayes: Default::default(),
             nelder_mead: Default::default(),
             particle_swarm: Default::default(),
             brent: Default::default(),
@@ -246,6 +305,61 @@ impl SearchConfig {
                     ),
                 ));
             }
+        }
+        if self.terms == 1 && b.lower[0] < -1.0 {
+            return Err(invalid(
+                "search.lower",
+                format!(
+                    "lower[0] = {} is below -1: Poly-1 with ε₁ < -1 is not decreasing in pt (it rewards wrong answers)",
+                    b.lower[0]
+                ),
+            ));
+        }
+        let by = &self.bayes;
+        if by.initial_points != 0 && !(2..=64).contains(&by.initial_points) {
+            return Err(invalid(
+                "search.bayes.initial_points",
+                format!("{} must be 0 (automatic) or in 2..=64", by.initial_points),
+            ));
+        }
+        if !(1..=100).contains(&by.min_seeds) {
+            return Err(invalid(
+                "search.bayes.min_seeds",
+                format!("{} must be in 1..=100", by.min_seeds),
+            ));
+        }
+        if !(by.min_seeds..=100).contains(&by.max_seeds) {
+            return Err(invalid(
+                "search.bayes.max_seeds",
+                format!(
+                    "{} must be in min_seeds..=100 ({}..=100)",
+                    by.max_seeds, by.min_seeds
+                ),
+            ));
+        }
+        if !(by.race_threshold > 0.0 && by.race_threshold < 0.5) {
+            return Err(invalid(
+                "search.bayes.race_threshold",
+                format!("{} must be in (0, 0.5)", by.race_threshold),
+            ));
+        }
+        if !(16..=100_000).contains(&by.candidates) {
+            return Err(invalid(
+                "search.bayes.candidates",
+                format!("{} must be in 16..=100000", by.candidates),
+            ));
+        }
+        if !(by.xi.is_finite() && (0.0..=0.1).contains(&by.xi)) {
+            return Err(invalid(
+                "search.bayes.xi",
+                format!("{} must be in [0, 0.1]", by.xi),
+            ));
+        }
+        if !(1..=64).contains(&by.fit_restarts) {
+            return Err(invalid(
+                "search.bayes.fit_restarts",
+                format!("{} must be in 1..=64", by.fit_restarts),
+            ));
         }
         let nm = &self.nelder_mead;
         let pos = |key: &str, v: f64| {

@@ -1,73 +1,92 @@
 //! The argmin side of a study: solvers, the bound-respecting problem
-//! wrappers, and the budget.
+//! wrappers, the budget, and the recommendation.
+//!
+//! A trial is one fine-tune of one ε on one seed. The seeds are paired
+//! (common random numbers): search seed slot k is the same seed
+//! ([`search_seed`]) for every ε, so a seed's shared effect (initialisation,
+//! data order, augmentation) cancels in differences between ε values.
 //!
 //! Every solver runs through one path, [`run_search`]: an argmin
 //! [`Executor`] over a [`Budgeted`] solver whose cost function asks an
-//! [`Evaluator`] for costs. The evaluator numbers trials, spends the budget,
-//! serves repeated points from memory and hands new trials to a
-//! [`TrialBackend`] (the study's worker pool, or an analytic function in
-//! tests).
+//! [`Evaluator`] for costs. The evaluator numbers trials, spends the budget
+//! (one unit per fine-tune, whatever the seed), serves repeated (ε, seed)
+//! pairs from memory and hands new trials to a [`TrialBackend`] (the study's
+//! worker pool, or an analytic function in tests).
 //!
-//! * Trial 0 is always the cross-entropy baseline ε = 0 and trial 1 the
-//!   paper's ε₁ = 2 (both evaluated concurrently before the solver starts);
-//!   Nelder–Mead's initial simplex, the swarm and random search start from
-//!   them, and find them in memory.
+//! * The default solver, [`BayesSearch`], models accuracy with a Gaussian
+//!   process that has a seed effect and a noise term, proposes points by
+//!   expected improvement over the best posterior mean, and races: extra
+//!   seeds go to the points still in contention with the incumbent.
+//!   Nelder–Mead, particle swarm, Brent and random search stay selectable;
+//!   they evaluate each point on the first seed only.
+//! * Whatever the solver, the answer is [`recommend`]'s: the evaluated point
+//!   with the best posterior mean of a GP fitted to every trial — never the
+//!   single best observation (the best of 20 noisy draws is ≈ 1.87 σ above
+//!   its mean by luck alone).
 //! * The cost of a trial is `(1 − accuracy) + 1e-6 · min(val_loss, 100)`
 //!   ([`trial_cost`]): validation error, ties broken by validation loss. The
-//!   loss term is at most 1e-4, less than one image in 10 000, so it never
-//!   outweighs a difference in accuracy.
+//!   loss term is at most 1e-4, less than one image in 10 000.
 //! * Failed trials cost [`failed_cost`] = 2 + 0.01·‖ε‖, worse than any real
 //!   trial, and slightly worse the further ε is from the baseline, so a
-//!   simplex of failures still has a direction (towards smaller ε, which
-//!   trains more like plain cross-entropy) instead of a flat plateau that
-//!   Nelder–Mead would take for convergence;
-//!   points asked for after the budget is spent (within the last iteration)
-//!   cost [`UNEVALUATED_COST`] = 4 and run nothing. argmin never sees NaN or ∞.
+//!   simplex of failures still has a direction; points asked for after the
+//!   budget is spent cost [`UNEVALUATED_COST`] = 4 and run nothing. argmin
+//!   never sees NaN or ∞.
 //! * Nelder–Mead and Brent that converge with budget left restart around the
-//!   best point with half the previous step (a fresh executor run), so the
-//!   budget is used.
+//!   best point with half the previous step, so the budget is used.
 //! * The executor stops after the iteration in which the budget ran out
-//!   ([`Budgeted::terminate`]); argmin's `max_iters` is only a safety net.
+//!   ([`Budgeted::terminate`]).
 //!
 //! ```
 //! use std::sync::Arc;
-//! use polytune::search::{run_search, trial_cost, SearchConfig, TrialBackend};
+//! use polytune::search::{recommend, run_search, trial_cost, SearchConfig, TrialBackend, TrialRequest};
 //!
-//! // An analytic objective: accuracy peaks at ε₁ = 3.
+//! // An analytic objective: accuracy peaks at ε₁ = 3; each seed shifts all ε alike.
 //! struct Bowl;
 //! impl TrialBackend for Bowl {
-//!     fn run_trials(&self, trials: &[(u64, Vec<f64>)]) -> Option<Vec<f64>> {
-//!         Some(trials.iter().map(|(_, e)| trial_cost(0.9 - 0.01 * (e[0] - 3.0).powi(2), 0.3)).collect())
+//!     fn run_trials(&self, trials: &[TrialRequest]) -> Option<Vec<f64>> {
+//!         Some(trials.iter().map(|t| {
+//!             let seed_shift = 0.01 * ((t.slot % 3) as f64 - 1.0);
+//!             trial_cost(0.9 - 0.01 * (t.epsilon[0] - 3.0).powi(2) + seed_shift, 0.3)
+//!         }).collect())
 //!     }
 //! }
-//! let out = run_search(&SearchConfig::default(), 20, 0, 1, Arc::new(Bowl)).unwrap();
+//! let cfg = SearchConfig::default(); // bayes
+//! let out = run_search(&cfg, 20, 0, 1, Arc::new(Bowl)).unwrap();
 //! assert_eq!(out.trials.len(), 20);
 //! assert_eq!(out.trials[0].epsilon, vec![0.0]);
-//! assert!((out.best().unwrap().epsilon[0] - 3.0).abs() < 0.3);
+//! let rec = recommend(&out.trials, &cfg.bounds(), 0).unwrap();
+//! assert!((rec.epsilon[0] - 3.0).abs() < 0.5, "{rec:?}");
 //! ```
 
 pub mod acquisition;
+mod bayes;
 mod config;
 pub mod gp;
 mod random;
+mod recommend;
 mod space;
 mod swarm;
 
 use std::sync::{Arc, Mutex};
 
 use argmin::core::{
-    CostFunction, Error as ArgminError, Executor, IterState, Problem, Solver, State,
+    CostFunction, Error as ArgminError, Executor, Problem, Solver, State,
     TerminationReason, TerminationStatus, KV,
 };
 use argmin::solver::brent::BrentOpt;
 use argmin::solver::neldermead::NelderMead;
 
+pub use bayes::{BayesSearch, PairedPoint};
 pub use config::{
-    BrentOptions, InvalidSetting, NelderMeadOptions, RandomOptions, SearchConfig, SolverKind,
-    SwarmOptions,
+    BayesOptions, BrentOptions, InvalidSetting, NelderMeadOptions, RandomOptions, SearchConfig,
+    SolverKind, SwarmOptions,
 };
 pub use random::RandomSearch;
-pub use space::{Bounds, SineMap, PAPER_EPSILON1, SAME_POINT_TOLERANCE};
+pub use recommend::{recommend, Recommendation, Surrogate};
+pub use space::{
+    confirm_seed, search_seed, Bounds, SineMap, CONFIRM_SEED_OFFSET, PAPER_EPSILON1,
+    SAME_POINT_TOLERANCE,
+};
 pub use swarm::SeededSwarm;
 
 /// Base cost of a failed trial: worse than any finished one (those are ≤ 1.0001).
@@ -99,13 +118,32 @@ pub fn trial_cost(val_accuracy: f64, val_loss: f64) -> f64 {
     (1.0 - val_accuracy) + LOSS_TIE_WEIGHT * val_loss.clamp(0.0, LOSS_CAP)
 }
 
+/// True for the cost of a finished trial (not failed, not unevaluated).
+pub fn is_finished_cost(cost: f64) -> bool {
+    cost.is_finite() && cost < FAILED_COST
+}
+
+/// One fine-tune the search asks for: ε on one of the paired search seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRequest {
+    /// Search trial index (0 = the baseline on the first seed).
+    pub index: u64,
+    /// ε.
+    pub epsilon: Vec<f64>,
+    /// Which search seed (0, 1, …): every ε sees the same seeds in the same
+    /// order, so results are paired (common random numbers).
+    pub slot: usize,
+    /// The seed itself ([`search_seed`] of the study seed and the slot).
+    pub seed: u64,
+}
+
 /// Runs search trials for the [`Evaluator`].
 pub trait TrialBackend: Send + Sync + 'static {
-    /// Runs the trials `(index, ε)` (concurrently where it can) and returns
-    /// one finite cost each, in order — [`failed_cost`] for a failed trial.
-    /// `None` means the search must stop now (a shutdown, or a fatal error
-    /// the backend keeps for its caller).
-    fn run_trials(&self, trials: &[(u64, Vec<f64>)]) -> Option<Vec<f64>>;
+    /// Runs `trials` (concurrently where it can) and returns one finite cost
+    /// each, in order — [`failed_cost`] for a failed trial. `None` means the
+    /// search must stop now (a shutdown, or a fatal error the backend keeps
+    /// for its caller).
+    fn run_trials(&self, trials: &[TrialRequest]) -> Option<Vec<f64>>;
 }
 
 /// One search trial as the evaluator saw it.
@@ -115,6 +153,8 @@ pub struct EvaluatedPoint {
     pub index: u64,
     /// ε.
     pub epsilon: Vec<f64>,
+    /// The seed slot.
+    pub slot: usize,
     /// Its cost ([`trial_cost`] or [`failed_cost`]).
     pub cost: f64,
 }
@@ -143,9 +183,10 @@ pub struct SearchOutcome {
 }
 
 impl SearchOutcome {
-    /// The trial with the lowest cost (lowest index on ties); failed trials
-    /// only if nothing finished.
-    pub fn best(&self) -> Option<&EvaluatedPoint> {
+    /// The single trial with the lowest cost (lowest index on ties). This is
+    /// one noisy observation: the study's answer is [`recommend`]'s, never
+    /// this.
+    pub fn lowest_cost(&self) -> Option<&EvaluatedPoint> {
         self.trials
             .iter()
             .fold(None, |best: Option<&EvaluatedPoint>, t| match best {
@@ -181,20 +222,23 @@ struct EvalState {
 }
 
 /// The cost side shared by all solvers: numbers trials, spends the budget,
-/// remembers every point, clamps into the box, and never returns a
+/// remembers every (ε, seed) trial, clamps into the box, and never returns a
 /// non-finite cost. Synchronous: it runs on the executor's thread and blocks
 /// while the backend runs trials.
 pub struct Evaluator<B> {
     bounds: Bounds,
+    study_seed: u64,
     backend: Arc<B>,
     state: Mutex<EvalState>,
 }
 
 impl<B: TrialBackend> Evaluator<B> {
-    /// An evaluator that may run `budget` trials.
-    pub fn new(bounds: Bounds, budget: u64, backend: Arc<B>) -> Self {
+    /// An evaluator that may run `budget` trials; search seeds derive from
+    /// `study_seed` ([`search_seed`]).
+    pub fn new(bounds: Bounds, budget: u64, study_seed: u64, backend: Arc<B>) -> Self {
         Self {
             bounds,
+            study_seed,
             backend,
             state: Mutex::new(EvalState {
                 next_index: 0,
@@ -211,8 +255,9 @@ impl<B: TrialBackend> Evaluator<B> {
         &self.bounds
     }
 
-    /// Costs for `points`, running new trials as one concurrent batch.
-    pub fn evaluate(&self, points: &[Vec<f64>]) -> Vec<f64> {
+    /// Costs for `(ε, seed slot)` points, running new trials as one
+    /// concurrent batch. A point already run on that slot costs no budget.
+    pub fn evaluate_paired(&self, points: &[(Vec<f64>, usize)]) -> Vec<f64> {
         let mut st = self.state.lock().expect("evaluator lock");
         st.evaluations += points.len() as u64;
         let mut costs = vec![UNEVALUATED_COST; points.len()];
@@ -220,9 +265,9 @@ impl<B: TrialBackend> Evaluator<B> {
             return costs;
         }
         // New trials in this batch, and where each asked-for point gets its cost.
-        let mut new: Vec<(u64, Vec<f64>)> = Vec::new();
+        let mut new: Vec<TrialRequest> = Vec::new();
         let mut from_new: Vec<(usize, usize)> = Vec::new();
-        for (k, p) in points.iter().enumerate() {
+        for (k, (p, slot)) in points.iter().enumerate() {
             if p.len() != self.bounds.dim() || p.iter().any(|x| !x.is_finite()) {
                 tracing::warn!(point = ?p, "solver asked for an invalid point; not evaluated");
                 continue;
@@ -231,12 +276,15 @@ impl<B: TrialBackend> Evaluator<B> {
             if let Some(seen) = st
                 .history
                 .iter()
-                .find(|h| self.bounds.same_point(&h.epsilon, &p))
+                .find(|h| h.slot == *slot && self.bounds.same_point(&h.epsilon, &p))
             {
                 costs[k] = seen.cost;
                 continue;
             }
-            if let Some(j) = new.iter().position(|(_, q)| self.bounds.same_point(q, &p)) {
+            if let Some(j) = new
+                .iter()
+                .position(|q| q.slot == *slot && self.bounds.same_point(&q.epsilon, &p))
+            {
                 from_new.push((k, j));
                 continue;
             }
@@ -247,7 +295,12 @@ impl<B: TrialBackend> Evaluator<B> {
             let index = st.next_index;
             st.next_index += 1;
             from_new.push((k, new.len()));
-            new.push((index, p));
+            new.push(TrialRequest {
+                index,
+                epsilon: p,
+                slot: *slot,
+                seed: search_seed(self.study_seed, *slot),
+            });
         }
         if !new.is_empty() {
             drop(st);
@@ -258,15 +311,22 @@ impl<B: TrialBackend> Evaluator<B> {
                     let new_costs: Vec<f64> = new_costs
                         .into_iter()
                         .zip(&new)
-                        .map(|(c, (_, e))| if c.is_finite() { c } else { failed_cost(e) })
+                        .map(|(c, r)| {
+                            if c.is_finite() {
+                                c
+                            } else {
+                                failed_cost(&r.epsilon)
+                            }
+                        })
                         .collect();
                     for (k, j) in from_new {
                         costs[k] = new_costs[j];
                     }
-                    for ((index, epsilon), cost) in new.into_iter().zip(new_costs) {
+                    for (r, cost) in new.into_iter().zip(new_costs) {
                         st.history.push(EvaluatedPoint {
-                            index,
-                            epsilon,
+                            index: r.index,
+                            epsilon: r.epsilon,
+                            slot: r.slot,
                             cost,
                         });
                     }
@@ -283,12 +343,19 @@ impl<B: TrialBackend> Evaluator<B> {
         costs
     }
 
+    /// Costs for points on the first seed (the noise-unaware solvers).
+    pub fn evaluate(&self, points: &[Vec<f64>]) -> Vec<f64> {
+        let paired: Vec<(Vec<f64>, usize)> = points.iter().map(|p| (p.clone(), 0)).collect();
+        self.evaluate_paired(&paired)
+    }
+
     /// Trials run so far.
     pub fn trial_count(&self) -> usize {
         self.state.lock().expect("evaluator lock").history.len()
     }
 
-    /// The lowest-cost point so far (lowest index on ties).
+    /// The lowest-cost point so far (lowest index on ties): where
+    /// Nelder–Mead and Brent restart.
     pub fn best_point(&self) -> Option<Vec<f64>> {
         let st = self.state.lock().expect("evaluator lock");
         let mut best: Option<&EvaluatedPoint> = None;
@@ -300,7 +367,7 @@ impl<B: TrialBackend> Evaluator<B> {
         best.map(|b| b.epsilon.clone())
     }
 
-    /// Evaluates one point.
+    /// Evaluates one point on the first seed.
     pub fn evaluate_one(&self, point: &[f64]) -> f64 {
         self.evaluate(&[point.to_vec()])[0]
     }
@@ -335,12 +402,18 @@ impl<B: TrialBackend> Evaluator<B> {
 pub struct Budgeted<S, B> {
     inner: S,
     eval: Arc<Evaluator<B>>,
+    max_iters: u64,
 }
 
 impl<S, B> Budgeted<S, B> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, eval: Arc<Evaluator<B>>) -> Self {
-        Self { inner, eval }
+    /// Wraps `inner`; `max_iters` is a safety net against a solver that
+    /// only repeats known points.
+    pub fn new(inner: S, eval: Arc<Evaluator<B>>, max_iters: u64) -> Self {
+        Self {
+            inner,
+            eval,
+            max_iters,
+        }
     }
 }
 
@@ -372,6 +445,9 @@ where
                 "trial budget spent or search stopped".into(),
             ));
         }
+        if state.get_iter() >= self.max_iters {
+            return TerminationStatus::Terminated(TerminationReason::MaxItersReached);
+        }
         self.inner.terminate_internal(state)
     }
 }
@@ -398,6 +474,34 @@ impl<B: TrialBackend> CostFunction for DirectProblem<B> {
     {
         let points: Vec<Vec<f64>> = params.iter().map(|p| p.borrow().clone()).collect();
         Ok(self.eval.evaluate(&points))
+    }
+}
+
+/// The Bayesian solver's parameter: ε on a seed slot; `bulk_cost` runs the
+/// whole batch concurrently.
+pub struct PairedProblem<B> {
+    eval: Arc<Evaluator<B>>,
+}
+
+impl<B: TrialBackend> CostFunction for PairedProblem<B> {
+    type Param = PairedPoint;
+    type Output = f64;
+
+    fn cost(&self, p: &PairedPoint) -> Result<f64, ArgminError> {
+        Ok(self.eval.evaluate_paired(&[(p.epsilon.clone(), p.slot)])[0])
+    }
+
+    fn bulk_cost<P>(&self, params: &[P]) -> Result<Vec<f64>, ArgminError>
+    where
+        P: std::borrow::Borrow<PairedPoint> + argmin::core::SyncAlias,
+        f64: argmin::core::SendAlias,
+        Self: argmin::core::SyncAlias,
+    {
+        let points: Vec<(Vec<f64>, usize)> = params
+            .iter()
+            .map(|p| (p.borrow().epsilon.clone(), p.borrow().slot))
+            .collect();
+        Ok(self.eval.evaluate_paired(&points))
     }
 }
 
@@ -460,9 +564,39 @@ pub fn restart_simplex(bounds: &Bounds, best: &[f64], fraction: f64) -> Vec<Vec<
     simplex
 }
 
+/// Runs one argmin executor over `solver` wrapped in [`Budgeted`]; returns
+/// argmin's termination reason.
+fn execute<O, S, I, B>(
+    problem: O,
+    solver: S,
+    eval: &Arc<Evaluator<B>>,
+    max_iters: u64,
+    kind: SolverKind,
+) -> Result<String, SearchError>
+where
+    O: CostFunction,
+    S: Solver<O, I>,
+    I: State,
+    B: TrialBackend,
+{
+    let res = Executor::new(problem, Budgeted::new(solver, eval.clone(), max_iters))
+        .ctrlc(false)
+        .run()
+        .map_err(|source| SearchError::Argmin {
+            solver: kind,
+            source,
+        })?;
+    Ok(res
+        .state()
+        .get_termination_reason()
+        .map(|r| r.to_string())
+        .unwrap_or_default())
+}
+
 /// Runs the configured solver for at most `budget` trials (the baseline
-/// included). `seed` seeds the swarm's and random search's generators;
-/// `parallelism` is the default random-search batch. Blocks until done.
+/// included). `seed` is the study seed: it seeds the solvers' generators and
+/// the paired search seeds; `parallelism` is the batch the swarm-free
+/// solvers propose at once (the number of workers). Blocks until done.
 pub fn run_search<B: TrialBackend>(
     cfg: &SearchConfig,
     budget: u64,
@@ -472,18 +606,21 @@ pub fn run_search<B: TrialBackend>(
 ) -> Result<SearchOutcome, SearchError> {
     cfg.validate()?;
     let bounds = cfg.bounds();
-    let eval = Arc::new(Evaluator::new(bounds.clone(), budget, backend));
-    // Trials 0 and 1: baseline and paper default, run concurrently.
-    eval.evaluate(&[bounds.baseline(), bounds.paper_default()]);
-    // Safety net against a solver that only repeats known points.
+    let eval = Arc::new(Evaluator::new(bounds.clone(), budget, seed, backend));
     let max_iters = 50 * budget + 100;
+    let kind = cfg.solver;
     let argmin_err = |source| SearchError::Argmin {
-        solver: cfg.solver,
+        solver: kind,
         source,
     };
-    let reason_of = |state_reason: Option<&TerminationReason>| {
-        state_reason.map(|r| r.to_string()).unwrap_or_default()
-    };
+    if kind == SolverKind::Bayes {
+        let solver = BayesSearch::new(bounds.clone(), cfg.bayes.clone(), parallelism, seed);
+        let problem = PairedProblem { eval: eval.clone() };
+        let reason = execute(problem, solver, &eval, max_iters, kind)?;
+        return Ok(eval.finish(Some(reason)));
+    }
+    // Trials 0 and 1: baseline and paper default, run concurrently.
+    eval.evaluate(&[bounds.baseline(), bounds.paper_default()]);
     let mut reason: Option<String> = None;
     // Round 0 runs the solver from its initial simplex / bracket / swarm.
     // Nelder–Mead and Brent may converge with budget left: they restart
@@ -496,7 +633,8 @@ pub fn run_search<B: TrialBackend>(
         let before = eval.trial_count();
         let shrink = 0.5f64.powi(round as i32);
         let best = eval.best_point().unwrap_or_else(|| bounds.baseline());
-        match cfg.solver {
+        match kind {
+            SolverKind::Bayes => unreachable!("handled above"),
             SolverKind::NelderMead => {
                 let o = &cfg.nelder_mead;
                 let map = SineMap::new(bounds.clone());
@@ -517,12 +655,7 @@ pub fn run_search<B: TrialBackend>(
                     eval: eval.clone(),
                     map,
                 };
-                let res = Executor::new(problem, Budgeted::new(nm, eval.clone()))
-                    .configure(|s: IterState<Vec<f64>, (), (), (), (), f64>| s.max_iters(max_iters))
-                    .ctrlc(false)
-                    .run()
-                    .map_err(argmin_err)?;
-                reason = Some(reason_of(res.state().get_termination_reason()));
+                reason = Some(execute(problem, nm, &eval, max_iters, kind)?);
             }
             SolverKind::Brent => {
                 let (lo, hi) = if round == 0 {
@@ -537,35 +670,20 @@ pub fn run_search<B: TrialBackend>(
                 let solver =
                     BrentOpt::new(lo, hi).set_tolerance(f64::EPSILON.sqrt(), cfg.brent.tolerance);
                 let problem = ScalarProblem { eval: eval.clone() };
-                let res = Executor::new(problem, Budgeted::new(solver, eval.clone()))
-                    .configure(|s: IterState<f64, (), (), (), (), f64>| s.max_iters(max_iters))
-                    .ctrlc(false)
-                    .run()
-                    .map_err(argmin_err)?;
-                reason = Some(reason_of(res.state().get_termination_reason()));
+                reason = Some(execute(problem, solver, &eval, max_iters, kind)?);
             }
             SolverKind::ParticleSwarm => {
                 let solver =
                     SeededSwarm::new(&bounds, &cfg.particle_swarm, seed).map_err(argmin_err)?;
                 let problem = DirectProblem { eval: eval.clone() };
-                let res = Executor::new(problem, Budgeted::new(solver, eval.clone()))
-                    .configure(|s| s.max_iters(max_iters))
-                    .ctrlc(false)
-                    .run()
-                    .map_err(argmin_err)?;
-                reason = Some(reason_of(res.state().get_termination_reason()));
+                reason = Some(execute(problem, solver, &eval, max_iters, kind)?);
                 break;
             }
             SolverKind::Random => {
                 let batch = cfg.random.batch.unwrap_or(parallelism).max(1);
                 let solver = RandomSearch::new(bounds.clone(), batch, seed);
                 let problem = DirectProblem { eval: eval.clone() };
-                let res = Executor::new(problem, Budgeted::new(solver, eval.clone()))
-                    .configure(|s| s.max_iters(max_iters))
-                    .ctrlc(false)
-                    .run()
-                    .map_err(argmin_err)?;
-                reason = Some(reason_of(res.state().get_termination_reason()));
+                reason = Some(execute(problem, solver, &eval, max_iters, kind)?);
                 break;
             }
         }
@@ -575,8 +693,7 @@ pub fn run_search<B: TrialBackend>(
         if !eval.is_stopped() {
             tracing::debug!(
                 round,
-                "{} converged with budget left; restarting around the best point",
-                cfg.solver
+                "{kind} converged with budget left; restarting around the best point"
             );
         }
     }

@@ -62,6 +62,24 @@ impl Bounds {
 /// The paper's default ε₁ for ImageNet-style classification.
 pub const PAPER_EPSILON1: f64 = 2.0;
 
+/// Confirmation seeds start this far from the study seed, beyond any search
+/// seed (a point gets at most 100 search seeds), so the confirmation never
+/// reuses a seed the search saw.
+pub const CONFIRM_SEED_OFFSET: u64 = 1_000_000;
+
+/// The seed of search slot `slot`: `study_seed + slot` (wrapping). Slot 0 is
+/// the study seed itself; every ε uses the same slots, so results pair.
+pub fn search_seed(study_seed: u64, slot: usize) -> u64 {
+    study_seed.wrapping_add(slot as u64)
+}
+
+/// The seed of confirmation run `k`: `study_seed + 1 000 000 + k` (wrapping).
+pub fn confirm_seed(study_seed: u64, k: usize) -> u64 {
+    study_seed
+        .wrapping_add(CONFIRM_SEED_OFFSET)
+        .wrapping_add(k as u64)
+}
+
 /// Nelder–Mead has no bounds, so it searches an unbounded internal space
 /// `u ∈ Rᴺ` mapped into the box coordinate-wise by
 ///

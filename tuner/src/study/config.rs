@@ -68,18 +68,27 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StudySettings {
-    /// Search trials (fine-tunes), the CE baseline included.
+    /// Search fine-tunes (every seed of every point, the CE baseline
+    /// included).
     pub budget: u64,
-    /// Seed shared by all search trials (init, data order, augmentation)
-    /// and the solvers' generators.
+    /// The study seed: search seed slot k is `seed + k` for every ε
+    /// (paired), confirmation seed k is `seed + 1000000 + k`; it also seeds
+    /// the solvers' generators.
     pub seed: u64,
-    /// K: after the search the best ε and the baseline are re-run on seeds
-    /// `seed + 1 ..= seed + K`.
-    pub rerun_seeds: u64,
+    /// n: after the search, the recommended ε and cross-entropy run on n
+    /// fresh paired seeds scored on held-out data (2..=100; the verdict's
+    /// CI needs at least 2).
+    pub confirm_seeds: u64,
     /// Trials run at once (e.g. one per GPU; 1 on a small CPU).
     pub workers: usize,
-    /// A trial running longer than this is killed and fails.
+    /// A trial running longer than this is killed (and retried, see
+    /// `max_retries`). Raising it on a resume retries the trials that timed
+    /// out under the lower limit.
     pub trial_timeout_s: f64,
+    /// A trial lost to something outside it (killed by a signal it did not
+    /// cause, e.g. the OOM killer; timed out) runs again up to this many
+    /// times before it counts as failed (0..=10). Every attempt is journaled.
+    pub max_retries: u32,
     /// After Ctrl-C / SIGTERM, running trials get this long to finish before
     /// they are terminated.
     pub interrupt_grace_s: f64,
@@ -90,9 +99,10 @@ impl Default for StudySettings {
         Self {
             budget: 20,
             seed: 0,
-            rerun_seeds: 2,
+            confirm_seeds: 5,
             workers: 1,
             trial_timeout_s: 3600.0,
+            max_retries: 2,
             interrupt_grace_s: 30.0,
         }
     }
@@ -121,6 +131,23 @@ pub struct ProvenanceConfig {
     pub extra: BTreeMap<String, toml::Value>,
 }
 
+/// The version of the trial model and journal a study is made with: 2 =
+/// paired seeds, one row per (ε, seed) fine-tune, `confirm` rows.
+pub const STUDY_FORMAT: u32 = 2;
+
+/// `[trial]`: what one trial runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialConfig {
+    /// An external trial program, e.g. `["python3", "train.py"]`: it reads
+    /// the trial spec as JSON on stdin (`epsilon`, `seed`, `phase`, `trial`,
+    /// and the `[train]` / `[data]` tables) and prints one JSON result line
+    /// (`val_accuracy`, `val_loss`, …) on stdout. Without it, polytune's own
+    /// trainer runs (`polytune trial`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+}
+
 /// A study config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +158,9 @@ pub struct StudyConfig {
     /// `[search]`.
     #[serde(default)]
     pub search: SearchConfig,
+    /// `[trial]`.
+    #[serde(default)]
+    pub trial: TrialConfig,
     /// `[provenance]`.
     #[serde(default)]
     pub provenance: ProvenanceConfig,
@@ -188,11 +218,28 @@ impl StudyConfig {
                 format!("{} must be at least 1", s.workers),
             ));
         }
-        if s.rerun_seeds > 1000 {
+        if s.max_retries > 10 {
             return Err(bad(
-                "study.rerun_seeds",
-                format!("{} is more than 1000", s.rerun_seeds),
+                "study.max_retries",
+                format!("{} must be in 0..=10", s.max_retries),
             ));
+        }
+        if !(2..=100).contains(&s.confirm_seeds) {
+            return Err(bad(
+                "study.confirm_seeds",
+                format!(
+                    "{} must be in 2..=100 (the verdict's confidence interval needs at least 2 paired seeds)",
+                    s.confirm_seeds
+                ),
+            ));
+        }
+        if let Some(cmd) = &self.trial.command {
+            if cmd.is_empty() || cmd[0].trim().is_empty() {
+                return Err(bad(
+                    "trial.command",
+                    format!("{cmd:?} must name a program, e.g. [\"python3\", \"train.py\"]"),
+                ));
+            }
         }
         if !(s.trial_timeout_s.is_finite() && s.trial_timeout_s > 0.0) {
             return Err(bad(
@@ -220,7 +267,11 @@ impl StudyConfig {
     pub fn fingerprint_fields(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let value = serde_json::json!({
+            // Studies of another trial model (format 1: one seed per ε and
+            // `rerun` rows) are foreign to this polytune.
+            "format": STUDY_FORMAT,
             "study": { "seed": self.study.seed },
+            "trial": self.trial,
             "search": self.search,
             "train": self.train,
             "data": self.data,
@@ -351,10 +402,10 @@ mod tests {
             e.contains("key `search.upper`") && e.contains("[3.0] has 1 value(s)"),
             "{e}"
         );
-        let e = StudyConfig::from_toml_str("[search]\nsolver = \"bayes\"\n", "c.toml")
+        let e = StudyConfig::from_toml_str("[search]\nsolver = \"bayesian\"\n", "c.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bayes"), "{e}");
+        assert!(e.contains("bayesian"), "{e}");
         let e = StudyConfig::from_toml_str("[search]\nsolver = \"brent\"\nterms = 2\n", "c.toml")
             .unwrap_err()
             .to_string();

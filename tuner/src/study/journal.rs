@@ -1,8 +1,10 @@
 //! `trials.csv`: the append-only, fsynced record of every trial.
 //!
 //! Columns: `trial, phase, state, eps_1..eps_N, val_accuracy, val_loss,
-//! train_loss, epochs, seed, start_time, duration_s, error`. One row per
-//! trial that ended (`finished`, `failed`, or `cancelled` by a shutdown);
+//! train_loss, epochs, seed, start_time, duration_s, attempt, error`. One
+//! row per attempt of a trial that ended (`finished`, `failed`, `retry` —
+//! lost to an outside signal or a timeout and run again — or `cancelled`
+//! by a shutdown);
 //! each row is one line written with one `write` call and then fsynced, so a
 //! crash leaves at most a torn last line, which [`Journal::open`] cuts off
 //! (that trial simply runs again). ε is written in Rust's shortest
@@ -22,6 +24,10 @@ pub enum RowState {
     Finished,
     /// Failed for good (the reason is in `error`).
     Failed,
+    /// Lost to something outside the trial (a signal it did not cause, a
+    /// timeout); this attempt is kept and the trial runs again, up to
+    /// `study.max_retries` more times.
+    Retry,
     /// Stopped by a shutdown; ignored on resume (it runs again).
     Cancelled,
 }
@@ -32,6 +38,7 @@ impl RowState {
         match self {
             RowState::Finished => "finished",
             RowState::Failed => "failed",
+            RowState::Retry => "retry",
             RowState::Cancelled => "cancelled",
         }
     }
@@ -42,7 +49,7 @@ impl RowState {
 pub struct TrialRecord {
     /// Index within the phase (search: 0 = baseline).
     pub trial: u64,
-    /// Search or re-run.
+    /// Search or confirmation.
     pub phase: TrialPhase,
     /// How it ended.
     pub state: RowState,
@@ -62,6 +69,8 @@ pub struct TrialRecord {
     pub start_time: String,
     /// Wall time in seconds as the parent measured it.
     pub duration_s: f64,
+    /// Which attempt of this trial the row records (1 = first).
+    pub attempt: u32,
     /// Failure reason (empty when finished).
     pub error: String,
 }
@@ -136,6 +145,7 @@ pub fn header(terms: usize) -> String {
             "seed",
             "start_time",
             "duration_s",
+            "attempt",
             "error",
         ]
         .map(String::from),
@@ -275,6 +285,7 @@ pub fn format_row(r: &TrialRecord) -> String {
         r.seed.to_string(),
         r.start_time.clone(),
         r.duration_s.to_string(),
+        r.attempt.to_string(),
         r.error.replace(['\n', '\r'], " | "),
     ]);
     let mut w = csv::WriterBuilder::new()
@@ -294,7 +305,7 @@ pub fn parse_row(line: &str, terms: usize) -> Result<TrialRecord, String> {
         .next()
         .ok_or("empty line")?
         .map_err(|e| e.to_string())?;
-    let want = terms + 11;
+    let want = terms + 12;
     if rec.len() != want {
         return Err(format!("{} fields, expected {want}", rec.len()));
     }
@@ -312,16 +323,17 @@ pub fn parse_row(line: &str, terms: usize) -> Result<TrialRecord, String> {
     }
     let phase = match f(1) {
         "search" => TrialPhase::Search,
-        "rerun" => TrialPhase::Rerun,
-        p => return Err(format!("phase = {p:?} is not search or rerun")),
+        "confirm" => TrialPhase::Confirm,
+        p => return Err(format!("phase = {p:?} is not search or confirm")),
     };
     let state = match f(2) {
         "finished" => RowState::Finished,
         "failed" => RowState::Failed,
+        "retry" => RowState::Retry,
         "cancelled" => RowState::Cancelled,
         s => {
             return Err(format!(
-                "state = {s:?} is not finished, failed or cancelled"
+                "state = {s:?} is not finished, failed, retry or cancelled"
             ))
         }
     };
@@ -341,10 +353,30 @@ pub fn parse_row(line: &str, terms: usize) -> Result<TrialRecord, String> {
         seed: num(f(b + 4), "seed")?,
         start_time: f(b + 5).to_string(),
         duration_s: num(f(b + 6), "duration_s")?,
-        error: f(b + 7).to_string(),
+        attempt: num(f(b + 7), "attempt")?,
+        error: f(b + 8).to_string(),
     };
     if row.state == RowState::Finished && (row.val_accuracy.is_none() || row.val_loss.is_none()) {
         return Err("a finished row without val_accuracy / val_loss".into());
+    }
+    // Hand-edited or damaged metrics must not steer the result.
+    if let Some(a) = row.val_accuracy.filter(|a| !(0.0..=1.0).contains(a)) {
+        return Err(format!("val_accuracy = {a} is outside [0, 1]"));
+    }
+    if let Some(l) = row.val_loss.filter(|l| !(l.is_finite() && *l >= 0.0)) {
+        return Err(format!("val_loss = {l} is not a finite number >= 0"));
+    }
+    if let Some(t) = row.train_loss.filter(|t| !t.is_finite()) {
+        return Err(format!("train_loss = {t} is not finite"));
+    }
+    if let Some(e) = row.epsilon.iter().find(|e| !e.is_finite()) {
+        return Err(format!("an epsilon of {e} is not finite"));
+    }
+    if !(row.duration_s.is_finite() && row.duration_s >= 0.0) {
+        return Err(format!(
+            "duration_s = {} is not a finite number >= 0",
+            row.duration_s
+        ));
     }
     Ok(row)
 }

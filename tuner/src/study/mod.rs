@@ -1,23 +1,34 @@
 //! A study: the search run end to end, with a crash-safe journal, resume,
-//! confirmation re-runs, and the outputs (tuned TOML, summary, SVG plot).
+//! the recommendation, the confirmation on fresh seeds and held-out data,
+//! the verdict, and the outputs (tuned TOML, summary, SVG plot).
 //!
 //! ```text
 //! <study dir>/
 //!   config.toml   the resolved study config (refused if a rerun differs)
 //!   study.toml    where it came from, its fingerprint, when
-//!   trials.csv    one fsynced row per trial (the journal)
-//!   tuned.toml    the best ε as a poly_loss PolyConfig (written atomically)
-//!   plot.svg      ε vs accuracy, and accuracy / best-so-far per trial
-//!   summary.txt   the summary table
+//!   trials.csv    one fsynced row per (ε, seed) fine-tune (the journal)
+//!   tuned.toml    the recommended ε and the verdict as a poly_loss PolyConfig
+//!   plot.svg      the model along each ε, trials by seed, the confirmation
+//!   summary.txt   the summary table and the verdict
 //! ```
+//!
+//! **Flow.** [`run_search`] spends the budget (one unit per fine-tune) on
+//! paired seeds; [`recommend`] picks the evaluated ε with the best posterior
+//! mean; the recommended ε and cross-entropy then run on `confirm_seeds`
+//! fresh seeds ([`confirm_seed`]) in the `confirm` phase, which trials score
+//! on held-out data; [`verdict`] turns the paired differences into a CI and
+//! a sentence.
 //!
 //! **Resume.** Running the same study again replays the deterministic solver
 //! from the start: a search trial whose index is already in the journal is
 //! not run — its recorded result is used, after checking that the journal's
-//! ε is the ε the replay asks for (otherwise the journal is corrupt or from
-//! another build and the study stops). So a resumed study reaches exactly the
+//! ε and seed are the ones the replay asks for (otherwise the journal is
+//! corrupt or from another build and the study stops); confirmation trials
+//! are matched by index the same way. So a resumed study reaches exactly the
 //! trials and the result of an uninterrupted one. Cancelled rows and a torn
-//! last line are ignored (those trials run again); failed trials stay failed.
+//! last line are ignored (those trials run again); failed trials stay
+//! failed. Rows whose metrics are out of range (hand-edited or damaged) are
+//! an error naming the file and line.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -29,6 +40,8 @@
 //! cfg.validate()?;
 //! let runner = child_runner(&cfg, ChildCommand::polytune_trial()?);
 //! let mut opts = StudyOptions::new("studies/digits");
+//! // (`trial_program(&cfg)?` instead of `ChildCommand::polytune_trial()?`
+//! // honours an external `[trial] command`.)
 //! opts.config_source = "configs/study.toml".into();
 //! opts.out = Some("configs/tuned.toml".into());
 //! let report = run_study_blocking(cfg, opts, Arc::new(runner))?;
@@ -43,13 +56,17 @@ mod output;
 mod plot;
 mod progress;
 mod report;
+mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use config::{sha256_file, ConfigError, ProvenanceConfig, StudyConfig, StudySettings};
+pub use config::{
+    sha256_file, ConfigError, ProvenanceConfig, StudyConfig, StudySettings, TrialConfig,
+    STUDY_FORMAT,
+};
 pub use dir::{
     write_atomic, StudyDir, CONFIG_FILE, META_FILE, PLOT_FILE, SUMMARY_FILE, TRIALS_FILE,
     TUNED_FILE,
@@ -58,6 +75,7 @@ pub use journal::{
     format_row, header, parse_row, rfc3339, Journal, JournalError, Opened, RowState, TrialRecord,
 };
 pub use output::{seed_stats, SeedStats};
+pub use verdict::{verdict, Verdict};
 pub use plot::write_plot;
 pub use progress::{init_logging, multi_progress, LogWriter, Progress};
 
@@ -65,7 +83,11 @@ use crate::orchestrator::{
     ChildCommand, ChildRunner, Orchestrator, Shutdown, TrialOutcome, TrialPhase, TrialRun,
     TrialRunner, TrialSpec,
 };
-use crate::search::{run_search, Bounds, SearchEnd, SearchError, TrialBackend};
+use crate::search::{
+    confirm_seed, recommend, run_search, Bounds, Recommendation, SearchEnd, SearchError,
+    TrialBackend, TrialRequest,
+};
+use crate::stats::PairedCi;
 
 /// Anything that stops a study. Messages name the file, key or trial.
 #[derive(Debug, thiserror::Error)]
@@ -190,22 +212,35 @@ impl StudyOptions {
     }
 }
 
+/// The program each trial runs: the config's `[trial] command` (an
+/// external trial program; see the protocol in [`crate::orchestrator`]),
+/// or polytune's own trainer, `<current exe> trial --spec -`.
+pub fn trial_program(cfg: &StudyConfig) -> std::io::Result<ChildCommand> {
+    match cfg.trial.command.as_deref() {
+        Some([program, args @ ..]) => Ok(ChildCommand::new(program, args)),
+        _ => ChildCommand::polytune_trial(),
+    }
+}
+
 /// A [`ChildRunner`] for `command` with the config's trial timeout.
 pub fn child_runner(cfg: &StudyConfig, command: ChildCommand) -> ChildRunner {
     ChildRunner::new(command).with_timeout(Some(Duration::from_secs_f64(cfg.study.trial_timeout_s)))
 }
 
-/// Mean ± std over seeds of the best ε and of the baseline.
+/// The confirmation: the recommended ε and cross-entropy on fresh paired
+/// seeds, scored on the held-out split.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Confirmation {
-    /// All seeds: the study seed, then the K re-run seeds.
+    /// The confirmation seeds (never used by the search).
     pub seeds: Vec<u64>,
-    /// Best ε over the seeds (finished runs only).
-    pub best: SeedStats,
-    /// Baseline over the seeds (finished runs only).
+    /// Held-out accuracy of the recommended ε per seed (finished runs).
+    pub tuned: SeedStats,
+    /// Held-out accuracy of cross-entropy per seed (finished runs).
     pub baseline: SeedStats,
-    /// `best.mean − baseline.mean`.
-    pub difference: f64,
+    /// The paired difference tuned − CE in accuracy points, over the seeds
+    /// where both finished; `None` with fewer than two such pairs or when
+    /// the recommendation is cross-entropy itself.
+    pub paired: Option<PairedCi>,
 }
 
 /// What a study found.
@@ -217,16 +252,20 @@ pub struct StudyReport {
     pub solver: String,
     /// The budget.
     pub budget: u64,
-    /// Search trials by index.
+    /// The search box.
+    pub bounds: Bounds,
+    /// Search trials by index (one per (ε, seed) fine-tune).
     pub trials: Vec<TrialRecord>,
-    /// Confirmation re-runs in order.
-    pub reruns: Vec<TrialRecord>,
-    /// Index of the best search trial.
-    pub best_index: u64,
+    /// Confirmation runs in order (recommended ε, then CE, per seed).
+    pub confirm: Vec<TrialRecord>,
+    /// The recommended ε and the model's view of it.
+    pub recommendation: Recommendation,
     /// Why the search ended.
     pub end: SearchEnd,
-    /// Mean ± std over seeds.
+    /// The confirmation on fresh seeds and held-out data.
     pub confirmation: Confirmation,
+    /// The verdict against cross-entropy.
+    pub verdict: Verdict,
     /// Trials taken from the journal instead of being run.
     pub replayed: usize,
     /// Trials run by this invocation.
@@ -238,14 +277,14 @@ pub struct StudyReport {
 }
 
 impl StudyReport {
-    /// The best search trial.
-    pub fn best(&self) -> &TrialRecord {
-        &self.trials[self.best_index as usize]
-    }
-
-    /// The baseline (trial 0).
+    /// The baseline (trial 0: ε = 0 on the first seed).
     pub fn baseline(&self) -> &TrialRecord {
         &self.trials[0]
+    }
+
+    /// True when the recommendation is cross-entropy (ε = 0).
+    pub fn recommends_baseline(&self) -> bool {
+        self.recommendation.epsilon.iter().all(|e| *e == 0.0)
     }
 }
 
@@ -255,16 +294,17 @@ struct Backend {
     journal: Mutex<Journal>,
     journal_path: PathBuf,
     bounds: Bounds,
-    seed: u64,
     train: toml::Table,
     data: toml::Table,
     search_memo: HashMap<u64, TrialRecord>,
-    rerun_memo: Vec<TrialRecord>,
+    confirm_memo: HashMap<u64, TrialRecord>,
+    /// Attempts started per (phase, trial), journaled ones included.
+    attempts: Mutex<HashMap<(TrialPhase, u64), u32>>,
+    max_retries: u32,
     used: Mutex<BTreeMap<u64, TrialRecord>>,
     fatal: Mutex<Option<StudyError>>,
     counts: Mutex<(usize, usize)>,
     progress: Progress,
-    best: Mutex<Option<(f64, f64, Vec<f64>)>>,
 }
 
 impl Backend {
@@ -320,49 +360,74 @@ impl Backend {
                 r.error
             ),
         }
-        if r.phase == TrialPhase::Search && r.is_finished() {
-            let mut b = self.best.lock().expect("lock");
-            let c = r.cost();
-            if b.as_ref().is_none_or(|(bc, _, _)| c < *bc) {
-                *b = Some((c, r.val_accuracy.unwrap_or_default(), r.epsilon.clone()));
-            }
-        }
-        let msg = match &*self.best.lock().expect("lock") {
-            Some((_, acc, eps)) => format!("best val acc {acc:.4} at ε={}", fmt_eps(eps)),
-            None => "no finished trial yet".into(),
+        let msg = match r.val_accuracy {
+            Some(acc) => format!(
+                "last: ε={} seed {} acc {acc:.4}",
+                fmt_eps(&r.epsilon),
+                r.seed
+            ),
+            None => format!("last: ε={} {}", fmt_eps(&r.epsilon), r.state.as_str()),
         };
         self.progress.inc(msg);
     }
 
-    /// Runs `specs` on the pool, journals each as it ends; `None` if any was
-    /// cancelled or the journal failed.
+    /// Runs `specs` on the pool and journals each attempt as it ends; a
+    /// trial lost to an outside signal or a timeout runs again (up to
+    /// `max_retries` more times, counting attempts journaled before a
+    /// resume). `None` if any was cancelled or the journal failed.
     fn dispatch(&self, specs: Vec<TrialSpec>) -> Option<Vec<TrialRecord>> {
         let n = specs.len();
         let mut out: Vec<Option<TrialRecord>> = vec![None; n];
-        let rx = self.orch.run_batch_blocking(specs.clone());
+        let mut pending: Vec<(usize, TrialSpec)> = specs.into_iter().enumerate().collect();
         let mut stop = false;
-        for (i, run) in rx.iter().take(n) {
-            let rec = record(&specs[i], &run);
-            // Trials that never started leave no row; started-and-cancelled
-            // ones leave a `cancelled` row (ignored on resume).
-            if run.launched {
-                if let Err(e) = self.journal.lock().expect("lock").append(&rec) {
-                    self.set_fatal(e.into());
-                    stop = true;
+        while !pending.is_empty() && !stop {
+            let batch: Vec<TrialSpec> = pending.iter().map(|(_, s)| s.clone()).collect();
+            let rx = self.orch.run_batch_blocking(batch.clone());
+            let mut again = Vec::new();
+            for (i, run) in rx.iter().take(batch.len()) {
+                let (slot, spec) = &pending[i];
+                let key = (spec.phase, spec.trial);
+                let attempt = {
+                    let mut a = self.attempts.lock().expect("lock");
+                    let e = a.entry(key).or_insert(0);
+                    if run.launched {
+                        *e += 1;
+                    }
+                    *e
+                };
+                let mut rec = record(spec, &run);
+                rec.attempt = attempt.max(1);
+                if rec.state == RowState::Retry && attempt > self.max_retries {
+                    rec.state = RowState::Failed;
+                    rec.error = format!("{} (gave up after {attempt} attempts)", rec.error);
+                }
+                // Trials that never started leave no row; started-and-cancelled
+                // ones leave a `cancelled` row (ignored on resume).
+                if run.launched {
+                    if let Err(e) = self.journal.lock().expect("lock").append(&rec) {
+                        self.set_fatal(e.into());
+                        stop = true;
+                    }
+                }
+                match rec.state {
+                    RowState::Cancelled => stop = true,
+                    RowState::Retry => {
+                        self.note(&rec, false);
+                        again.push((*slot, spec.clone()));
+                    }
+                    _ => {
+                        self.note(&rec, false);
+                        if rec.phase == TrialPhase::Search {
+                            self.used
+                                .lock()
+                                .expect("lock")
+                                .insert(rec.trial, rec.clone());
+                        }
+                        out[*slot] = Some(rec);
+                    }
                 }
             }
-            if rec.state == RowState::Cancelled {
-                stop = true;
-            } else {
-                self.note(&rec, false);
-                if rec.phase == TrialPhase::Search {
-                    self.used
-                        .lock()
-                        .expect("lock")
-                        .insert(rec.trial, rec.clone());
-                }
-            }
-            out[i] = Some(rec);
+            pending = again;
         }
         if stop || out.iter().any(Option::is_none) {
             return None;
@@ -370,24 +435,39 @@ impl Backend {
         Some(out.into_iter().map(|r| r.expect("checked")).collect())
     }
 
-    /// Confirmation runs of `(ε, seed)` pairs, memoised by (ε, seed).
-    fn reruns(&self, pairs: &[(Vec<f64>, u64)]) -> Option<Vec<TrialRecord>> {
+    /// Confirmation runs of `pairs` (ε, seed). A journaled confirmation of
+    /// the same (ε, seed) is reused. New ones are numbered by their place in
+    /// `pairs`, after the last journaled confirmation trial if the journal
+    /// holds an earlier confirmation of other pairs (a study resumed with a
+    /// bigger budget that changed the recommendation), so an interrupted
+    /// confirmation resumes to exactly the rows of an uninterrupted one.
+    fn confirm(&self, pairs: &[(Vec<f64>, u64)]) -> Option<Vec<TrialRecord>> {
+        let find = |eps: &[f64], seed: u64| {
+            self.confirm_memo
+                .values()
+                .find(|row| row.seed == seed && self.bounds.same_point(&row.epsilon, eps))
+        };
+        let same_round = self.confirm_memo.values().all(|row| {
+            pairs.get(row.trial as usize).is_some_and(|(e, s)| {
+                *s == row.seed && self.bounds.same_point(e, &row.epsilon)
+            })
+        });
+        let base = if same_round {
+            0
+        } else {
+            self.confirm_memo.keys().max().map_or(0, |m| m + 1)
+        };
         let mut out: Vec<Option<TrialRecord>> = vec![None; pairs.len()];
         let mut specs = Vec::new();
         let mut slots = Vec::new();
         for (r, (eps, seed)) in pairs.iter().enumerate() {
-            let hit = self
-                .rerun_memo
-                .iter()
-                .rev()
-                .find(|row| row.seed == *seed && self.bounds.same_point(&row.epsilon, eps));
-            match hit {
+            match find(eps, *seed) {
                 Some(row) => {
                     self.note(row, true);
                     out[r] = Some(row.clone());
                 }
                 None => {
-                    specs.push(self.spec(r as u64, TrialPhase::Rerun, eps.clone(), *seed));
+                    specs.push(self.spec(base + r as u64, TrialPhase::Confirm, eps.clone(), *seed));
                     slots.push(r);
                 }
             }
@@ -403,32 +483,32 @@ impl Backend {
 }
 
 impl TrialBackend for Backend {
-    fn run_trials(&self, trials: &[(u64, Vec<f64>)]) -> Option<Vec<f64>> {
+    fn run_trials(&self, trials: &[TrialRequest]) -> Option<Vec<f64>> {
         if self.fatal.lock().expect("lock").is_some() {
             return None;
         }
         let mut costs = vec![f64::NAN; trials.len()];
         let mut specs = Vec::new();
         let mut slots = Vec::new();
-        for (k, (index, eps)) in trials.iter().enumerate() {
-            match self.search_memo.get(index) {
+        for (k, t) in trials.iter().enumerate() {
+            match self.search_memo.get(&t.index) {
                 Some(row) => {
-                    if !self.bounds.same_point(&row.epsilon, eps) || row.seed != self.seed {
+                    if !self.bounds.same_point(&row.epsilon, &t.epsilon) || row.seed != t.seed {
                         self.set_fatal(StudyError::Corrupt {
                             path: self.journal_path.clone(),
                             message: format!(
-                                "search trial {index} was recorded with ε = {:?}, seed {}, but the replayed search asks for ε = {eps:?}, seed {}; the journal belongs to another config or polytune version",
-                                row.epsilon, row.seed, self.seed
+                                "search trial {} was recorded with ε = {:?}, seed {}, but the replayed search asks for ε = {:?}, seed {}; the journal belongs to another config or polytune version",
+                                t.index, row.epsilon, row.seed, t.epsilon, t.seed
                             ),
                         });
                         return None;
                     }
                     self.note(row, true);
-                    self.used.lock().expect("lock").insert(*index, row.clone());
+                    self.used.lock().expect("lock").insert(t.index, row.clone());
                     costs[k] = row.cost();
                 }
                 None => {
-                    specs.push(self.spec(*index, TrialPhase::Search, eps.clone(), self.seed));
+                    specs.push(self.spec(t.index, TrialPhase::Search, t.epsilon.clone(), t.seed));
                     slots.push(k);
                 }
             }
@@ -441,6 +521,17 @@ impl TrialBackend for Backend {
         }
         Some(costs)
     }
+}
+
+/// The limit a timed-out trial ran under, from its journaled reason
+/// ("timed out after 2.0 s (killed)").
+fn timed_out_after(error: &str) -> Option<f64> {
+    error
+        .strip_prefix("timed out after ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn fmt_eps(eps: &[f64]) -> String {
@@ -462,6 +553,7 @@ fn record(spec: &TrialSpec, run: &TrialRun) -> TrialRecord {
         seed: spec.seed,
         start_time: rfc3339(run.started),
         duration_s: (run.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+        attempt: 1,
         error: String::new(),
     };
     match &run.outcome {
@@ -469,10 +561,14 @@ fn record(spec: &TrialSpec, run: &TrialRun) -> TrialRecord {
             rec.state = RowState::Finished;
             rec.val_accuracy = Some(r.val_accuracy);
             rec.val_loss = Some(r.val_loss);
-            rec.train_loss = Some(r.train_loss);
-            rec.epochs = Some(r.epochs);
+            rec.train_loss = r.train_loss;
+            rec.epochs = r.epochs;
         }
         TrialOutcome::Failed(why) => rec.error = why.clone(),
+        TrialOutcome::Transient(why) => {
+            rec.state = RowState::Retry;
+            rec.error = why.clone();
+        }
         TrialOutcome::Cancelled => {
             rec.state = RowState::Cancelled;
             rec.error = "cancelled by shutdown".into();
@@ -516,14 +612,28 @@ pub async fn run_study(
         );
     }
     let mut search_memo = HashMap::new();
-    let mut rerun_memo = Vec::new();
+    let mut confirm_memo = HashMap::new();
+    let mut attempts: HashMap<(TrialPhase, u64), u32> = HashMap::new();
+    let timeout_now = cfg.study.trial_timeout_s;
     for row in opened.rows {
+        if row.state != RowState::Cancelled {
+            let a = attempts.entry((row.phase, row.trial)).or_insert(0);
+            *a = (*a).max(row.attempt);
+        }
         match (row.state, row.phase) {
-            (RowState::Cancelled, _) => {}
+            (RowState::Cancelled | RowState::Retry, _) => {}
+            // Timed out under a lower limit than today's: run it again.
+            (RowState::Failed, _)
+                if timed_out_after(&row.error).is_some_and(|t| t < timeout_now - 0.05) =>
+            {
+                attempts.insert((row.phase, row.trial), 0);
+            }
             (_, TrialPhase::Search) => {
                 search_memo.insert(row.trial, row);
             }
-            (_, TrialPhase::Rerun) => rerun_memo.push(row),
+            (_, TrialPhase::Confirm) => {
+                confirm_memo.insert(row.trial, row);
+            }
         }
     }
     if dir.resumed() {
@@ -550,16 +660,16 @@ pub async fn run_study(
         journal: Mutex::new(opened.journal),
         journal_path: journal_path.clone(),
         bounds: cfg.search.bounds(),
-        seed: st.seed,
         train: cfg.train.clone(),
         data: cfg.data.clone(),
         search_memo,
-        rerun_memo,
+        confirm_memo,
+        attempts: Mutex::new(attempts),
+        max_retries: cfg.study.max_retries,
         used: Mutex::new(BTreeMap::new()),
         fatal: Mutex::new(None),
         counts: Mutex::new((0, 0)),
         progress: progress.clone(),
-        best: Mutex::new(None),
     });
     let result = drive(&cfg, &opts, &dir, backend.clone(), &shutdown).await;
     progress.finish();
@@ -620,46 +730,48 @@ async fn drive(
         .cloned()
         .collect();
     debug_assert!(trials.iter().enumerate().all(|(i, t)| t.trial == i as u64));
-    let best_index = trials
-        .iter()
-        .filter(|t| t.is_finished())
-        .fold(None, |b: Option<&TrialRecord>, t| match b {
-            Some(b) if b.cost() <= t.cost() => Some(b),
-            _ => Some(t),
-        })
-        .map(|t| t.trial)
-        .ok_or_else(|| StudyError::NoFinishedTrial {
+    let bounds = cfg.search.bounds();
+    let recommendation =
+        recommend(&outcome.trials, &bounds, st.seed).ok_or_else(|| StudyError::NoFinishedTrial {
             trials: trials.len(),
             journal: journal_path.clone(),
         })?;
+    tracing::info!(
+        "recommended ε = {} (posterior mean {:.4} ± {:.4}, {} seed(s), mean over seeds {:.4})",
+        fmt_eps(&recommendation.epsilon),
+        recommendation.posterior_mean,
+        recommendation.posterior_sd,
+        recommendation.seeds,
+        recommendation.mean_over_seeds
+    );
 
-    // Confirmation re-runs: best ε and the baseline on seeds seed+1..=seed+K.
-    let best_eps = trials[best_index as usize].epsilon.clone();
-    let base_eps = trials[0].epsilon.clone();
-    let same = backend.bounds.same_point(&best_eps, &base_eps);
-    let rerun_seeds: Vec<u64> = (1..=st.rerun_seeds)
-        .map(|k| st.seed.wrapping_add(k))
+    // Confirmation: the recommended ε and CE on fresh paired seeds, scored
+    // on held-out data. Nothing to confirm when CE itself is recommended.
+    let base_eps = bounds.baseline();
+    let is_base = bounds.same_point(&recommendation.epsilon, &base_eps);
+    let seeds: Vec<u64> = (0..st.confirm_seeds as usize)
+        .map(|k| confirm_seed(st.seed, k))
         .collect();
     let mut pairs = Vec::new();
-    for &s in &rerun_seeds {
-        pairs.push((best_eps.clone(), s));
-        if !same {
+    if !is_base {
+        for &s in &seeds {
+            pairs.push((recommendation.epsilon.clone(), s));
             pairs.push((base_eps.clone(), s));
         }
     }
-    backend.progress.phase("re-runs", pairs.len() as u64);
+    backend.progress.phase("confirm", pairs.len() as u64);
     let b = backend.clone();
-    let reruns = if pairs.is_empty() {
+    let confirm = if pairs.is_empty() {
         Some(Vec::new())
     } else {
-        tokio::task::spawn_blocking(move || b.reruns(&pairs))
+        tokio::task::spawn_blocking(move || b.confirm(&pairs))
             .await
             .map_err(join)?
     };
     if let Some(e) = backend.fatal.lock().expect("lock").take() {
         return Err(e);
     }
-    let Some(reruns) = reruns else {
+    let Some(confirm) = confirm else {
         return Err(interrupted(&backend));
     };
 
@@ -668,12 +780,15 @@ async fn drive(
         cfg,
         opts,
         dir,
-        trials,
-        reruns,
-        best_index,
-        outcome.end,
-        replayed,
-        ran,
+        output::Findings {
+            trials,
+            confirm,
+            confirm_seeds: if is_base { Vec::new() } else { seeds },
+            recommendation,
+            end: outcome.end,
+            replayed,
+            ran,
+        },
     )?;
     let summary = report.summary_table();
     let summary_path = dir.file(SUMMARY_FILE);

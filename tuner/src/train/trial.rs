@@ -6,8 +6,8 @@ use std::time::Instant;
 use super::config::{keyed_toml_error, ComputeDevice, TrainConfig};
 use super::error::TrainError;
 use super::trainer::{train, TrainObserver, TrainOptions, TrainReport};
-use crate::data::{DataConfig, DataError, Dataset};
-use crate::orchestrator::{TrialResult, TrialSpec};
+use crate::data::{DataConfig, DataError, Dataset, Evaluation};
+use crate::orchestrator::{TrialPhase, TrialResult, TrialSpec};
 
 /// Parses a `[data]` table (a study config's or a spec's) and validates it;
 /// `origin` names the config in errors.
@@ -53,7 +53,13 @@ pub fn run_trial(
         cfg.device = format!("cuda:{worker}");
     }
     let data_cfg = data_config_from_table(&spec.data, &origin)?;
-    let data = Dataset::load(&data_cfg)?;
+    // The search scores on the validation split, the confirmation on the
+    // held-out split.
+    let eval = match spec.phase {
+        TrialPhase::Search => Evaluation::Valid,
+        TrialPhase::Confirm => Evaluation::Holdout,
+    };
+    let data = Dataset::load_for(&data_cfg, eval)?;
     let opts = TrainOptions {
         epsilon: spec.epsilon.clone(),
         seed: spec.seed,
@@ -66,10 +72,10 @@ pub fn run_trial(
     let result = TrialResult {
         val_accuracy: report.valid.top1,
         val_loss: report.valid.loss,
-        train_loss: report.train_loss,
-        epochs: report.epochs.len() as u32,
-        seed: spec.seed,
-        duration_s: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        train_loss: Some(report.train_loss),
+        epochs: Some(report.epochs.len() as u32),
+        seed: Some(spec.seed),
+        duration_s: Some((start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
     };
     Ok((result, report))
 }

@@ -6,23 +6,42 @@ use std::path::{Path, PathBuf};
 use polytune::orchestrator::{TrialOutcome, TrialResult, TrialSpec};
 use polytune::study::{StudyConfig, StudyOptions};
 
-/// The analytic "fine-tune": accuracy peaks at ε₁ = 3.7 (and ε₂ = −0.5 when
-/// there are two terms), with a small seed-dependent offset so re-runs on
-/// other seeds differ.
-pub fn analytic(spec: &TrialSpec) -> TrialOutcome {
-    let e = &spec.epsilon;
+/// The seed's shared effect on every ε: `0.002 · ((7·seed + 3) mod 5)`.
+pub fn seed_effect(seed: u64) -> f64 {
+    0.002 * ((seed.wrapping_mul(7).wrapping_add(3)) % 5) as f64
+}
+
+/// The (ε, seed) interaction: `0.0005 · (((seed·r + 13·seed + r) mod 7) − 3)`
+/// with `r = round(1000 ε₁)` — not additive, so paired differences vary by
+/// seed.
+pub fn interaction(seed: u64, eps1: f64) -> f64 {
+    let (s, r) = (seed as i128, (eps1 * 1000.0).round() as i128);
+    let k = (s * r + 13 * s + r).rem_euclid(7);
+    0.0005 * (k as f64 - 3.0)
+}
+
+/// The noise-free accuracy curve: peaks at ε₁ = 3.7 (and ε₂ = −0.5 when
+/// there are two terms).
+pub fn curve(e: &[f64]) -> f64 {
     let mut acc = 0.95 - 0.004 * (e[0] - 3.7).powi(2);
     if e.len() > 1 {
         acc -= 0.02 * (e[1] + 0.5).powi(2);
     }
-    acc += 0.001 * ((spec.seed * 7 + 3) % 5) as f64;
+    acc
+}
+
+/// The analytic "fine-tune": [`curve`] plus the seed's shared effect plus a
+/// smaller (ε, seed) interaction, so paired seeds matter and re-runs differ.
+pub fn analytic(spec: &TrialSpec) -> TrialOutcome {
+    let e = &spec.epsilon;
+    let acc = curve(e) + seed_effect(spec.seed) + interaction(spec.seed, e[0]);
     TrialOutcome::Finished(TrialResult {
         val_accuracy: acc.clamp(0.0, 1.0),
         val_loss: 0.2 + 0.01 * (e[0] - 3.7).abs(),
-        train_loss: 0.05,
-        epochs: 2,
-        seed: spec.seed,
-        duration_s: 0.0,
+        train_loss: Some(0.05),
+        epochs: Some(2),
+        seed: Some(spec.seed),
+        duration_s: Some(0.0),
     })
 }
 
