@@ -64,6 +64,7 @@ pub use config::{
     BrentOptions, InvalidSetting, NelderMeadOptions, RandomOptions, SearchConfig, SolverKind,
     SwarmOptions,
 };
+pub use config::{MAX_ABS_BOUND, MAX_POINTS_PER_ITERATION};
 pub use random::RandomSearch;
 pub use space::{Bounds, SineMap, PAPER_EPSILON1, SAME_POINT_TOLERANCE};
 pub use swarm::SeededSwarm;

@@ -21,7 +21,7 @@
 //! assert_eq!(cfg.train["epochs"].as_integer(), Some(3));
 //!
 //! let err = StudyConfig::from_toml_str("[study]\nworkers = 0\n", "bad.toml").unwrap_err();
-//! assert_eq!(err.to_string(), "bad.toml: key `study.workers`: 0 must be at least 1");
+//! assert_eq!(err.to_string(), "bad.toml: key `study.workers`: 0 must be in 1..=1024");
 //! ```
 
 use std::collections::BTreeMap;
@@ -64,24 +64,40 @@ pub enum ConfigError {
     },
 }
 
+/// Largest `study.budget` (fine-tunes; far beyond any practical study, and
+/// small enough for every counter and the TOML outputs).
+pub const MAX_BUDGET: u64 = 1_000_000;
+/// Largest `study.seed`: 2^53, so the seed and the re-run seeds
+/// `seed + 1 ..= seed + K` are exact in TOML (i64), JSON readers (f64) and
+/// the journal.
+pub const MAX_SEED: u64 = 1 << 53;
+/// Largest `study.workers`.
+pub const MAX_WORKERS: usize = 1024;
+/// Largest `study.rerun_seeds`.
+pub const MAX_RERUN_SEEDS: u64 = 1000;
+/// Largest `study.trial_timeout_s` and `study.interrupt_grace_s` (10⁷ s,
+/// about 116 days).
+pub const MAX_SECONDS: f64 = 1e7;
+
 /// `[study]`: budget, seeds and execution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StudySettings {
-    /// Search trials (fine-tunes), the CE baseline included.
+    /// Search trials (fine-tunes), the CE baseline included; 1..=10⁶.
     pub budget: u64,
     /// Seed shared by all search trials (init, data order, augmentation)
-    /// and the solvers' generators.
+    /// and the solvers' generators; 0..=2⁵³.
     pub seed: u64,
     /// K: after the search the best ε and the baseline are re-run on seeds
-    /// `seed + 1 ..= seed + K`.
+    /// `seed + 1 ..= seed + K`; 0..=1000.
     pub rerun_seeds: u64,
-    /// Trials run at once (e.g. one per GPU; 1 on a small CPU).
+    /// Trials run at once (e.g. one per GPU; 1 on a small CPU); 1..=1024.
     pub workers: usize,
-    /// A trial running longer than this is killed and fails.
+    /// A trial running longer than this is killed and fails; seconds in
+    /// (0, 10⁷].
     pub trial_timeout_s: f64,
     /// After Ctrl-C / SIGTERM, running trials get this long to finish before
-    /// they are terminated.
+    /// they are terminated; seconds in [0, 10⁷].
     pub interrupt_grace_s: f64,
 }
 
@@ -182,28 +198,46 @@ impl StudyConfig {
                 "0 must be at least 1 (trial 0 is the baseline)".into(),
             ));
         }
-        if s.workers == 0 || s.workers > 1024 {
+        if s.budget > MAX_BUDGET {
+            return Err(bad(
+                "study.budget",
+                format!("{} must be in 1..={MAX_BUDGET}", s.budget),
+            ));
+        }
+        if s.seed > MAX_SEED {
+            return Err(bad(
+                "study.seed",
+                format!("{} must be in 0..={MAX_SEED} (2^53)", s.seed),
+            ));
+        }
+        if !(1..=MAX_WORKERS).contains(&s.workers) {
             return Err(bad(
                 "study.workers",
-                format!("{} must be at least 1", s.workers),
+                format!("{} must be in 1..={MAX_WORKERS}", s.workers),
             ));
         }
-        if s.rerun_seeds > 1000 {
+        if s.rerun_seeds > MAX_RERUN_SEEDS {
             return Err(bad(
                 "study.rerun_seeds",
-                format!("{} is more than 1000", s.rerun_seeds),
+                format!("{} must be in 0..={MAX_RERUN_SEEDS}", s.rerun_seeds),
             ));
         }
-        if !(s.trial_timeout_s.is_finite() && s.trial_timeout_s > 0.0) {
+        if !(s.trial_timeout_s > 0.0 && s.trial_timeout_s <= MAX_SECONDS) {
             return Err(bad(
                 "study.trial_timeout_s",
-                format!("{} must be a positive number of seconds", s.trial_timeout_s),
+                format!(
+                    "{} must be a number of seconds in (0, {MAX_SECONDS:e}]",
+                    s.trial_timeout_s
+                ),
             ));
         }
-        if !(s.interrupt_grace_s.is_finite() && s.interrupt_grace_s >= 0.0) {
+        if !(s.interrupt_grace_s >= 0.0 && s.interrupt_grace_s <= MAX_SECONDS) {
             return Err(bad(
                 "study.interrupt_grace_s",
-                format!("{} must be a number of seconds >= 0", s.interrupt_grace_s),
+                format!(
+                    "{} must be a number of seconds in [0, {MAX_SECONDS:e}]",
+                    s.interrupt_grace_s
+                ),
             ));
         }
         self.search.validate().map_err(|e| bad(&e.key, e.message))

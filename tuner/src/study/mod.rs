@@ -38,6 +38,8 @@
 
 mod config;
 mod dir;
+mod guard;
+mod inputs;
 mod journal;
 mod output;
 mod plot;
@@ -50,6 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use config::{sha256_file, ConfigError, ProvenanceConfig, StudyConfig, StudySettings};
+pub use config::{MAX_BUDGET, MAX_RERUN_SEEDS, MAX_SECONDS, MAX_SEED, MAX_WORKERS};
 pub use dir::{
     write_atomic, StudyDir, CONFIG_FILE, META_FILE, PLOT_FILE, SUMMARY_FILE, TRIALS_FILE,
     TUNED_FILE,
@@ -504,6 +507,7 @@ pub async fn run_study(
     runner: Arc<dyn TrialRunner>,
 ) -> Result<StudyReport, StudyError> {
     cfg.validate_named(&opts.config_source)?;
+    guard::check_outputs(&cfg, &opts)?;
     let dir = StudyDir::open(&opts.study_dir, &cfg, &opts.config_source)?;
     let journal_path = dir.file(TRIALS_FILE);
     let terms = cfg.search.terms;

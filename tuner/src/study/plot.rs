@@ -18,15 +18,23 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Draws `report` to an SVG file at `path`.
+/// Draws `report` to an SVG file at `path`, written atomically (a failed
+/// write, e.g. a full disk, keeps the previous plot).
 pub fn write_plot(report: &StudyReport, path: &Path) -> Result<(), String> {
+    let mut svg = String::new();
+    draw(report, &mut svg)?;
+    super::write_atomic(path, svg.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// Draws `report` as SVG text into `svg`.
+fn draw(report: &StudyReport, svg: &mut String) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("{e}");
     let trials = &report.trials;
     let n = trials.first().map_or(1, |t| t.epsilon.len());
     let finished: Vec<_> = trials.iter().filter(|t| t.is_finished()).collect();
     let (ylo, yhi) = range(finished.iter().filter_map(|t| t.val_accuracy));
     let panels = n.min(4);
-    let root = SVGBackend::new(path, (420 * panels.max(2) as u32, 720)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (420 * panels.max(2) as u32, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = root.split_vertically(360);
     let best = report.best();
