@@ -343,8 +343,15 @@ fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
     if a.epsilon.is_empty() {
         bail!("--epsilon needs at least one value");
     }
-    if let Some(e) = a.epsilon.iter().find(|e| !(e.abs() <= MAX_ABS_BOUND)) {
-        bail!("--epsilon {e} must be in [-{MAX_ABS_BOUND:e}, {MAX_ABS_BOUND:e}]");
+    if let Some(e) = a
+        .epsilon
+        .iter()
+        .find(|e| e.is_nan() || e.abs() > MAX_ABS_BOUND)
+    {
+        bail!(
+            "--epsilon {e:e} must be in [-{m:e}, {m:e}] (f32's range)",
+            m = MAX_ABS_BOUND as f32
+        );
     }
     set_threads(train_cfg.threads);
     let seed = a.seed.unwrap_or(cfg.study.seed);

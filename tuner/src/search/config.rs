@@ -142,10 +142,10 @@ pub struct SearchConfig {
     /// N, the number of coefficients ε₁..ε_N searched.
     #[serde(default = "one")]
     pub terms: usize,
-    /// Lower bounds per coefficient (default −1 each; |bound| ≤ 10⁶).
+    /// Lower bounds per coefficient (default −1 each; |bound| ≤ f32::MAX).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower: Option<Vec<f64>>,
-    /// Upper bounds per coefficient (default 10 each; |bound| ≤ 10⁶).
+    /// Upper bounds per coefficient (default 10 each; |bound| ≤ f32::MAX).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<Vec<f64>>,
     /// Nelder–Mead options.
@@ -181,10 +181,11 @@ impl Default for SearchConfig {
     }
 }
 
-/// Largest |ε| a search bound may have (`search.lower`, `search.upper`): far
-/// beyond useful coefficients (the paper's are in [-1, 10]), and small
-/// enough for f32 losses and readable outputs.
-pub const MAX_ABS_BOUND: f64 = 1e6;
+/// Largest |ε| a search bound may have (`search.lower`, `search.upper`,
+/// `search.nelder_mead.initial_step`): f32's largest value, as the loss
+/// computes in f32 (a larger ε becomes ∞). Useful coefficients are far
+/// smaller (the paper's are in [-1, 10]).
+pub const MAX_ABS_BOUND: f64 = f32::MAX as f64;
 /// Largest `search.particle_swarm.particles` and `search.random.batch`
 /// (points held and dispatched per iteration).
 pub const MAX_POINTS_PER_ITERATION: usize = 1000;
@@ -237,7 +238,10 @@ impl SearchConfig {
                 if let Some(x) = b.iter().find(|x| x.abs() > MAX_ABS_BOUND) {
                     return Err(invalid(
                         key,
-                        format!("{x:e} must be in [-{MAX_ABS_BOUND:e}, {MAX_ABS_BOUND:e}]"),
+                        format!(
+                            "{x:e} must be in [-{m:e}, {m:e}] (f32's range: the loss computes in f32)",
+                            m = f32::MAX
+                        ),
                     ));
                 }
             }
@@ -273,7 +277,11 @@ impl SearchConfig {
         if nm.initial_step > MAX_ABS_BOUND {
             return Err(invalid(
                 "search.nelder_mead.initial_step",
-                format!("{:e} must be in (0, {MAX_ABS_BOUND:e}]", nm.initial_step),
+                format!(
+                    "{:e} must be in (0, {:e}] (f32's range)",
+                    nm.initial_step,
+                    f32::MAX
+                ),
             ));
         }
         pos("search.nelder_mead.alpha", nm.alpha)?;
