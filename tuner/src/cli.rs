@@ -25,6 +25,7 @@ use crate::orchestrator::stop_signal;
 use crate::orchestrator::{ChildCommand, TrialSpec};
 use crate::search::SolverKind;
 use crate::search::MAX_ABS_BOUND;
+use crate::study::guard::same_target;
 use crate::study::{
     child_runner, init_logging, multi_progress, run_study_blocking, StudyConfig, StudyError,
     StudyOptions,
@@ -340,6 +341,31 @@ fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
     let train_cfg = TrainConfig::from_table(&cfg.train, &source)?;
     let data_cfg = data_config_from_table(&cfg.data, &source)?;
     check_batch_memory(&train_cfg, data_cfg.image_size(), &source)?;
+    // The outputs must not overwrite the inputs (or each other).
+    let mut inputs: Vec<(&str, &Path)> = Vec::new();
+    if let Some(c) = &a.config {
+        inputs.push(("the config", c));
+    }
+    if let Some(w) = &train_cfg.weights {
+        inputs.push(("the weights", w));
+    }
+    let outputs = [
+        ("--save", a.save.as_deref()),
+        ("--metrics", a.metrics.as_deref()),
+    ];
+    for (i, (flag, out)) in outputs.iter().enumerate() {
+        let Some(out) = out else { continue };
+        let mut others = inputs.clone();
+        if let (0, Some(m)) = (i, &a.metrics) {
+            others.push(("--metrics", m));
+        }
+        if let Some((what, _)) = others.iter().find(|(_, p)| same_target(out, p)) {
+            bail!(
+                "{flag} {} is {what}: refusing to overwrite it",
+                out.display()
+            );
+        }
+    }
     if a.epsilon.is_empty() {
         bail!("--epsilon needs at least one value");
     }

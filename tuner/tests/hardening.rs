@@ -148,6 +148,23 @@ fn a_directory_with_foreign_files_is_not_taken_over_as_a_study() {
     assert!(!tmp.path().join("trials.csv").exists());
 }
 
+#[test]
+fn train_refuses_to_save_over_its_config() {
+    let (dir, cfg) = workdir("small.toml", SMALL);
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    let c = cfg.to_str().unwrap();
+    for flag in ["--save", "--metrics"] {
+        let out = run(dir.path(), &["train", "--config", c, flag, c]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("{flag} {c} is the config: refusing")),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), before);
+}
+
 // ---------------------------------------------------------------- item 3
 
 #[test]

@@ -56,6 +56,12 @@ pub(crate) fn resolve(path: &Path) -> PathBuf {
     out
 }
 
+/// Whether writing `out` would overwrite `input` (same resolved path, or
+/// the same existing file).
+pub(crate) fn same_target(out: &Path, input: &Path) -> bool {
+    resolve(out) == resolve(input) || same_file(out, input)
+}
+
 fn refuse(out: &Path, what: String) -> StudyError {
     StudyError::Output {
         path: out.to_path_buf(),

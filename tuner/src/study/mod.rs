@@ -38,7 +38,7 @@
 
 mod config;
 mod dir;
-mod guard;
+pub(crate) mod guard;
 mod inputs;
 mod journal;
 mod output;
