@@ -452,7 +452,7 @@ impl TrainConfig {
 /// let cfg = TrainConfig::default(); // batch 64, eval batch 256
 /// assert!(check_batch_memory(&cfg, 224, "c.toml").is_ok());
 /// let e = check_batch_memory(&cfg, 4096, "c.toml").unwrap_err().to_string();
-/// assert!(e.contains("train.eval_batch_size") && e.contains("data.image_size = 4096"), "{e}");
+/// assert!(e.contains("train.batch_size`: 64 images at data.image_size = 4096"), "{e}");
 /// ```
 pub fn check_batch_memory(
     cfg: &TrainConfig,
