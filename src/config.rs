@@ -367,37 +367,18 @@ impl PolyConfig {
         toml::to_string_pretty(self).map_err(|e| ConfigError::Serialize(e.to_string()))
     }
 
-    /// Writes the config atomically: a temporary file in the same directory,
-    /// flushed to disk, then renamed over `path` (readers never see half a file).
+    /// Writes the config atomically: a temporary file created exclusively
+    /// (`O_CREAT | O_EXCL`, random name, so a file or symlink planted in the
+    /// directory is never opened) next to `path`, flushed to disk, renamed
+    /// over `path` (a symlink there is replaced, never followed), then the
+    /// directory flushed. Readers never see half a file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ConfigError> {
         let path = path.as_ref();
         self.validate()?;
         let text = self.to_toml_string()?;
-        let io = |source| ConfigError::Io {
+        write_atomic(path, text.as_bytes()).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| io(std::io::Error::other("the path names no file")))?;
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
         })
     }
 
@@ -456,4 +437,39 @@ fn kind_name(k: LossKind) -> &'static str {
 pub fn load_poly_loss<const N: usize>(path: impl AsRef<Path>) -> Result<PolyLoss<N>, ConfigError> {
     let path = path.as_ref();
     PolyConfig::load(path)?.poly_loss_named(&path.display().to_string())
+}
+
+/// See [`PolyConfig::save`]: exclusive temporary file, fsync, rename, fsync
+/// of the directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // On failure the temporary file is removed when the error drops.
+    tmp.persist(path).map_err(|e| e.error)?;
+    #[cfg(unix)]
+    if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+        // Some file systems cannot sync a directory; that is not a failure.
+        if e.kind() != std::io::ErrorKind::InvalidInput
+            && e.kind() != std::io::ErrorKind::Unsupported
+        {
+            return Err(e);
+        }
+    }
+    Ok(())
 }

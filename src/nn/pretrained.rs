@@ -161,6 +161,18 @@ pub enum KeyProblem {
         /// The file's dtype, e.g. `I64`.
         dtype: String,
     },
+    /// The tensor holds NaN or ±∞ (after conversion to `f32`): a model
+    /// loaded from it would train to garbage without an error.
+    NonFinite {
+        /// Full dotted name.
+        key: String,
+        /// Flat index of the first non-finite value.
+        index: usize,
+        /// That value as text (`NaN`, `inf` or `-inf`).
+        value: String,
+        /// How many values of the tensor are not finite.
+        count: usize,
+    },
 }
 
 impl KeyProblem {
@@ -170,7 +182,8 @@ impl KeyProblem {
             KeyProblem::Missing { key, .. }
             | KeyProblem::Unexpected { key, .. }
             | KeyProblem::Shape { key, .. }
-            | KeyProblem::Dtype { key, .. } => key,
+            | KeyProblem::Dtype { key, .. }
+            | KeyProblem::NonFinite { key, .. } => key,
         }
     }
 }
@@ -196,6 +209,15 @@ impl fmt::Display for KeyProblem {
             KeyProblem::Dtype { key, dtype } => write!(
                 f,
                 "`{key}` is stored as {dtype}; only F32, F16, BF16 and F64 convert to f32"
+            ),
+            KeyProblem::NonFinite {
+                key,
+                index,
+                value,
+                count,
+            } => write!(
+                f,
+                "`{key}` holds {value} at flat index {index} ({count} non-finite value(s)); weights must be finite"
             ),
         }
     }
@@ -239,7 +261,7 @@ fn join(problems: &[KeyProblem]) -> String {
 }
 
 /// Loads a torchvision/timm-layout `state_dict` saved as `.safetensors` into
-/// `model`, checking names, shapes and dtypes first (see the [module
+/// `model`, checking names, shapes, dtypes and finite values first (see the [module
 /// docs](self)). On error nothing has been written to the model.
 pub fn load_pretrained<M, D>(
     model: &mut M,
@@ -478,9 +500,18 @@ fn plan(
         if scalars.contains(key.as_str()) {
             // dfdx writes module scalars (e.g. a batch-norm epsilon) as F64 of
             // shape []; torchvision files have none, so they are optional.
-            if !matches!(view.dtype(), FileDtype::F64)
-                || view.shape().iter().product::<usize>() != 1
+            if matches!(view.dtype(), FileDtype::F64) && view.shape().iter().product::<usize>() == 1
             {
+                let v = decode_scalar(view);
+                if !v.is_finite() {
+                    problems.push(KeyProblem::NonFinite {
+                        key: key.clone(),
+                        index: 0,
+                        value: (v as f32).to_string(),
+                        count: 1,
+                    });
+                }
+            } else {
                 problems.push(KeyProblem::Dtype {
                     key: key.clone(),
                     dtype: format!(
@@ -503,6 +534,13 @@ fn plan(
             problems.push(KeyProblem::Dtype {
                 key: key.clone(),
                 dtype: format!("{:?}", view.dtype()),
+            });
+        } else if let Some((index, value, count)) = non_finite(view) {
+            problems.push(KeyProblem::NonFinite {
+                key: key.clone(),
+                index,
+                value: value.to_string(),
+                count,
             });
         }
         if view.shape() != model_shape {
@@ -602,6 +640,41 @@ fn decode_f32(view: &TensorView<'_>) -> Vec<f32> {
             .collect(),
         other => unreachable!("dtype {other:?} was refused by the plan"),
     }
+}
+
+/// The first non-finite value of a float tensor as `f32` (index, value) and
+/// the count of non-finite values, or `None` when all are finite. F64
+/// values beyond f32's range count as infinite: that is what loading gives.
+fn non_finite(view: &TensorView<'_>) -> Option<(usize, f32, usize)> {
+    let data = view.data();
+    let values: Box<dyn Iterator<Item = f32> + '_> = match view.dtype() {
+        FileDtype::F32 => Box::new(
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        FileDtype::F64 => Box::new(
+            data.chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8-byte chunk")) as f32),
+        ),
+        FileDtype::F16 => Box::new(
+            data.chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        FileDtype::BF16 => Box::new(
+            data.chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        _ => return None,
+    };
+    let mut first = None;
+    let mut count = 0;
+    for (i, v) in values.enumerate() {
+        if !v.is_finite() {
+            first.get_or_insert((i, v));
+            count += 1;
+        }
+    }
+    first.map(|(i, v)| (i, v, count))
 }
 
 /// Copies checked file tensors into the model.

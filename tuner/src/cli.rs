@@ -21,12 +21,17 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::Dataset;
+use crate::orchestrator::stop_signal;
 use crate::orchestrator::TrialSpec;
 use crate::search::SolverKind;
+use crate::search::MAX_ABS_BOUND;
+use crate::study::guard::same_target;
 use crate::study::{
     child_runner, init_logging, trial_program, multi_progress, run_study_blocking, StudyConfig, StudyError,
     StudyOptions,
 };
+use crate::study::{MAX_BUDGET, MAX_SEED, MAX_WORKERS};
+use crate::train::config::check_batch_memory;
 use crate::train::{
     check_weights, data_config_from_table, run_trial, train, BatchInfo, EpochMetrics, Phase,
     TrainConfig, TrainObserver, TrainOptions,
@@ -65,8 +70,8 @@ pub enum Command {
 /// `polytune [search]`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SearchArgs {
-    /// Search trials (fine-tunes), the cross-entropy baseline included [config: study.budget].
-    #[arg(long)]
+    /// Search trials (fine-tunes), the cross-entropy baseline included; 1..=1000000 [config: study.budget].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_BUDGET))]
     pub budget: Option<u64>,
     /// Study config (TOML); default: the embedded digits / small-ResNet config.
     #[arg(long)]
@@ -89,11 +94,11 @@ pub struct SearchArgs {
     /// nelder-mead, particle-swarm, brent or random [config: search.solver].
     #[arg(long)]
     pub solver: Option<SolverKind>,
-    /// Trials run at once [config: study.workers].
-    #[arg(long)]
+    /// Trials run at once; 1..=1024 [config: study.workers].
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_WORKERS as u64))]
     pub workers: Option<usize>,
-    /// Seed shared by the search trials [config: study.seed].
-    #[arg(long)]
+    /// Seed shared by the search trials; 0..=2^53 [config: study.seed].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=MAX_SEED))]
     pub seed: Option<u64>,
 }
 
@@ -111,8 +116,8 @@ pub struct TrainArgs {
         default_value = "2.0"
     )]
     pub epsilon: Vec<f64>,
-    /// Seed of initialisation, data order and augmentation [config: study.seed].
-    #[arg(long)]
+    /// Seed of initialisation, data order and augmentation; 0..=2^53 [config: study.seed].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=MAX_SEED))]
     pub seed: Option<u64>,
     /// Data directory (or CSV manifest): overrides [data].path.
     #[arg(long)]
@@ -232,6 +237,7 @@ fn search(a: SearchArgs) -> anyhow::Result<u8> {
     let train_cfg = if cfg.trial.command.is_none() {
         let train_cfg = TrainConfig::from_table(&cfg.train, &source)?;
         let data_cfg = data_config_from_table(&cfg.data, &source)?;
+        check_batch_memory(&train_cfg, data_cfg.image_size(), &source)?;
         let data = Dataset::load(&data_cfg)?;
         check_weights(&train_cfg)?;
         tracing::info!(
@@ -286,15 +292,37 @@ fn search(a: SearchArgs) -> anyhow::Result<u8> {
     }
     match run_study_blocking(cfg, opts, Arc::new(runner)) {
         Ok(report) => {
-            println!("{}", report.summary_table());
+            print_stdout(&format!("{}\n", report.summary_table()))?;
             Ok(0)
         }
         Err(e @ StudyError::Interrupted { .. }) => {
-            eprintln!("error: {e}");
-            Ok(130)
+            print_stderr(&format!("error: {e}\n"));
+            // 128 + the signal's number: 130 for SIGINT, 143 for SIGTERM.
+            Ok(stop_signal::exit_code().unwrap_or(130))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes `text` to standard output. A closed pipe (`polytune … | head`)
+/// is not an error: the reader has what it wanted and the study's files are
+/// written, so the command ends quietly.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to standard output"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes `text` to standard error, ignoring failure (there is nowhere
+/// left to report it).
+pub fn print_stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// The schedule in words, for the tuned TOML's provenance.
@@ -328,8 +356,44 @@ fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
     );
     let train_cfg = TrainConfig::from_table(&cfg.train, &source)?;
     let data_cfg = data_config_from_table(&cfg.data, &source)?;
+    check_batch_memory(&train_cfg, data_cfg.image_size(), &source)?;
+    // The outputs must not overwrite the inputs (or each other).
+    let mut inputs: Vec<(&str, &Path)> = Vec::new();
+    if let Some(c) = &a.config {
+        inputs.push(("the config", c));
+    }
+    if let Some(w) = &train_cfg.weights {
+        inputs.push(("the weights", w));
+    }
+    let outputs = [
+        ("--save", a.save.as_deref()),
+        ("--metrics", a.metrics.as_deref()),
+    ];
+    for (i, (flag, out)) in outputs.iter().enumerate() {
+        let Some(out) = out else { continue };
+        let mut others = inputs.clone();
+        if let (0, Some(m)) = (i, &a.metrics) {
+            others.push(("--metrics", m));
+        }
+        if let Some((what, _)) = others.iter().find(|(_, p)| same_target(out, p)) {
+            bail!(
+                "{flag} {} is {what}: refusing to overwrite it",
+                out.display()
+            );
+        }
+    }
     if a.epsilon.is_empty() {
         bail!("--epsilon needs at least one value");
+    }
+    if let Some(e) = a
+        .epsilon
+        .iter()
+        .find(|e| e.is_nan() || e.abs() > MAX_ABS_BOUND)
+    {
+        bail!(
+            "--epsilon {e:e} must be in [-{m:e}, {m:e}] (f32's range)",
+            m = MAX_ABS_BOUND as f32
+        );
     }
     set_threads(train_cfg.threads);
     let seed = a.seed.unwrap_or(cfg.study.seed);
@@ -356,10 +420,11 @@ fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
     let report = train(&train_cfg, &data, opts);
     bars.finish();
     let report = report?;
-    println!("epoch  phase     train_loss  val_loss  val_top1  val_top5  seconds");
+    let mut text =
+        String::from("epoch  phase     train_loss  val_loss  val_top1  val_top5  seconds\n");
     for m in &report.epochs {
-        println!(
-            "{:>5}  {:<8}  {:>10.4}  {:>8.4}  {:>8.4}  {:>8.4}  {:>7.2}",
+        text += &format!(
+            "{:>5}  {:<8}  {:>10.4}  {:>8.4}  {:>8.4}  {:>8.4}  {:>7.2}\n",
             m.epoch,
             m.phase.name(),
             m.train_loss,
@@ -369,22 +434,23 @@ fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
             m.seconds
         );
     }
-    println!(
-        "validation: top-1 {:.4}, top-5 {:.4}, CE {:.4} ({} images); {:.1} s in all",
+    text += &format!(
+        "validation: top-1 {:.4}, top-5 {:.4}, CE {:.4} ({} images); {:.1} s in all\n",
         report.valid.top1, report.valid.top5, report.valid.loss, report.valid.count, report.seconds
     );
     if let Some(t) = &report.test {
-        println!(
-            "test: top-1 {:.4}, top-5 {:.4}, CE {:.4} ({} images)",
+        text += &format!(
+            "test: top-1 {:.4}, top-5 {:.4}, CE {:.4} ({} images)\n",
             t.top1, t.top5, t.loss, t.count
         );
     }
     if let Some(p) = &a.metrics {
-        println!("metrics: {}", p.display());
+        text += &format!("metrics: {}\n", p.display());
     }
     if let Some(p) = &a.save {
-        println!("model: {}", p.display());
+        text += &format!("model: {}\n", p.display());
     }
+    print_stdout(&text)?;
     Ok(0)
 }
 

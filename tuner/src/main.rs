@@ -8,8 +8,26 @@ fn main() -> ExitCode {
     match polytune::cli::run(polytune::cli::Cli::parse()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            polytune::cli::print_stderr(&format!("error: {}\n", error_chain(&e)));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text
+/// the message already holds (many errors print their source as part of
+/// their own message, e.g. `{path}: {source}`, and would otherwise show it
+/// twice: "x: Is a directory (os error 21): Is a directory (os error 21)").
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
 }

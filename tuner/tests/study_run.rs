@@ -259,11 +259,9 @@ fn a_torn_last_line_is_dropped_and_that_trial_runs_again() {
     let lines: Vec<&str> = text.lines().collect();
     let torn = &lines[5][..lines[5].len() / 2];
     std::fs::create_dir_all(tmp.path()).unwrap();
-    std::fs::copy(
-        reference.path().join("config.toml"),
-        tmp.path().join("config.toml"),
-    )
-    .unwrap();
+    for name in ["study.toml", "config.toml"] {
+        std::fs::copy(reference.path().join(name), tmp.path().join(name)).unwrap();
+    }
     std::fs::write(
         tmp.path().join("trials.csv"),
         format!("{}\n{torn}", lines[..5].join("\n")),

@@ -62,6 +62,12 @@ impl SourceKind {
 /// Largest accepted `image_size` (a 4096² RGB image is 48 MiB).
 pub const MAX_IMAGE_SIZE: u32 = 4096;
 
+/// Largest `image_size` for the embedded digits, which are held in memory
+/// (1797 images × 3 × 256² bytes = 353 MB; the native size is 8).
+pub const MAX_DIGITS_IMAGE_SIZE: u32 = 256;
+/// Largest `threads`.
+pub const MAX_THREADS: usize = 4096;
+
 /// The `[data]` configuration section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +78,8 @@ pub struct DataConfig {
     /// Data directory (flowers102, folders) or manifest file (csv).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// Side of the square images; default 8 for digits (native), 224 otherwise.
+    /// Side of the square images; default 8 for digits (native), 224
+    /// otherwise; 1..=4096 (digits: 1..=256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<u32>,
     /// Directory of the preprocessed-image cache.
@@ -81,7 +88,7 @@ pub struct DataConfig {
     /// Skip undecodable images (counted, with a warning) instead of failing.
     #[serde(default)]
     pub skip_corrupt: bool,
-    /// Decoding threads; 0 uses all cores.
+    /// Decoding threads; 0 uses all cores; at most 4096.
     #[serde(default)]
     pub threads: usize,
     /// Fraction of the digits set held out for validation (digits only).
@@ -199,6 +206,22 @@ impl DataConfig {
                     format!("must be in 1..={MAX_IMAGE_SIZE}"),
                 ));
             }
+            if self.source == SourceKind::Digits && s > MAX_DIGITS_IMAGE_SIZE {
+                return Err(DataError::config(
+                    "data.image_size",
+                    s,
+                    format!(
+                        "must be in 1..={MAX_DIGITS_IMAGE_SIZE} for the embedded digits (8x8 images held in memory)"
+                    ),
+                ));
+            }
+        }
+        if self.threads > MAX_THREADS {
+            return Err(DataError::config(
+                "data.threads",
+                self.threads,
+                format!("must be in 0..={MAX_THREADS}"),
+            ));
         }
         if self.cache_dir.as_os_str().is_empty() {
             return Err(DataError::config(

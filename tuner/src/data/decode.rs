@@ -141,8 +141,19 @@ impl PadResizer {
     }
 }
 
+/// Largest width or height of an image to decode. The image's header is
+/// read first and a larger image is an error naming the file and its size,
+/// before any pixel is allocated: a few hundred KB of PNG can declare
+/// 16000×16000 pixels.
+pub const MAX_DECODE_SIDE: u32 = 8192;
+/// Most bytes the decoder may allocate for one image (an 8192×8192 RGBA8
+/// image). With the RGB copy (≤ 192 MiB) and the padded square (≤ 192 MiB)
+/// a decoding thread holds at most about 450 MiB at any time.
+pub const MAX_DECODE_ALLOC: u64 = 256 << 20;
+
 /// Decodes the image file at `path` (JPEG or PNG, any colour type) to
-/// interleaved 8-bit RGB, returning `(pixels, width, height)`.
+/// interleaved 8-bit RGB, returning `(pixels, width, height)`. Images wider
+/// or taller than [`MAX_DECODE_SIDE`] are refused from their header.
 ///
 /// A truncated JPEG is an error (the decoder would otherwise fill the
 /// missing part with grey, silently): a JPEG must end with its EOI marker.
@@ -173,7 +184,23 @@ pub fn decode_rgb_bytes(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, u32, u32)
     if format == image::ImageFormat::Jpeg && !jpeg_has_eoi(bytes) {
         return Err(err("JPEG data is truncated (no end-of-image marker)".into()));
     }
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| err(e.to_string()))?;
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (w, h) = reader().into_dimensions().map_err(|e| err(e.to_string()))?;
+    if w == 0 || h == 0 {
+        return Err(err(format!("image is {w}x{h}")));
+    }
+    if w > MAX_DECODE_SIDE || h > MAX_DECODE_SIDE {
+        return Err(err(format!(
+            "image is {w}x{h} pixels, larger than the {MAX_DECODE_SIDE}x{MAX_DECODE_SIDE} that polytune decodes (downscale it first)"
+        )));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DECODE_SIDE);
+    limits.max_image_height = Some(MAX_DECODE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    let mut r = reader();
+    r.limits(limits);
+    let img = r.decode().map_err(|e| err(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(err(format!("image is {w}x{h}")));

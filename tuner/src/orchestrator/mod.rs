@@ -13,6 +13,7 @@
 
 mod child;
 mod protocol;
+pub mod stop_signal;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -151,6 +152,7 @@ impl Shutdown {
                     }
                     _ = this.reached(StopLevel::Kill) => return,
                 };
+                stop_signal::record(name);
                 if this.is_stopping() {
                     tracing::warn!("second {name}: terminating running trials now");
                     this.raise(StopLevel::Kill);

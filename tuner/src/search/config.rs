@@ -143,7 +143,7 @@ impl Default for NelderMeadOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SwarmOptions {
-    /// Swarm size (≥ 2); the baseline and the paper default are two of them.
+    /// Swarm size (2..=1000); the baseline and the paper default are two of them.
     pub particles: usize,
     /// Inertia weight (SPSO 2011: 1 / (2 ln 2)).
     pub inertia: f64,
@@ -182,8 +182,8 @@ impl Default for BrentOptions {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RandomOptions {
-    /// Points drawn per iteration (run concurrently); default: the number of
-    /// workers. The sequence of points does not depend on it.
+    /// Points drawn per iteration (run concurrently; 1..=1000); default: the
+    /// number of workers. The sequence of points does not depend on it.
     pub batch: Option<usize>,
 }
 
@@ -197,10 +197,10 @@ pub struct SearchConfig {
     /// N, the number of coefficients ε₁..ε_N searched.
     #[serde(default = "one")]
     pub terms: usize,
-    /// Lower bounds per coefficient (default −1 each).
+    /// Lower bounds per coefficient (default −1 each; |bound| ≤ f32::MAX).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower: Option<Vec<f64>>,
-    /// Upper bounds per coefficient (default 10 each).
+    /// Upper bounds per coefficient (default 10 each; |bound| ≤ f32::MAX).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<Vec<f64>>,
     /// Bayesian solver options.
@@ -239,6 +239,15 @@ impl Default for SearchConfig {
         }
     }
 }
+
+/// Largest |ε| a search bound may have (`search.lower`, `search.upper`,
+/// `search.nelder_mead.initial_step`): f32's largest value, as the loss
+/// computes in f32 (a larger ε becomes ∞). Useful coefficients are far
+/// smaller (the paper's are in [-1, 10]).
+pub const MAX_ABS_BOUND: f64 = f32::MAX as f64;
+/// Largest `search.particle_swarm.particles` and `search.random.batch`
+/// (points held and dispatched per iteration).
+pub const MAX_POINTS_PER_ITERATION: usize = 1000;
 
 /// A setting that breaks a rule: the key (e.g. `search.lower`) and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -284,6 +293,15 @@ impl SearchConfig {
                 }
                 if let Some(x) = b.iter().find(|x| !x.is_finite()) {
                     return Err(invalid(key, format!("{x} is not finite")));
+                }
+                if let Some(x) = b.iter().find(|x| x.abs() > MAX_ABS_BOUND) {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{x:e} must be in [-{m:e}, {m:e}] (f32's range: the loss computes in f32)",
+                            m = f32::MAX
+                        ),
+                    ));
                 }
             }
         }
@@ -370,6 +388,16 @@ impl SearchConfig {
             }
         };
         pos("search.nelder_mead.initial_step", nm.initial_step)?;
+        if nm.initial_step > MAX_ABS_BOUND {
+            return Err(invalid(
+                "search.nelder_mead.initial_step",
+                format!(
+                    "{:e} must be in (0, {:e}] (f32's range)",
+                    nm.initial_step,
+                    f32::MAX
+                ),
+            ));
+        }
         pos("search.nelder_mead.alpha", nm.alpha)?;
         if !(nm.sd_tolerance.is_finite() && nm.sd_tolerance >= 0.0) {
             return Err(invalid(
@@ -396,10 +424,10 @@ impl SearchConfig {
             ));
         }
         let ps = &self.particle_swarm;
-        if ps.particles < 2 {
+        if !(2..=MAX_POINTS_PER_ITERATION).contains(&ps.particles) {
             return Err(invalid(
                 "search.particle_swarm.particles",
-                format!("{} must be at least 2", ps.particles),
+                format!("{} must be in 2..={MAX_POINTS_PER_ITERATION}", ps.particles),
             ));
         }
         for (key, v) in [
@@ -421,11 +449,13 @@ impl SearchConfig {
                 ),
             ));
         }
-        if self.random.batch == Some(0) {
-            return Err(invalid(
-                "search.random.batch",
-                "0 must be at least 1".into(),
-            ));
+        if let Some(b) = self.random.batch {
+            if !(1..=MAX_POINTS_PER_ITERATION).contains(&b) {
+                return Err(invalid(
+                    "search.random.batch",
+                    format!("{b} must be in 1..={MAX_POINTS_PER_ITERATION}"),
+                ));
+            }
         }
         Ok(())
     }

@@ -81,6 +81,7 @@ pub use config::{
     BayesOptions, BrentOptions, InvalidSetting, NelderMeadOptions, RandomOptions, SearchConfig,
     SolverKind, SwarmOptions,
 };
+pub use config::{MAX_ABS_BOUND, MAX_POINTS_PER_ITERATION};
 pub use random::RandomSearch;
 pub use recommend::{recommend, Recommendation, Surrogate};
 pub use space::{

@@ -21,7 +21,7 @@
 //! assert_eq!(cfg.train["epochs"].as_integer(), Some(3));
 //!
 //! let err = StudyConfig::from_toml_str("[study]\nworkers = 0\n", "bad.toml").unwrap_err();
-//! assert_eq!(err.to_string(), "bad.toml: key `study.workers`: 0 must be at least 1");
+//! assert_eq!(err.to_string(), "bad.toml: key `study.workers`: 0 must be in 1..=1024");
 //! ```
 
 use std::collections::BTreeMap;
@@ -64,33 +64,46 @@ pub enum ConfigError {
     },
 }
 
+/// Largest `study.budget` (fine-tunes; far beyond any practical study, and
+/// small enough for every counter and the TOML outputs).
+pub const MAX_BUDGET: u64 = 1_000_000;
+/// Largest `study.seed`: 2^53, so the seed and the re-run seeds
+/// `seed + 1 ..= seed + K` are exact in TOML (i64), JSON readers (f64) and
+/// the journal.
+pub const MAX_SEED: u64 = 1 << 53;
+/// Largest `study.workers`.
+pub const MAX_WORKERS: usize = 1024;
+/// Largest `study.trial_timeout_s` and `study.interrupt_grace_s` (10⁷ s,
+/// about 116 days).
+pub const MAX_SECONDS: f64 = 1e7;
+
 /// `[study]`: budget, seeds and execution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StudySettings {
     /// Search fine-tunes (every seed of every point, the CE baseline
-    /// included).
+    /// included); 1..=10⁶.
     pub budget: u64,
     /// The study seed: search seed slot k is `seed + k` for every ε
     /// (paired), confirmation seed k is `seed + 1000000 + k`; it also seeds
-    /// the solvers' generators.
+    /// the solvers' generators; 0..=2⁵³.
     pub seed: u64,
     /// n: after the search, the recommended ε and cross-entropy run on n
     /// fresh paired seeds scored on held-out data (2..=100; the verdict's
     /// CI needs at least 2).
     pub confirm_seeds: u64,
-    /// Trials run at once (e.g. one per GPU; 1 on a small CPU).
+    /// Trials run at once (e.g. one per GPU; 1 on a small CPU); 1..=1024.
     pub workers: usize,
     /// A trial running longer than this is killed (and retried, see
-    /// `max_retries`). Raising it on a resume retries the trials that timed
-    /// out under the lower limit.
+    /// `max_retries`); seconds in (0, 10⁷]. Raising it on a resume retries
+    /// the trials that timed out under the lower limit.
     pub trial_timeout_s: f64,
     /// A trial lost to something outside it (killed by a signal it did not
     /// cause, e.g. the OOM killer; timed out) runs again up to this many
     /// times before it counts as failed (0..=10). Every attempt is journaled.
     pub max_retries: u32,
     /// After Ctrl-C / SIGTERM, running trials get this long to finish before
-    /// they are terminated.
+    /// they are terminated; seconds in [0, 10⁷].
     pub interrupt_grace_s: f64,
 }
 
@@ -212,10 +225,22 @@ impl StudyConfig {
                 "0 must be at least 1 (trial 0 is the baseline)".into(),
             ));
         }
-        if s.workers == 0 || s.workers > 1024 {
+        if s.budget > MAX_BUDGET {
+            return Err(bad(
+                "study.budget",
+                format!("{} must be in 1..={MAX_BUDGET}", s.budget),
+            ));
+        }
+        if s.seed > MAX_SEED {
+            return Err(bad(
+                "study.seed",
+                format!("{} must be in 0..={MAX_SEED} (2^53)", s.seed),
+            ));
+        }
+        if !(1..=MAX_WORKERS).contains(&s.workers) {
             return Err(bad(
                 "study.workers",
-                format!("{} must be at least 1", s.workers),
+                format!("{} must be in 1..={MAX_WORKERS}", s.workers),
             ));
         }
         if s.max_retries > 10 {
@@ -241,16 +266,22 @@ impl StudyConfig {
                 ));
             }
         }
-        if !(s.trial_timeout_s.is_finite() && s.trial_timeout_s > 0.0) {
+        if !(s.trial_timeout_s > 0.0 && s.trial_timeout_s <= MAX_SECONDS) {
             return Err(bad(
                 "study.trial_timeout_s",
-                format!("{} must be a positive number of seconds", s.trial_timeout_s),
+                format!(
+                    "{} must be a number of seconds in (0, {MAX_SECONDS:e}]",
+                    s.trial_timeout_s
+                ),
             ));
         }
-        if !(s.interrupt_grace_s.is_finite() && s.interrupt_grace_s >= 0.0) {
+        if !(s.interrupt_grace_s >= 0.0 && s.interrupt_grace_s <= MAX_SECONDS) {
             return Err(bad(
                 "study.interrupt_grace_s",
-                format!("{} must be a number of seconds >= 0", s.interrupt_grace_s),
+                format!(
+                    "{} must be a number of seconds in [0, {MAX_SECONDS:e}]",
+                    s.interrupt_grace_s
+                ),
             ));
         }
         self.search.validate().map_err(|e| bad(&e.key, e.message))

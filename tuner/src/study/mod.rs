@@ -51,6 +51,8 @@
 
 mod config;
 mod dir;
+pub(crate) mod guard;
+mod inputs;
 mod journal;
 mod output;
 mod plot;
@@ -67,6 +69,7 @@ pub use config::{
     sha256_file, ConfigError, ProvenanceConfig, StudyConfig, StudySettings, TrialConfig,
     STUDY_FORMAT,
 };
+pub use config::{MAX_BUDGET, MAX_SECONDS, MAX_SEED, MAX_WORKERS};
 pub use dir::{
     write_atomic, StudyDir, CONFIG_FILE, META_FILE, PLOT_FILE, SUMMARY_FILE, TRIALS_FILE,
     TUNED_FILE,
@@ -600,6 +603,7 @@ pub async fn run_study(
     runner: Arc<dyn TrialRunner>,
 ) -> Result<StudyReport, StudyError> {
     cfg.validate_named(&opts.config_source)?;
+    guard::check_outputs(&cfg, &opts)?;
     let dir = StudyDir::open(&opts.study_dir, &cfg, &opts.config_source)?;
     let journal_path = dir.file(TRIALS_FILE);
     let terms = cfg.search.terms;

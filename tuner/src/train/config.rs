@@ -37,6 +37,15 @@ use serde::{Deserialize, Serialize};
 
 use super::error::TrainError;
 
+/// Largest `train.batch_size` and `train.eval_batch_size`.
+pub const MAX_BATCH_SIZE: i64 = 65_536;
+/// Largest `train.views` (the feature cache holds `views` copies of the
+/// training features); the default, `freeze_epochs`, is capped to it.
+pub const MAX_VIEWS: i64 = 256;
+/// Largest input batch (`batch × 3 × image_size² × 4` bytes of f32) that
+/// [`check_batch_memory`] lets a config ask for.
+pub const MAX_BATCH_BYTES: u64 = 4 << 30;
+
 /// The networks the trainer can fine-tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModelKind {
@@ -104,13 +113,14 @@ pub struct TrainConfig {
     /// Pretrained weights (a torchvision `state_dict` as safetensors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
-    /// Training batch size (the last partial batch of an epoch is dropped).
+    /// Training batch size (the last partial batch of an epoch is dropped);
+    /// 1..=65536.
     pub batch_size: i64,
-    /// Batch size for evaluation and feature extraction.
+    /// Batch size for evaluation and feature extraction; 1..=65536.
     pub eval_batch_size: i64,
-    /// F: epochs with the body frozen (head only).
+    /// F: epochs with the body frozen (head only); 0..=100000.
     pub freeze_epochs: i64,
-    /// U: epochs with everything trainable.
+    /// U: epochs with everything trainable; 0..=100000.
     pub epochs: i64,
     /// fastai's `base_lr`: the head's peak rate while frozen; halved for the
     /// unfrozen phase.
@@ -143,7 +153,8 @@ pub struct TrainConfig {
     /// Cache the frozen body's features on disk (next to the image cache).
     pub feature_cache: bool,
     /// Augmentation views in the feature cache: frozen epoch `e` uses view
-    /// `e % views` (default: `freeze_epochs`, i.e. one view per epoch).
+    /// `e % views` (1..=256; default: `freeze_epochs`, i.e. one view per
+    /// epoch, at most 256).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub views: Option<i64>,
     /// Compute threads of a run (0: all cores). Results are bit-for-bit
@@ -295,6 +306,13 @@ impl TrainConfig {
             if v < 1 {
                 return bad(key, v.to_string(), "must be at least 1");
             }
+            if v > MAX_BATCH_SIZE {
+                return bad(
+                    key,
+                    v.to_string(),
+                    &format!("must be in 1..={MAX_BATCH_SIZE}"),
+                );
+            }
         }
         for (key, v) in [
             ("freeze_epochs", self.freeze_epochs),
@@ -361,6 +379,13 @@ impl TrainConfig {
             if v < 1 {
                 return bad("views", v.to_string(), "must be at least 1");
             }
+            if v > MAX_VIEWS {
+                return bad(
+                    "views",
+                    v.to_string(),
+                    &format!("must be in 1..={MAX_VIEWS}"),
+                );
+            }
         }
         if !(0..=4096).contains(&self.threads) {
             return bad("threads", self.threads.to_string(), "must be in 0..=4096");
@@ -405,7 +430,7 @@ impl TrainConfig {
 
     /// The number of augmentation views in the feature cache.
     pub fn feature_views(&self) -> u64 {
-        self.views.unwrap_or(self.freeze_epochs).max(1) as u64
+        self.views.unwrap_or(self.freeze_epochs).clamp(1, MAX_VIEWS) as u64
     }
 
     /// Resolves a relative `weights` path against `base`.
@@ -416,6 +441,43 @@ impl TrainConfig {
             }
         }
     }
+}
+
+/// Checks that one input batch of `image_size`² images fits in
+/// [`MAX_BATCH_BYTES`] (the trainer allocates `batch × 3 × size² × 4` bytes
+/// per batch, before the model's activations); the error names both keys.
+///
+/// ```
+/// use polytune::train::{config::check_batch_memory, TrainConfig};
+/// let cfg = TrainConfig::default(); // batch 64, eval batch 256
+/// assert!(check_batch_memory(&cfg, 224, "c.toml").is_ok());
+/// let e = check_batch_memory(&cfg, 4096, "c.toml").unwrap_err().to_string();
+/// assert!(e.contains("train.batch_size`: 64 images at data.image_size = 4096"), "{e}");
+/// ```
+pub fn check_batch_memory(
+    cfg: &TrainConfig,
+    image_size: u32,
+    origin: &str,
+) -> Result<(), TrainError> {
+    let per_image = 3 * 4 * image_size as u64 * image_size as u64;
+    for (key, batch) in [
+        ("batch_size", cfg.batch_size),
+        ("eval_batch_size", cfg.eval_batch_size),
+    ] {
+        let bytes = per_image.saturating_mul(batch.max(0) as u64);
+        if bytes > MAX_BATCH_BYTES {
+            return Err(TrainError::Config {
+                origin: origin.to_string(),
+                key: format!("train.{key}"),
+                message: format!(
+                    "{batch} images at data.image_size = {image_size} need {:.1} GiB per batch, more than the {} GiB allowed; use a smaller batch or image size",
+                    bytes as f64 / (1u64 << 30) as f64,
+                    MAX_BATCH_BYTES >> 30
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn parse_bn_mode(s: &str) -> Result<BnMode, String> {

@@ -7,7 +7,7 @@ use ::safetensors::tensor::{Dtype as FileDtype, TensorView};
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 use poly_loss::nn::pretrained::{
-    load_pretrained, visit_model, LoadOptions, ModelItem, PretrainedError,
+    load_pretrained, visit_model, KeyProblem, LoadOptions, ModelItem, PretrainedError,
 };
 use poly_loss::nn::resnet::ImageClassifier;
 use poly_loss::nn::VisionDevice;
@@ -39,6 +39,27 @@ where
                 }
             );
             Ok(())
+        }
+        Err(PretrainedError::Mismatch { problems, .. })
+            if problems
+                .iter()
+                .all(|p| matches!(p, KeyProblem::NonFinite { .. })) =>
+        {
+            let shown: Vec<String> = problems.iter().take(3).map(ToString::to_string).collect();
+            let more = problems.len().saturating_sub(shown.len());
+            Err(TrainError::Weights {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{} tensor(s) hold NaN or infinity: {}{}",
+                    problems.len(),
+                    shown.join("; "),
+                    if more > 0 {
+                        format!("; and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ),
+            })
         }
         Err(PretrainedError::Mismatch { problems, .. }) => {
             let shown: Vec<String> = problems.iter().take(4).map(ToString::to_string).collect();
