@@ -29,6 +29,8 @@ mod epsilon;
 mod error;
 mod poly_sigmoid;
 mod poly_softmax;
+mod row_blocks;
+mod saved_logits;
 mod simd;
 mod spec;
 mod targets;
