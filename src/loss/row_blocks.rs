@@ -194,6 +194,45 @@ mod tests {
     }
 
     #[test]
+    fn the_caller_never_waits_for_a_helper_that_has_not_started() {
+        // The pool's second thread is held until the call has returned: a
+        // call that waited for its helper would never return (caught by a
+        // deadlock watchdog, not a timing assertion).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        started_rx.recv().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let caller = std::thread::spawn(move || {
+            let out = pool.install(|| {
+                assert_eq!(rayon::current_num_threads(), 2);
+                let mut out = vec![0u32; 64];
+                for_row_blocks(&mut out, 1, 64, 1024, |first, blk| {
+                    for (j, v) in blk.iter_mut().enumerate() {
+                        *v = (first + j) as u32;
+                    }
+                });
+                out
+            });
+            done_tx.send(out).unwrap();
+            pool
+        });
+        let out = done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("for_row_blocks waited for a helper that could not start");
+        release_tx.send(()).unwrap();
+        drop(caller.join().unwrap());
+        assert_eq!(out, (0..64).collect::<Vec<u32>>());
+    }
+
+    #[test]
     fn a_panicking_block_is_not_silently_lost() {
         // A panic in any block (caller or helper) reaches the caller once
         // all blocks are done; the pool's threads survive it.
