@@ -1,7 +1,10 @@
 //! Splits the fused Poly-1 forward+backward time into its parts at one shape
 //! (a profiling aid; the benchmark is `cargo bench --bench poly_loss`).
 //!
-//! `cargo run --release --example loss_timing [B] [C] [iters]`
+//! `cargo run --release --example loss_timing [B] [C] [iters] [part]`;
+//! `RAYON_NUM_THREADS=1` or `2` picks the thread count. Under
+//! `valgrind --tool=callgrind` the difference of two iteration counts gives
+//! the instructions per call (BENCHMARKS.md).
 
 use dfdx::prelude::*;
 use poly_loss::prelude::*;
@@ -28,16 +31,23 @@ fn main() {
         for _ in 0..10 {
             f();
         }
+        // Mean and minimum per call: on a shared machine the minimum is the
+        // call that ran undisturbed.
         let t0 = Instant::now();
+        let mut min = f64::INFINITY;
         for _ in 0..iters {
+            let t = Instant::now();
             f();
+            min = min.min(t.elapsed().as_secs_f64());
         }
         println!(
-            "{name:<28} {:9.1} us",
-            t0.elapsed().as_secs_f64() * 1e6 / iters as f64
+            "{name:<28} {:9.1} us mean {:9.1} us min",
+            t0.elapsed().as_secs_f64() * 1e6 / iters as f64,
+            min * 1e6
         );
     };
-    time("copy of the logits", &mut || {
+    // For scale: one copy of the logits (the op itself reads them in place).
+    time("a copy of the logits", &mut || {
         std::hint::black_box(x.as_vec());
     });
     time("forward, no tape", &mut || {

@@ -4,7 +4,7 @@
 //! [loss]
 //! kind = "poly"          # "poly" | "poly-focal" | "poly-sigmoid" | "poly-sigmoid-focal"
 //! terms = 1              # N; must equal epsilon.len()
-//! epsilon = [2.0]
+//! epsilon = [2.0]        # non-focal kinds: the loss must decrease in pt (ε₁ >= -1 for N = 1)
 //! label_smoothing = 0.0  # optional
 //! # gamma = 2.0          # focal kinds only (required there)
 //! # alpha = 0.25         # focal kinds only (optional)
@@ -283,7 +283,8 @@ impl PolyConfig {
     }
 
     /// Checks the cross-key rules (`terms` = `epsilon.len()`, γ present
-    /// exactly for focal kinds, ranges). `load` and `from_toml_str` call it;
+    /// exactly for focal kinds, ranges; for the non-focal kinds the ε range of
+    /// [`check_epsilon`](crate::loss::check_epsilon), ε₁ ≥ -1 for N = 1). `load` and `from_toml_str` call it;
     /// call it on configs built in code before saving them.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check(STRING_SOURCE)
@@ -314,6 +315,11 @@ impl PolyConfig {
                 "loss.epsilon",
                 format!("epsilon[{i}] = {e} is not finite"),
             ));
+        }
+        if !l.kind.is_focal() {
+            // Poly-N must decrease in pt: ε₁ ≥ -1 for N = 1 (the paper's bound).
+            crate::loss::check_epsilon(&l.epsilon)
+                .map_err(|e| bad("loss.epsilon", e.to_string()))?;
         }
         if !(0.0..=1.0).contains(&l.label_smoothing) {
             return Err(bad(

@@ -213,3 +213,151 @@ fn save_is_atomic_and_round_trips() {
     assert_eq!(PolyConfig::load(&path).unwrap(), cfg);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn epsilon_range_is_checked_for_the_plain_kinds() {
+    // Poly-1: ε₁ ≥ -1 (the boundary itself is accepted).
+    let e = err("[loss]\nterms = 1\nepsilon = [-1.0001]\n");
+    assert!(
+        e.contains("loss.epsilon") && e.contains("-1.0001") && e.contains(">= -1"),
+        "{e}"
+    );
+    let cfg = PolyConfig::from_toml_str("[loss]\nterms = 1\nepsilon = [-1.0]\n").unwrap();
+    assert_eq!(cfg.poly_loss::<1>().unwrap().epsilon, [-1.0]);
+    let e = err("[loss]\nkind = \"poly-sigmoid\"\nterms = 1\nepsilon = [-2.0]\n");
+    assert!(e.contains("loss.epsilon") && e.contains("-2"), "{e}");
+    // Poly-2: ε₁ = -1 needs ε₂ ≥ -1/2.
+    assert!(PolyConfig::from_toml_str("[loss]\nterms = 2\nepsilon = [-1.0, -0.5]\n").is_ok());
+    let e = err("[loss]\nterms = 2\nepsilon = [-1.0, -0.6]\n");
+    assert!(
+        e.contains("loss.epsilon") && e.contains("[-1.0, -0.6]") && e.contains("decrease"),
+        "{e}"
+    );
+    // The focal kinds are not restricted.
+    let cfg = PolyConfig::from_toml_str(
+        "[loss]\nkind = \"poly-focal\"\nterms = 1\nepsilon = [-2.0]\ngamma = 2.0\n",
+    )
+    .unwrap();
+    assert!(cfg.poly_loss::<1>().is_ok());
+    // A config built in code is checked the same way before saving.
+    let mut cfg = PolyConfig::new(LossSection::poly(vec![-1.5]));
+    assert!(cfg.validate().unwrap_err().to_string().contains("-1.5"));
+    cfg.loss.epsilon = vec![-0.5];
+    assert!(cfg.validate().is_ok());
+}
+
+#[test]
+fn out_of_range_values_are_refused_by_key() {
+    // Non-finite ε (TOML spells them nan / inf).
+    for v in ["nan", "inf", "-inf"] {
+        let e = err(&format!("[loss]\nterms = 2\nepsilon = [1.0, {v}]\n"));
+        assert!(
+            e.contains("loss.epsilon") && e.contains("epsilon[1]") && e.contains("not finite"),
+            "{v}: {e}"
+        );
+    }
+    // Negative or non-finite γ on both focal kinds.
+    for kind in ["poly-focal", "poly-sigmoid-focal"] {
+        for g in ["-0.5", "nan", "inf"] {
+            let e = err(&format!(
+                "[loss]\nkind = \"{kind}\"\nterms = 1\nepsilon = [1.0]\ngamma = {g}\n"
+            ));
+            assert!(
+                e.contains("loss.gamma") && e.contains(">= 0"),
+                "{kind} γ {g}: {e}"
+            );
+        }
+        for a in ["1.5", "-0.01", "nan"] {
+            let e = err(&format!(
+                "[loss]\nkind = \"{kind}\"\nterms = 1\nepsilon = [1.0]\ngamma = 2.0\nalpha = {a}\n"
+            ));
+            assert!(
+                e.contains("loss.alpha") && e.contains("outside [0, 1]"),
+                "{kind} α {a}: {e}"
+            );
+        }
+    }
+    // α (and γ) on a non-focal kind.
+    for kind in ["poly", "poly-sigmoid"] {
+        let e = err(&format!(
+            "[loss]\nkind = \"{kind}\"\nterms = 1\nepsilon = [1.0]\nalpha = 0.25\n"
+        ));
+        assert!(
+            e.contains("loss.alpha") && e.contains("only focal") && e.contains(kind),
+            "{kind}: {e}"
+        );
+        let e = err(&format!(
+            "[loss]\nkind = \"{kind}\"\nterms = 1\nepsilon = [1.0]\ngamma = 2.0\n"
+        ));
+        assert!(
+            e.contains("loss.gamma") && e.contains("only focal"),
+            "{kind}: {e}"
+        );
+    }
+    let e = err("[loss]\nterms = 1\nepsilon = [1.0]\nlabel_smoothing = nan\n");
+    assert!(e.contains("loss.label_smoothing"), "{e}");
+}
+
+/// The loss a config builds, on zero logits of shape (1, 3) with target 0,
+/// against hand values: softmax pt = 1/3, CE = ln 3; sigmoid pt = 1/2 and
+/// BCE = ln 2 per logit (mean over the 3 logits).
+#[test]
+fn every_kind_maps_to_its_loss() {
+    use dfdx::prelude::*;
+    let dev = Cpu::default();
+    let x: Tensor<Rank2<1, 3>, f32, _> = dev.zeros();
+    let value = |toml: &str| {
+        let cfg = PolyConfig::from_toml_str(toml).unwrap();
+        let loss = cfg.poly_loss::<1>().unwrap();
+        (loss.kind, loss.forward(x.clone(), &[0][..]).array() as f64)
+    };
+    let (ln2, ln3) = (2f64.ln(), 3f64.ln());
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+
+    let (k, v) = value("[loss]\nkind = \"poly\"\nterms = 1\nepsilon = [2.0]\n");
+    assert_eq!(k, PolyKind::Softmax);
+    assert!(close(v, ln3 + 2.0 * 2.0 / 3.0), "{v}");
+
+    let (k, v) = value(
+        "[loss]\nkind = \"poly-focal\"\nterms = 1\nepsilon = [2.0]\ngamma = 2.0\nalpha = 0.25\n",
+    );
+    assert_eq!(
+        k,
+        PolyKind::SoftmaxFocal {
+            gamma: 2.0,
+            alpha: Some(0.25)
+        }
+    );
+    let f = 2.0 / 3.0f64;
+    assert!(close(v, 0.25 * f * f * ln3 + 2.0 * f.powi(3)), "{v}");
+
+    let (k, v) = value("[loss]\nkind = \"poly-sigmoid\"\nterms = 1\nepsilon = [2.0]\n");
+    assert_eq!(k, PolyKind::Sigmoid);
+    assert!(close(v, ln2 + 2.0 * 0.5), "{v}");
+
+    let (k, v) = value(
+        "[loss]\nkind = \"poly-sigmoid-focal\"\nterms = 1\nepsilon = [2.0]\ngamma = 2.0\nalpha = 0.25\n",
+    );
+    assert_eq!(
+        k,
+        PolyKind::SigmoidFocal {
+            gamma: 2.0,
+            alpha: Some(0.25)
+        }
+    );
+    // One positive (α_t = 0.25) and two negatives (α_t = 0.75), f = 1/2 each.
+    let want = ((0.25 + 2.0 * 0.75) * 0.25 * ln2 + 3.0 * 2.0 * 0.125) / 3.0;
+    assert!(close(v, want), "{v} vs {want}");
+
+    // Without α the sigmoid focal kind does no α balancing.
+    let (k, v) =
+        value("[loss]\nkind = \"poly-sigmoid-focal\"\nterms = 1\nepsilon = [2.0]\ngamma = 2.0\n");
+    assert_eq!(
+        k,
+        PolyKind::SigmoidFocal {
+            gamma: 2.0,
+            alpha: None
+        }
+    );
+    assert!(close(v, 0.25 * ln2 + 2.0 * 0.125), "{v}");
+}

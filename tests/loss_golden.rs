@@ -85,6 +85,18 @@ fn pytorch_golden_values() {
     let cases = doc["cases"].as_array().unwrap();
     assert!(cases.len() >= 10);
     for case in cases {
+        // The inputs themselves must have the sizes the case declares.
+        let name = case["name"].as_str().unwrap();
+        let n = (case["b"].as_u64().unwrap() * case["c"].as_u64().unwrap()) as usize;
+        assert_eq!(floats(&case["logits"]).len(), n, "{name}: logits");
+        if case["targets"].is_null() {
+            assert_eq!(floats(&case["probs"]).len(), n, "{name}: probs");
+        } else {
+            let t = case["targets"].as_array().unwrap().len() as u64;
+            assert_eq!(t, case["b"].as_u64().unwrap(), "{name}: targets");
+        }
+    }
+    for case in cases {
         let name = case["name"].as_str().unwrap();
         let (v, g) = match case["params"]["epsilon"].as_array().unwrap().len() {
             1 => run::<1>(case),
@@ -97,7 +109,22 @@ fn pytorch_golden_values() {
             (v as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
             "{name}: loss {v} vs PyTorch {want}"
         );
-        for (k, (a, b)) in g.iter().zip(floats(&case["grad"])).enumerate() {
+        let want_grad = floats(&case["grad"]);
+        let (b, c) = (case["b"].as_u64().unwrap(), case["c"].as_u64().unwrap());
+        assert_eq!(
+            want_grad.len() as u64,
+            b * c,
+            "{name}: the golden gradient has {} values for a ({b}, {c}) batch",
+            want_grad.len()
+        );
+        assert_eq!(
+            g.len(),
+            want_grad.len(),
+            "{name}: gradient length {} vs golden {}",
+            g.len(),
+            want_grad.len()
+        );
+        for (k, (a, b)) in g.iter().zip(want_grad).enumerate() {
             assert!(
                 (a - b).abs() < 1e-5 * (1.0 + b.abs()),
                 "{name}: grad[{k}] {a} vs PyTorch {b}"

@@ -6,6 +6,10 @@ use dfdx::prelude::*;
 use poly_loss::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+#[path = "support/reference64.rs"]
+mod reference64;
+use reference64::{assert_all_close, assert_close, Ref, Tg};
+
 fn randn(dev: &Cpu, b: usize, c: usize, scale: f32, seed: u64) -> Tensor<(usize, usize), f32, Cpu> {
     let mut rng = StdRng::seed_from_u64(seed);
     let v: Vec<f32> = (0..b * c).map(|_| rng.gen_range(-scale..scale)).collect();
@@ -124,37 +128,135 @@ fn adding_a_constant_to_a_row_changes_nothing() {
     assert!(d < 1e-5, "gradient differs by {d}");
 }
 
+fn softmax_ref(z: &[f32], t: &[usize], c: usize, r: Ref) -> (f64, Vec<f64>) {
+    reference64::softmax(z, t.len(), c, Tg::Idx(t), r)
+}
+
+fn sigmoid_ref(z: &[f32], t: &[usize], c: usize, r: Ref) -> (f64, Vec<f64>) {
+    reference64::sigmoid(z, t.len(), c, Tg::Idx(t), r)
+}
+
+fn assert_grad(what: &str, got: &[f32], want: &[f64]) {
+    assert_all_close(&format!("{what}: grad"), got, want, 1e-4, 1e-6);
+}
+
 #[test]
-fn extreme_logits_and_coefficients_stay_finite() {
+fn f64_references_match_finite_differences() {
+    // The references below are checked once against central differences.
+    let z: Vec<f32> = vec![0.3, -1.2, 2.0, 0.7, -0.4, 1.1];
+    let t = [2usize, 0];
+    let eps = [1.5, -0.3];
+    let w = [0.5, 2.0, 1.25];
+    let probs = [0.2f32, 0.0, 0.8, 0.5, 0.25, 0.25];
+    for focal in [None, Some((2.0, Some(0.25)))] {
+        for (sig, idx) in [(false, true), (true, true), (false, false), (true, false)] {
+            let rf = Ref {
+                eps: &eps,
+                focal,
+                smoothing: 0.1,
+                weight: Some(&w),
+            };
+            let tg = if idx { Tg::Idx(&t) } else { Tg::Prob(&probs) };
+            let r = |z: &[f32]| {
+                if sig {
+                    reference64::sigmoid(z, 2, 3, tg, rf)
+                } else {
+                    reference64::softmax(z, 2, 3, tg, rf)
+                }
+            };
+            let (_, g) = r(&z);
+            for k in 0..z.len() {
+                let h = 1e-3f32;
+                let (mut zp, mut zm) = (z.clone(), z.clone());
+                zp[k] += h;
+                zm[k] -= h;
+                // Central differences of the f64 loss over the step f32 really took.
+                let fd = (r(&zp).0 - r(&zm).0) / (zp[k] as f64 - zm[k] as f64);
+                assert!(
+                    (fd - g[k]).abs() < 1e-5 * (1.0 + g[k].abs()),
+                    "sigmoid {sig} index targets {idx} k {k}: {fd} vs {}",
+                    g[k]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn focal_free_functions_match_f64_references() {
     let dev = Cpu::default();
-    // ±1e4 logits with the target on the losing side.
+    let (b, c) = (5, 7);
+    let x = randn(&dev, b, c, 3.0, 21);
+    let z = x.as_vec();
+    let t = labels(b, c, 22);
+    let eps = [1.5f32, -0.3];
+    let eps64 = [1.5, -0.3];
+    for (gamma, alpha) in [(2.0f32, Some(0.25f32)), (0.5, None), (3.0, Some(0.9))] {
+        let focal = Ref::focal(&eps64, gamma as f64, alpha.map(|a| a as f64));
+        let what = format!("softmax focal γ {gamma} α {alpha:?}");
+        let l = poly_focal_loss::<2, _>(x.leaky_trace(), &t, eps, gamma, alpha);
+        let (want, wg) = softmax_ref(&z, &t, c, focal);
+        assert_close(&what, l.array(), want, 1e-5, 1e-6);
+        assert_grad(&what, &l.backward().get(&x).as_vec(), &wg);
+        let what = format!("sigmoid focal γ {gamma} α {alpha:?}");
+        let l = poly_sigmoid_focal_loss::<2, _>(x.leaky_trace(), &t, eps, gamma, alpha);
+        let (want, wg) = sigmoid_ref(&z, &t, c, focal);
+        assert_close(&what, l.array(), want, 1e-5, 1e-6);
+        assert_grad(&what, &l.backward().get(&x).as_vec(), &wg);
+    }
+    // The try_ forms give the same numbers.
+    let l = try_poly_focal_loss::<2, _>(x.clone(), &t, eps, 2.0, Some(0.25)).unwrap();
+    let (want, _) = softmax_ref(&z, &t, c, Ref::focal(&eps64, 2.0, Some(0.25)));
+    assert_close("try_poly_focal_loss", l.array(), want, 1e-5, 1e-6);
+    let l = try_poly_sigmoid_focal_loss::<2, _>(x.clone(), &t, eps, 2.0, Some(0.25)).unwrap();
+    let (want, _) = sigmoid_ref(&z, &t, c, Ref::focal(&eps64, 2.0, Some(0.25)));
+    assert_close("try_poly_sigmoid_focal_loss", l.array(), want, 1e-5, 1e-6);
+}
+
+#[test]
+fn extreme_logits_match_f64_references() {
+    let dev = Cpu::default();
+    // ±1e4 logits with the target on the losing side (row 0) and winning (row 1).
     let x: Tensor<Rank2<2, 4>, f32, _> =
         dev.tensor([[1e4, -1e4, 0.0, -1e4], [-1e4, -1e4, -1e4, 1e4]]);
+    let z = x.as_vec();
+    let t = [1usize, 3];
     for eps in [-1.0f32, 0.0, 2.0, 100.0] {
-        let l = poly_loss(x.leaky_trace(), &[1, 3], [eps]);
-        let v = l.array();
+        let e64 = [eps as f64];
+        let l = poly_loss::<1, _>(x.leaky_trace(), &t, [eps]);
         // Row 0: CE = 2e4, pt = 0; row 1: CE = 0, pt = 1.
-        assert!((v - (2e4 + eps) / 2.0).abs() < 1.0, "eps {eps}: {v}");
-        let g = l.backward().get(&x).array();
-        assert!(g.iter().flatten().all(|v| v.is_finite()), "{g:?}");
-        let f = PolyLoss::focal([eps], 2.0, Some(0.25)).forward(x.leaky_trace(), &[1, 3]);
-        assert!(f.array().is_finite());
-        assert!(f
-            .backward()
-            .get(&x)
-            .array()
-            .iter()
-            .flatten()
-            .all(|v| v.is_finite()));
-        let s = poly_sigmoid_focal_loss(x.leaky_trace(), &[1, 3], [eps], 2.0, None);
-        assert!(s.array().is_finite());
-        assert!(s
-            .backward()
-            .get(&x)
-            .array()
-            .iter()
-            .flatten()
-            .all(|v| v.is_finite()));
+        let (want, wg) = softmax_ref(&z, &t, 4, Ref::plain(&e64));
+        assert!((want - (2e4 + eps as f64) / 2.0).abs() < 1e-9);
+        assert_close(&format!("poly ε {eps}"), l.array(), want, 1e-6, 1e-6);
+        assert_grad(
+            &format!("poly ε {eps}"),
+            &l.backward().get(&x).as_vec(),
+            &wg,
+        );
+
+        let focal = Ref::focal(&e64, 2.0, Some(0.25));
+        let what = format!("focal ε {eps}");
+        let l = poly_focal_loss::<1, _>(x.leaky_trace(), &t, [eps], 2.0, Some(0.25));
+        let (want, wg) = softmax_ref(&z, &t, 4, focal);
+        // α f^γ CE + ε f^3 with f = 1 in row 0, f = 0 in row 1.
+        assert!((want - (0.25 * 2e4 + eps as f64) / 2.0).abs() < 1e-9);
+        assert_close(&what, l.array(), want, 1e-6, 1e-6);
+        assert_grad(&what, &l.backward().get(&x).as_vec(), &wg);
+
+        let what = format!("sigmoid ε {eps}");
+        let l = poly_sigmoid_loss::<1, _>(x.leaky_trace(), &t, [eps]);
+        let (want, wg) = sigmoid_ref(&z, &t, 4, Ref::plain(&e64));
+        assert_close(&what, l.array(), want, 1e-6, 1e-6);
+        assert_grad(&what, &l.backward().get(&x).as_vec(), &wg);
+
+        for alpha in [None, Some(0.25f32)] {
+            let what = format!("sigmoid focal ε {eps} α {alpha:?}");
+            let l = poly_sigmoid_focal_loss::<1, _>(x.leaky_trace(), &t, [eps], 2.0, alpha);
+            let focal = Ref::focal(&e64, 2.0, alpha.map(|a| a as f64));
+            let (want, wg) = sigmoid_ref(&z, &t, 4, focal);
+            assert_close(&what, l.array(), want, 1e-6, 1e-6);
+            assert_grad(&what, &l.backward().get(&x).as_vec(), &wg);
+        }
     }
 }
 
@@ -162,30 +264,16 @@ fn extreme_logits_and_coefficients_stay_finite() {
 fn one_hundred_thousand_classes() {
     let dev = Cpu::default();
     let (b, c) = (2, 100_000);
-    let x = randn(&dev, b, c, 1e4, 9);
     let t = vec![17, 99_999];
-    let l = poly_loss(x.leaky_trace(), &t, [100.0]);
-    // Reference in f64.
-    let z = x.as_vec();
-    let mut want = 0.0f64;
-    for i in 0..b {
-        let row: Vec<f64> = z[i * c..(i + 1) * c].iter().map(|&v| v as f64).collect();
-        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-        let logpt = row[t[i]] - lse;
-        want += (-logpt + 100.0 * (1.0 - logpt.exp())) / b as f64;
-    }
-    assert!(
-        ((l.array() as f64) - want).abs() < 1e-3 * want.abs().max(1.0),
-        "{} vs {want}",
-        l.array()
-    );
-    let g = l.backward().get(&x).as_vec();
-    assert!(g.iter().all(|v| v.is_finite()));
-    // Each row's gradient sums to zero (softmax invariance).
-    for i in 0..b {
-        let s: f64 = g[i * c..(i + 1) * c].iter().map(|&v| v as f64).sum();
-        assert!(s.abs() < 1e-3, "row {i} sums to {s}");
+    // Scale 1e4: p is one-hot on each row's maximum; scale 8: p is spread out.
+    for (scale, seed) in [(1e4f32, 9), (8.0, 10)] {
+        let x = randn(&dev, b, c, scale, seed);
+        let z = x.as_vec();
+        let l = poly_loss::<1, _>(x.leaky_trace(), &t, [100.0]);
+        let (want, wg) = softmax_ref(&z, &t, c, Ref::plain(&[100.0]));
+        assert_close(&format!("scale {scale}"), l.array(), want, 1e-5, 1e-5);
+        let g = l.backward().get(&x).as_vec();
+        assert_grad(&format!("scale {scale}"), &g, &wg);
     }
 }
 
@@ -283,8 +371,88 @@ fn errors_name_what_is_wrong() {
         .try_forward(x.clone(), &[0, 1, 2][..])
         .unwrap_err();
     assert_eq!(e, PolyLossError::ReductionNone);
-    let e = try_poly_sigmoid_loss(x, &[0, 4, 1][..], [1.0]).unwrap_err();
+    let e = try_poly_sigmoid_loss(x.clone(), &[0, 4, 1][..], [1.0]).unwrap_err();
     assert!(e.to_string().contains("row 1"), "{e}");
+    let t = &[0, 1, 2][..];
+    // Non-finite ε, on every kind.
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for kind in [
+            PolyKind::Softmax,
+            PolyKind::Sigmoid,
+            PolyKind::SoftmaxFocal {
+                gamma: 2.0,
+                alpha: None,
+            },
+            PolyKind::SigmoidFocal {
+                gamma: 2.0,
+                alpha: None,
+            },
+        ] {
+            let e = PolyLoss::new([1.0, bad])
+                .with_kind(kind)
+                .try_forward(x.clone(), t)
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    PolyLossError::InvalidParameter {
+                        name: "epsilon",
+                        ..
+                    }
+                ),
+                "{kind:?} ε {bad}: {e}"
+            );
+            assert!(e.to_string().contains("finite"), "{e}");
+        }
+    }
+    // α outside [0, 1] (or NaN) on both focal kinds, through the free functions.
+    for bad in [-0.1f32, 1.5, f32::NAN] {
+        let e = try_poly_focal_loss(x.clone(), t, [1.0], 2.0, Some(bad)).unwrap_err();
+        assert!(
+            matches!(e, PolyLossError::InvalidParameter { name: "alpha", value, .. }
+                if value.to_bits() == bad.to_bits()),
+            "α {bad}: {e}"
+        );
+        let e = try_poly_sigmoid_focal_loss(x.clone(), t, [1.0], 2.0, Some(bad)).unwrap_err();
+        assert!(e.to_string().contains("invalid alpha"), "α {bad}: {e}");
+    }
+    // α = 0 and α = 1 are inside.
+    assert!(try_poly_focal_loss(x.clone(), t, [1.0], 2.0, Some(0.0)).is_ok());
+    assert!(try_poly_sigmoid_focal_loss(x.clone(), t, [1.0], 2.0, Some(1.0)).is_ok());
+    // γ: negative or non-finite.
+    for bad in [-0.5f32, f32::NAN, f32::INFINITY] {
+        let e = try_poly_sigmoid_focal_loss(x.clone(), t, [1.0], bad, None).unwrap_err();
+        assert!(
+            matches!(e, PolyLossError::InvalidParameter { name: "gamma", .. }),
+            "γ {bad}: {e}"
+        );
+    }
+    // Non-finite class weights, softmax and sigmoid.
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for kind in [PolyKind::Softmax, PolyKind::Sigmoid] {
+            let e = PolyLoss::new([1.0])
+                .with_kind(kind)
+                .with_weight(vec![1.0, 2.0, bad, 1.0])
+                .try_forward(x.clone(), t)
+                .unwrap_err();
+            assert!(
+                matches!(e, PolyLossError::InvalidParameter { name: "weight", .. }),
+                "{kind:?} weight {bad}: {e}"
+            );
+            assert!(
+                e.to_string().contains("class weights must be finite"),
+                "{e}"
+            );
+        }
+    }
+    // Label smoothing: NaN and negative.
+    for bad in [f32::NAN, -0.1] {
+        let e = PolyLoss::new([1.0])
+            .with_label_smoothing(bad)
+            .try_forward(x.clone(), t)
+            .unwrap_err();
+        assert!(e.to_string().contains("label_smoothing"), "{e}");
+    }
 }
 
 #[test]

@@ -3,7 +3,8 @@ PolyLoss class (epsilon = 2) and of F.cross_entropy, at the same shapes, with
 the same thread count as the Rust side (2).
 
     python3 benches/reference/poly_loss_torch.py [--threads 2] [--seconds 2]
-Prints one line per (impl, shape): median microseconds per fwd+bwd.
+Prints one line per (impl, shape): median microseconds per fwd+bwd, and the
+minimum (on a shared machine, the call that ran undisturbed).
 """
 import argparse
 import statistics
@@ -46,7 +47,7 @@ def bench(fn, seconds):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
+    return statistics.median(times) * 1e6, min(times) * 1e6
 
 
 def main():
@@ -71,7 +72,8 @@ def main():
             F.cross_entropy(x, t).backward()
 
         for name, fn in [("torch_seed_polyloss", seed_poly), ("torch_cross_entropy", ce)]:
-            print(f"{name:22s} {b}x{c:<6d} {bench(fn, args.seconds):10.1f} us")
+            med, low = bench(fn, args.seconds)
+            print(f"{name:22s} {b}x{c:<6d} {med:10.1f} us  min {low:10.1f} us")
 
 
 if __name__ == "__main__":

@@ -16,58 +16,6 @@ pub(crate) fn host_vec<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     buf
 }
 
-/// Like [`host_vec`], but takes the buffer from a small pool of recycled
-/// buffers (see [`recycle`]). A fresh multi-megabyte `Vec` is fresh pages from
-/// the kernel: page faults cost more than the copy itself, on every call.
-pub(crate) fn host_vec_pooled<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    let n = t.shape().num_elements();
-    let mut buf = take_buffer(n);
-    t.copy_into(&mut buf);
-    buf
-}
-
-/// Most buffers the pool keeps.
-const POOL_BUFFERS: usize = 8;
-static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
-
-/// A buffer of length `n` (contents unspecified but initialised).
-fn take_buffer(n: usize) -> Vec<f32> {
-    let reuse = {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        // A buffer at least as big, but not wastefully bigger.
-        let pos = pool
-            .iter()
-            .position(|b| b.capacity() >= n && b.capacity() <= 4 * n.max(1024));
-        pos.map(|i| pool.swap_remove(i))
-    };
-    match reuse {
-        Some(mut b) => {
-            if b.len() >= n {
-                b.truncate(n);
-            } else {
-                b.resize(n, 0.0);
-            }
-            b
-        }
-        None => vec![0.0f32; n],
-    }
-}
-
-/// Hands a buffer back for [`host_vec_pooled`] to reuse.
-pub(crate) fn recycle(buf: Vec<f32>) {
-    if buf.capacity() < 1024 {
-        return;
-    }
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < POOL_BUFFERS {
-        pool.push(buf);
-    } else if let Some(smallest) = pool.iter_mut().min_by_key(|b| b.capacity()) {
-        if smallest.capacity() < buf.capacity() {
-            *smallest = buf;
-        }
-    }
-}
-
 /// Borrows a *contiguous* CPU tensor's elements without copying.
 ///
 /// dfdx keeps `Tensor::data` private, but its public `Index` impl for CPU
@@ -178,23 +126,6 @@ mod tests {
         let grads = (raw_square(b).sum() * 0.5).backward();
         // d/dw Σ_rows ½w² = 2 rows · w
         assert_eq!(grads.get(&w).array(), [2.0, -4.0, 6.0]);
-    }
-
-    #[test]
-    fn pooled_copies_are_exact_after_reuse() {
-        let dev = Cpu::default();
-        let a: Tensor<(usize,), f32, _> =
-            dev.tensor_from_vec((0..5000).map(|i| i as f32).collect(), (5000,));
-        let b: Tensor<(usize,), f32, _> =
-            dev.tensor_from_vec((0..3000).map(|i| -(i as f32)).collect(), (3000,));
-        let va = host_vec_pooled(&a);
-        assert_eq!(va, a.as_vec());
-        recycle(va);
-        // A smaller request may get the same buffer back: it must hold b exactly.
-        let vb = host_vec_pooled(&b);
-        assert_eq!(vb, b.as_vec());
-        recycle(vb);
-        assert_eq!(host_vec_pooled(&a), a.as_vec());
     }
 
     #[test]

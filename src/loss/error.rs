@@ -49,6 +49,23 @@ pub enum PolyLossError {
         /// What it must satisfy.
         why: &'static str,
     },
+    /// Poly-1's ε₁ below -1: the loss would rise with pt near pt = 1.
+    #[error("epsilon[0] = {value} is below -1: Poly-1 = CE + ε₁(1 - pt) must decrease in pt, which needs ε₁ >= -1")]
+    EpsilonBelowMinusOne {
+        /// The ε₁ given.
+        value: f64,
+    },
+    /// Poly-N (N > 1) coefficients that make the loss rise with pt somewhere
+    /// in [0, 1] (see [`check_epsilon`](super::check_epsilon)).
+    #[error("epsilon = {epsilon:?}: the loss rises with pt near pt = {pt:.4} (dL/dpt = {slope:.4} > 0); Poly-N must decrease in pt on [0, 1]")]
+    EpsilonNotDecreasing {
+        /// The coefficients ε₁..ε_N.
+        epsilon: Vec<f64>,
+        /// Where `q(1 - pt)` of [`check_epsilon`](super::check_epsilon) is smallest.
+        pt: f64,
+        /// dL/dpt there.
+        slope: f64,
+    },
     /// `forward` (a scalar) was asked of a loss configured with `Reduction::None`.
     #[error("this PolyLoss has reduction None: call forward_per_sample for the per-sample losses")]
     ReductionNone,

@@ -4,11 +4,14 @@
 //! `CE + Σ_{j=1..N} ε_j (1 - pt)^j` with `pt` the predicted probability of the
 //! target. The seed blog writes the series as `ε_j (1 - pt)^j / j`; this crate
 //! follows the paper (see [`PolyLoss`]). N = 1 with ε₁ = 2 is the paper's
-//! ImageNet default; ε₁ ≥ -1 keeps Poly-1 decreasing in pt.
+//! ImageNet default; ε₁ ≥ -1 keeps Poly-1 decreasing in pt, and
+//! [`check_epsilon`] checks the same property for any N (the plain kinds
+//! refuse other coefficients).
 //!
 //! Entry points:
-//! - [`poly_loss`] / [`try_poly_loss`]: softmax Poly-N, mean over the batch;
-//!   also as a method, [`PolyLossExt::poly_loss`].
+//! - [`poly_loss`] / [`try_poly_loss`]: softmax Poly-N, mean over the batch,
+//!   called as `poly_loss::<1, _>(logits, &labels, [2.0])` (or with N
+//!   inferred); also as a method, [`PolyLossExt::poly_loss`].
 //! - [`poly_focal_loss`], [`poly_sigmoid_loss`], [`poly_sigmoid_focal_loss`]:
 //!   the paper's variants.
 //! - [`PolyLoss`]: all options (label smoothing, class weights, ignore index,
@@ -22,15 +25,19 @@
 
 #[cfg(feature = "cuda")]
 mod cuda_inputs;
+mod epsilon;
 mod error;
 mod poly_sigmoid;
 mod poly_softmax;
+mod row_blocks;
+mod saved_logits;
 mod simd;
 mod spec;
 mod targets;
 
 use dfdx::prelude::*;
 
+pub use epsilon::{check_epsilon, check_epsilon_box};
 pub use error::PolyLossError;
 pub use spec::{PolyKind, PolyLoss, Reduction};
 pub use targets::{IntoTargets, PolyDevice, TargetStorage, Targets};
@@ -49,21 +56,50 @@ pub fn cpu_simd_path() -> &'static str {
 use poly_sigmoid::{sigmoid_op, SigmoidJob, SigmoidParams};
 use poly_softmax::{softmax_op, SoftmaxJob, SoftmaxParams};
 
+/// Logits the free loss functions accept: every `Tensor<(B, C), f32, D, T>`
+/// (`Const` or `usize` dims, any [`PolyDevice`], any tape).
+///
+/// The free functions are generic over `<const N: usize, L: PolyLogits>` and
+/// take the device and output type from here, so a turbofish that names N
+/// needs only one placeholder: `poly_loss::<1, _>(logits, &labels, [2.0])`.
+pub trait PolyLogits: Sized {
+    /// The device the logits live on.
+    type Device: PolyDevice;
+    /// The reduced loss: `Tensor<Rank0, f32, D, T>` (the logits' tape).
+    type Output;
+    /// Runs `loss` on these logits (what the free functions call);
+    /// [`PolyLoss::try_forward`] with the arguments in this order.
+    fn try_poly_forward<const N: usize>(
+        self,
+        loss: &PolyLoss<N>,
+        targets: impl IntoTargets<Self::Device>,
+    ) -> Result<Self::Output, PolyLossError>;
+}
+
+impl<B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>> PolyLogits for Tensor<(B, C), f32, D, T> {
+    type Device = D;
+    type Output = Tensor<Rank0, f32, D, T>;
+    fn try_poly_forward<const N: usize>(
+        self,
+        loss: &PolyLoss<N>,
+        targets: impl IntoTargets<D>,
+    ) -> Result<Self::Output, PolyLossError> {
+        loss.try_forward(self, targets)
+    }
+}
+
 /// Softmax Poly-N loss, averaged over the batch: `mean_i [CE_i + Σ_j ε_j (1 - pt_i)^j]`.
 ///
-/// `logits` is a `(B, C)` tensor (`Const` or `usize` dims, any tape);
-/// `targets` are class indices (`&[usize]`, `&Vec<usize>`, `Tensor<(B,), usize, D>`)
-/// or target probabilities (`Tensor<(B, C), f32, D>`). N is inferred from
-/// `epsilon`. Panics with [`PolyLossError`]'s message on bad input; see
-/// [`try_poly_loss`].
+/// `logits` is a `(B, C)` tensor (`Const` or `usize` dims, any tape; see
+/// [`PolyLogits`]); `targets` are class indices (`&[usize]`, `&Vec<usize>`,
+/// `Tensor<(B,), usize, D>`) or target probabilities (`Tensor<(B, C), f32, D>`).
+/// Panics with [`PolyLossError`]'s message on bad input (including ε₁ < -1,
+/// see [`check_epsilon`]); see [`try_poly_loss`].
 ///
-/// Call shapes: `poly_loss(logits, &labels, [2.0])` (N inferred),
-/// `poly_loss::<1, _, _, _, _>(..)`, or the method
-/// `logits.poly_loss::<1>(&labels, [2.0])` ([`PolyLossExt`]). A turbofish that
-/// names only N, `poly_loss::<1>(..)`, is rejected by rustc (E0107): a free
-/// function generic over the logits' dims, device and tape must be given all
-/// its generic arguments or none, and stable Rust has no default type
-/// parameters on functions.
+/// Call shapes: `poly_loss::<1, _>(logits, &labels, [2.0])` (N named; the `_`
+/// is the logits' type), `poly_loss(logits, &labels, [2.0])` (N inferred from
+/// `epsilon`), or the method `logits.poly_loss::<1>(&labels, [2.0])`
+/// ([`PolyLossExt`]).
 ///
 /// ```
 /// use dfdx::prelude::*;
@@ -71,8 +107,8 @@ use poly_softmax::{softmax_op, SoftmaxJob, SoftmaxParams};
 ///
 /// let dev = Cpu::default();
 /// let logits: Tensor<Rank2<2, 3>, f32, _> = dev.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]]);
-/// let loss = poly_loss(logits.leaky_trace(), &[0, 1][..], [2.0]);
-/// // Poly-1 = CE + 2 (1 - pt), checked by hand for row 0.
+/// let loss = poly_loss::<1, _>(logits.leaky_trace(), &[0, 1][..], [2.0]);
+/// // Poly-1 = CE + 2 (1 - pt), checked by hand.
 /// let lse0 = (2.0f32.exp() + 0.5f32.exp() + (-1.0f32).exp()).ln();
 /// let pt0 = (2.0 - lse0).exp();
 /// let lse1 = (2.0 + 1.0f32.exp()).ln();
@@ -81,22 +117,59 @@ use poly_softmax::{softmax_op, SoftmaxJob, SoftmaxParams};
 /// assert!((loss.array() - want).abs() < 1e-6);
 /// let grads = loss.backward();
 /// assert_eq!(grads.get(&logits).shape(), &(Const::<2>, Const::<3>));
+/// // The method form and the inferred N give the same value.
+/// assert!((logits.clone().poly_loss::<1>(&[0, 1][..], [2.0]).array() - want).abs() < 1e-6);
+/// assert!((poly_loss(logits, &[0, 1][..], [2.0]).array() - want).abs() < 1e-6);
 /// ```
-pub fn poly_loss<const N: usize, B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
-    logits: Tensor<(B, C), f32, D, T>,
-    targets: impl IntoTargets<D>,
+///
+/// Poly-2, `CE + ε₁ (1 - pt) + ε₂ (1 - pt)²`:
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use poly_loss::prelude::*;
+///
+/// let dev = Cpu::default();
+/// let logits: Tensor<(usize, usize), f32, _> =
+///     dev.tensor_from_vec(vec![1.0, -1.0, 0.5, 0.0, 2.0, -0.5], (2, 3));
+/// let labels = vec![2, 1];
+/// let loss = poly_loss::<2, _>(logits.leaky_trace(), &labels, [2.0, -0.5]);
+/// let z = logits.as_vec();
+/// let mut want = 0.0f64;
+/// for (i, &t) in labels.iter().enumerate() {
+///     let row: Vec<f64> = z[i * 3..i * 3 + 3].iter().map(|&v| v as f64).collect();
+///     let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+///     let f = 1.0 - (row[t] - lse).exp();
+///     want += (lse - row[t] + 2.0 * f - 0.5 * f * f) / 2.0;
+/// }
+/// assert!((loss.array() as f64 - want).abs() < 1e-6);
+/// // A Poly-2 that would rise with pt is refused: ε₁ = -1 needs ε₂ ≥ -1/2.
+/// assert!(try_poly_loss::<2, _>(logits, &labels, [-1.0, -0.6]).is_err());
+/// ```
+pub fn poly_loss<const N: usize, L: PolyLogits>(
+    logits: L,
+    targets: impl IntoTargets<L::Device>,
     epsilon: [f32; N],
-) -> Tensor<Rank0, f32, D, T> {
+) -> L::Output {
     try_poly_loss(logits, targets, epsilon).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Fallible [`poly_loss`].
-pub fn try_poly_loss<const N: usize, B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
-    logits: Tensor<(B, C), f32, D, T>,
-    targets: impl IntoTargets<D>,
+/// Fallible [`poly_loss`]: `try_poly_loss::<1, _>(logits, &labels, [2.0])?`.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use poly_loss::prelude::*;
+///
+/// let dev = Cpu::default();
+/// let logits: Tensor<Rank2<1, 3>, f32, _> = dev.zeros();
+/// let e = try_poly_loss::<1, _>(logits, &[0][..], [-1.0001]).unwrap_err();
+/// assert_eq!(e, PolyLossError::EpsilonBelowMinusOne { value: -1.0001f32 as f64 });
+/// ```
+pub fn try_poly_loss<const N: usize, L: PolyLogits>(
+    logits: L,
+    targets: impl IntoTargets<L::Device>,
     epsilon: [f32; N],
-) -> Result<Tensor<Rank0, f32, D, T>, PolyLossError> {
-    PolyLoss::new(epsilon).try_forward(logits, targets)
+) -> Result<L::Output, PolyLossError> {
+    logits.try_poly_forward(&PolyLoss::new(epsilon), targets)
 }
 
 /// Softmax Poly-N focal loss, mean over the batch:
@@ -107,29 +180,31 @@ pub fn try_poly_loss<const N: usize, B: Dim, C: Dim, D: PolyDevice, T: Tape<f32,
 /// use poly_loss::prelude::*;
 ///
 /// let dev = Cpu::default();
-/// let logits: Tensor<Rank2<3, 4>, f32, _> = dev.sample_normal();
-/// let loss = poly_focal_loss(logits.leaky_trace(), &[0, 3, 1][..], [1.0], 2.0, Some(0.25));
-/// assert!(loss.array().is_finite());
+/// let logits: Tensor<Rank2<1, 2>, f32, _> = dev.tensor([[0.0, 0.0]]);
+/// // pt = 1/2: 0.25 · 0.5² · ln 2 + 1 · 0.5³.
+/// let loss = poly_focal_loss::<1, _>(logits.leaky_trace(), &[0][..], [1.0], 2.0, Some(0.25));
+/// let want = 0.25 * 0.25 * 2f32.ln() + 0.125;
+/// assert!((loss.array() - want).abs() < 1e-6);
 /// ```
-pub fn poly_focal_loss<const N: usize, B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
-    logits: Tensor<(B, C), f32, D, T>,
-    targets: impl IntoTargets<D>,
+pub fn poly_focal_loss<const N: usize, L: PolyLogits>(
+    logits: L,
+    targets: impl IntoTargets<L::Device>,
     epsilon: [f32; N],
     gamma: f32,
     alpha: Option<f32>,
-) -> Tensor<Rank0, f32, D, T> {
+) -> L::Output {
     try_poly_focal_loss(logits, targets, epsilon, gamma, alpha).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Fallible [`poly_focal_loss`].
-pub fn try_poly_focal_loss<const N: usize, B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
-    logits: Tensor<(B, C), f32, D, T>,
-    targets: impl IntoTargets<D>,
+pub fn try_poly_focal_loss<const N: usize, L: PolyLogits>(
+    logits: L,
+    targets: impl IntoTargets<L::Device>,
     epsilon: [f32; N],
     gamma: f32,
     alpha: Option<f32>,
-) -> Result<Tensor<Rank0, f32, D, T>, PolyLossError> {
-    PolyLoss::focal(epsilon, gamma, alpha).try_forward(logits, targets)
+) -> Result<L::Output, PolyLossError> {
+    logits.try_poly_forward(&PolyLoss::focal(epsilon, gamma, alpha), targets)
 }
 
 /// Sigmoid (multi-label) Poly-N loss, the mean over all logits of
@@ -141,56 +216,63 @@ pub fn try_poly_focal_loss<const N: usize, B: Dim, C: Dim, D: PolyDevice, T: Tap
 /// use poly_loss::prelude::*;
 ///
 /// let dev = Cpu::default();
-/// let logits: Tensor<Rank2<2, 3>, f32, _> = dev.sample_normal();
-/// let labels: Tensor<Rank2<2, 3>, f32, _> = dev.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]);
-/// let loss = poly_sigmoid_loss(logits.leaky_trace(), labels, [1.0]);
-/// assert!(loss.array() > 0.0);
+/// let logits: Tensor<Rank2<1, 2>, f32, _> = dev.tensor([[0.0, 0.0]]);
+/// let labels: Tensor<Rank2<1, 2>, f32, _> = dev.tensor([[1.0, 0.0]]);
+/// // Each logit: pt = 1/2, BCE = ln 2, plus 1 · (1 - 1/2).
+/// let loss = poly_sigmoid_loss::<1, _>(logits.leaky_trace(), labels, [1.0]);
+/// assert!((loss.array() - (2f32.ln() + 0.5)).abs() < 1e-6);
 /// ```
-pub fn poly_sigmoid_loss<const N: usize, B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
-    logits: Tensor<(B, C), f32, D, T>,
-    targets: impl IntoTargets<D>,
+pub fn poly_sigmoid_loss<const N: usize, L: PolyLogits>(
+    logits: L,
+    targets: impl IntoTargets<L::Device>,
     epsilon: [f32; N],
-) -> Tensor<Rank0, f32, D, T> {
+) -> L::Output {
     try_poly_sigmoid_loss(logits, targets, epsilon).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Fallible [`poly_sigmoid_loss`].
-pub fn try_poly_sigmoid_loss<const N: usize, B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
-    logits: Tensor<(B, C), f32, D, T>,
-    targets: impl IntoTargets<D>,
+pub fn try_poly_sigmoid_loss<const N: usize, L: PolyLogits>(
+    logits: L,
+    targets: impl IntoTargets<L::Device>,
     epsilon: [f32; N],
-) -> Result<Tensor<Rank0, f32, D, T>, PolyLossError> {
-    PolyLoss::sigmoid(epsilon).try_forward(logits, targets)
+) -> Result<L::Output, PolyLossError> {
+    logits.try_poly_forward(&PolyLoss::sigmoid(epsilon), targets)
 }
 
 /// Sigmoid Poly-N focal loss (the paper's detection loss), mean over all
 /// logits of `α_t (1 - pt)^γ BCE + Σ_j ε_j (1 - pt)^(γ + j)`.
-pub fn poly_sigmoid_focal_loss<const N: usize, B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
-    logits: Tensor<(B, C), f32, D, T>,
-    targets: impl IntoTargets<D>,
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use poly_loss::prelude::*;
+///
+/// let dev = Cpu::default();
+/// let logits: Tensor<Rank2<1, 1>, f32, _> = dev.tensor([[0.0]]);
+/// // One positive logit at pt = 1/2: α_t = 0.25.
+/// let loss = poly_sigmoid_focal_loss::<1, _>(logits, &[0][..], [-1.0], 2.0, Some(0.25));
+/// let want = 0.25 * 0.25 * 2f32.ln() - 0.125;
+/// assert!((loss.array() - want).abs() < 1e-6);
+/// ```
+pub fn poly_sigmoid_focal_loss<const N: usize, L: PolyLogits>(
+    logits: L,
+    targets: impl IntoTargets<L::Device>,
     epsilon: [f32; N],
     gamma: f32,
     alpha: Option<f32>,
-) -> Tensor<Rank0, f32, D, T> {
+) -> L::Output {
     try_poly_sigmoid_focal_loss(logits, targets, epsilon, gamma, alpha)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Fallible [`poly_sigmoid_focal_loss`].
-pub fn try_poly_sigmoid_focal_loss<
-    const N: usize,
-    B: Dim,
-    C: Dim,
-    D: PolyDevice,
-    T: Tape<f32, D>,
->(
-    logits: Tensor<(B, C), f32, D, T>,
-    targets: impl IntoTargets<D>,
+pub fn try_poly_sigmoid_focal_loss<const N: usize, L: PolyLogits>(
+    logits: L,
+    targets: impl IntoTargets<L::Device>,
     epsilon: [f32; N],
     gamma: f32,
     alpha: Option<f32>,
-) -> Result<Tensor<Rank0, f32, D, T>, PolyLossError> {
-    PolyLoss::sigmoid_focal(epsilon, gamma, alpha).try_forward(logits, targets)
+) -> Result<L::Output, PolyLossError> {
+    logits.try_poly_forward(&PolyLoss::sigmoid_focal(epsilon, gamma, alpha), targets)
 }
 
 /// The loss as a method on logits, where the turbofish names only N:
@@ -389,7 +471,8 @@ pub mod prelude {
     pub use super::{
         poly_focal_loss, poly_loss, poly_sigmoid_focal_loss, poly_sigmoid_loss,
         try_poly_focal_loss, try_poly_loss, try_poly_sigmoid_focal_loss, try_poly_sigmoid_loss,
-        IntoTargets, PolyDevice, PolyKind, PolyLoss, PolyLossError, PolyLossExt, Reduction,
+        IntoTargets, PolyDevice, PolyKind, PolyLogits, PolyLoss, PolyLossError, PolyLossExt,
+        Reduction,
     };
     pub use crate::config::{load_poly_loss, PolyConfig};
 }

@@ -75,6 +75,13 @@ pub enum Reduction {
 /// The configurable PolyLoss: `epsilon` holds ε₁..ε_N of the paper's form
 /// `CE + Σ_{j=1..N} ε_j (1 - pt)^j`.
 ///
+/// Range of ε (plain kinds): the loss must decrease in pt on [0, 1], i.e.
+/// ε₁ ≥ -1 for N = 1 (the paper's bound) and, for N > 1,
+/// `1 + (1 - f) Σ_j j ε_j f^(j-1) ≥ 0` for all `f = 1 - pt` in [0, 1]
+/// (e.g. ε₁ = -1 needs ε₂ ≥ -1/2). [`PolyLoss::validate`] refuses other
+/// values; see [`check_epsilon`](super::check_epsilon). Focal kinds are not
+/// restricted.
+///
 /// Note on the N-term form: the seed blog writes the series as
 /// `Σ_j ε_j (1 - pt)^j / j` (and its sample code adds only the N-th term);
 /// this crate follows the paper, without the `1/j`. For N = 1 both agree; to
@@ -176,7 +183,10 @@ impl<const N: usize> PolyLoss<N> {
         self
     }
 
-    /// Checks the parameters that do not depend on the inputs.
+    /// Checks the parameters that do not depend on the inputs: N ≥ 1, finite
+    /// ε, label smoothing in [0, 1], γ ≥ 0, α in [0, 1], finite class weights,
+    /// and, for the plain kinds, that the loss decreases in pt
+    /// ([`check_epsilon`](super::check_epsilon): ε₁ ≥ -1 for N = 1).
     pub fn validate(&self) -> Result<(), PolyLossError> {
         if N == 0 {
             return Err(PolyLossError::NoTerms);
@@ -214,6 +224,13 @@ impl<const N: usize> PolyLoss<N> {
                     why: "must lie in [0, 1]",
                 });
             }
+        }
+        if !matches!(
+            self.kind,
+            PolyKind::SoftmaxFocal { .. } | PolyKind::SigmoidFocal { .. }
+        ) {
+            let eps: Vec<f64> = self.epsilon.iter().map(|&e| e as f64).collect();
+            super::check_epsilon(&eps)?;
         }
         if let Some(w) = &self.weight {
             if let Some(&bad) = w.iter().find(|v| !v.is_finite()) {

@@ -1,21 +1,16 @@
-//! CPU kernel: rows in parallel when it pays; per logit in f64 (this kind
+//! CPU kernel: blocks of rows in parallel when it pays (`row_blocks`); per logit in f64 (this kind
 //! calls exp, ln_1p and powf per element and is not on a benchmarked path).
 
 use dfdx::prelude::*;
 
 use super::{sigmoid_elem, SigmoidJob, SigmoidKernel};
-use crate::loss::poly_softmax::for_row_blocks;
+use crate::loss::row_blocks::for_row_blocks;
+use crate::loss::saved_logits::SavedLogits;
 use crate::loss::targets::Targets;
 
-/// The logits (the one host copy), reused by the backward.
+/// The logits (a handle, not a copy), reused by the backward.
 pub struct CpuSigmoidSaved {
-    z: Vec<f32>,
-}
-
-impl Drop for CpuSigmoidSaved {
-    fn drop(&mut self) {
-        crate::device::cpu::recycle(std::mem::take(&mut self.z));
-    }
+    z: SavedLogits,
 }
 
 /// Target of element (i, k), or `None` for an ignored row.
@@ -42,7 +37,8 @@ impl SigmoidKernel for Cpu {
         out: O,
     ) -> Result<(Tensor<O, f32, Self>, CpuSigmoidSaved), CpuError> {
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = crate::device::cpu::host_vec_pooled(logits);
+        let saved_z = SavedLogits::new(logits);
+        let z = saved_z.slice();
         let mut losses = vec![0.0f64; b];
         for_row_blocks(&mut losses, 1, b, c, |first, blk| {
             for (j, l) in blk.iter_mut().enumerate() {
@@ -61,7 +57,7 @@ impl SigmoidKernel for Cpu {
             None => losses.iter().map(|&v| v as f32).collect(),
         };
         let out = self.try_tensor_from_vec(data, out)?;
-        Ok((out, CpuSigmoidSaved { z }))
+        Ok((out, CpuSigmoidSaved { z: saved_z }))
     }
 
     fn sigmoid_bwd(
@@ -75,6 +71,7 @@ impl SigmoidKernel for Cpu {
         if c == 0 {
             return Ok(());
         }
+        let z = saved.z.slice();
         for_row_blocks(grad_logits, c, b, c, |first, blk| {
             for (j, g) in blk.chunks_mut(c).enumerate() {
                 let i = first + j;
@@ -85,7 +82,7 @@ impl SigmoidKernel for Cpu {
                 for (k, gk) in g.iter_mut().enumerate() {
                     let Some(y) = target(job, i, k) else { break };
                     let w = p.weight.as_ref().map_or(1.0, |w| w[k] as f64);
-                    let d = sigmoid_elem(p, saved.z[i * c + k] as f64, y, w).1;
+                    let d = sigmoid_elem(p, z[i * c + k] as f64, y, w).1;
                     *gk += (go * d) as f32;
                 }
             }

@@ -1,18 +1,14 @@
-//! CPU kernel: rows in parallel (rayon) when the batch is big enough, each
-//! row's inner loops vectorised by `simd`.
+//! CPU kernel: blocks of rows in parallel when the batch is big enough
+//! (`row_blocks`), each row's inner loops vectorised by `simd`; the logits
+//! are read in place (`saved_logits`), never copied.
 
 use dfdx::prelude::*;
-use rayon::prelude::*;
 
 use super::{poly_terms, SoftmaxJob, SoftmaxKernel, SoftmaxParams};
+use crate::loss::row_blocks::for_row_blocks;
+use crate::loss::saved_logits::SavedLogits;
 use crate::loss::simd;
 use crate::loss::targets::Targets;
-
-/// Below this many logits a call runs on one thread (rayon's fork/join costs
-/// more than it saves).
-pub(crate) const PAR_MIN_ELEMS: usize = 32 * 1024;
-/// Work per rayon task, in logits.
-const TASK_ELEMS: usize = 16 * 1024;
 
 /// Per-row statistics kept for the backward.
 /// Index targets: `[m, ca, cb, cd]` with ∂/∂z_k = ca·e^(z_k-m) - cb·w_k + [k=t]·cd.
@@ -20,35 +16,10 @@ const TASK_ELEMS: usize = 16 * 1024;
 /// ∂/∂z_k = e^(z_k-m)(ca + bc·y'_k) - a·w_k·y'_k.
 type RowStat = [f32; 4];
 
-/// The logits (the one host copy, reused by the backward) and row statistics.
+/// The logits (a handle, not a copy) and the row statistics.
 pub struct CpuSaved {
-    z: Vec<f32>,
+    z: SavedLogits,
     stats: Vec<RowStat>,
-}
-
-impl Drop for CpuSaved {
-    fn drop(&mut self) {
-        crate::device::cpu::recycle(std::mem::take(&mut self.z));
-    }
-}
-
-/// Runs `f(first_row, block)` over blocks of `out` (`per_row` items a row),
-/// in parallel when the call is big enough to pay for rayon's fork/join.
-pub(crate) fn for_row_blocks<X: Send>(
-    out: &mut [X],
-    per_row: usize,
-    b: usize,
-    c: usize,
-    f: impl Fn(usize, &mut [X]) + Sync + Send,
-) {
-    if b * c >= PAR_MIN_ELEMS && rayon::current_num_threads() > 1 && per_row > 0 {
-        let rows = (TASK_ELEMS / c.max(1)).max(1);
-        out.par_chunks_mut(rows * per_row)
-            .enumerate()
-            .for_each(|(k, blk)| f(k * rows, blk));
-    } else {
-        f(0, out)
-    }
 }
 
 /// Forward of one row with class index `t`: (loss, stats).
@@ -128,7 +99,8 @@ impl SoftmaxKernel for Cpu {
         out: O,
     ) -> Result<(Tensor<O, f32, Self>, CpuSaved), CpuError> {
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = crate::device::cpu::host_vec_pooled(logits);
+        let saved_z = SavedLogits::new(logits);
+        let z = saved_z.slice();
         // Per row: [loss, stats..].
         let mut rows = vec![[0.0f32; 5]; b];
         if c > 0 {
@@ -158,7 +130,7 @@ impl SoftmaxKernel for Cpu {
         };
         let stats = rows.iter().map(|r| [r[1], r[2], r[3], r[4]]).collect();
         let out = self.try_tensor_from_vec(data, out)?;
-        Ok((out, CpuSaved { z, stats }))
+        Ok((out, CpuSaved { z: saved_z, stats }))
     }
 
     fn softmax_bwd(
@@ -177,11 +149,12 @@ impl SoftmaxKernel for Cpu {
             None => grad_out[i],
         };
         let w = p.weight.as_deref();
+        let z = saved.z.slice();
         let (sa, sb) = (1.0 - p.smoothing, p.smoothing / c as f32);
         for_row_blocks(grad_logits, c, b, c, |first, blk| {
             for (j, g) in blk.chunks_mut(c).enumerate() {
                 let i = first + j;
-                let zr = &saved.z[i * c..(i + 1) * c];
+                let zr = &z[i * c..(i + 1) * c];
                 let st = saved.stats[i];
                 if let Targets::Classes(t) = &job.targets {
                     if Some(t[i]) == p.ignore {

@@ -14,7 +14,6 @@
 //! the gradient into `ca·e^(z_k-m) - cb·w_k` plus one term at the target.
 
 mod cpu_kernel;
-pub(crate) use cpu_kernel::for_row_blocks;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda_kernel;
 
