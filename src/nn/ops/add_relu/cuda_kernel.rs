@@ -4,10 +4,10 @@ use cudarc::driver::LaunchAsync;
 use dfdx::prelude::*;
 
 use super::AddReluKernel;
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec, PtxTable};
 use crate::nn::ops::cuda_util::{grid, kernel};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/add_relu.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/add_relu.ptx.rs"));
 const MODULE: &str = "poly_loss_add_relu";
 const NAMES: &[&str] = &["add_relu_forward", "add_relu_backward"];
 

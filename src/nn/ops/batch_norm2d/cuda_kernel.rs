@@ -6,10 +6,10 @@ use cudarc::driver::{DeviceRepr, LaunchAsync};
 use dfdx::prelude::*;
 
 use super::{BatchNorm2dKernel, BatchNormOp};
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec, PtxTable, BLOCK};
 use crate::nn::ops::cuda_util::{grid, int, kernel, per_block};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/batch_norm2d.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/batch_norm2d.ptx.rs"));
 const MODULE: &str = "poly_loss_batch_norm2d";
 const NAMES: &[&str] = &[
     "bn_stats",
@@ -61,7 +61,7 @@ impl BatchNorm2dKernel for Cuda {
             let f = kernel(&dev, MODULE, PTX, NAMES, "bn_stats")?;
             unsafe {
                 f.launch(
-                    per_block(op.channels, 256),
+                    per_block(op.channels, BLOCK),
                     (geo(op, false), &*xs, &mut *mean, &mut *var),
                 )?
             };
@@ -146,7 +146,7 @@ impl BatchNorm2dKernel for Cuda {
         let reduce = kernel(&dev, MODULE, PTX, NAMES, "bn_backward_reduce")?;
         unsafe {
             reduce.launch(
-                per_block(op.channels, 256),
+                per_block(op.channels, BLOCK),
                 (
                     geo,
                     &*xs,

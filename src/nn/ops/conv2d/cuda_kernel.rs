@@ -12,10 +12,10 @@ use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchAsync};
 use dfdx::prelude::*;
 
 use super::{Conv2dKernel, Conv2dOp};
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec, PtxTable, BLOCK};
 use crate::nn::ops::cuda_util::{blas, grid, int, kernel, per_block};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/conv2d.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/conv2d.ptx.rs"));
 const MODULE: &str = "poly_loss_conv2d";
 const NAMES: &[&str] = &[
     "conv2d_im2col",
@@ -207,7 +207,7 @@ impl Conv2dKernel for Cuda {
             let f = kernel(&dev, MODULE, PTX, NAMES, "conv2d_bias_grad")?;
             unsafe {
                 f.launch(
-                    per_block(o, 256),
+                    per_block(o, BLOCK),
                     (&**gy, &mut **gb, int(op.batch), int(o), int(n)),
                 )?
             };

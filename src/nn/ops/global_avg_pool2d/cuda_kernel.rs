@@ -5,10 +5,10 @@ use cudarc::driver::LaunchAsync;
 use dfdx::prelude::*;
 
 use super::GlobalAvgPool2dKernel;
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec, PtxTable};
 use crate::nn::ops::cuda_util::{grid, int, kernel};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/global_avg_pool2d.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/global_avg_pool2d.ptx.rs"));
 const MODULE: &str = "poly_loss_global_avg_pool2d";
 const NAMES: &[&str] = &["global_avg_pool2d_forward", "global_avg_pool2d_backward"];
 

@@ -1,4 +1,5 @@
 // Max pooling over (planes, H, W); padding never wins, first maximum kept, NaN propagates.
+#include "launch.cuh"
 
 struct PoolGeo {
     int planes, h, w, oh, ow, k, s, p;
@@ -22,7 +23,7 @@ __device__ __forceinline__ int window_argmax(const PoolGeo g, const float *plane
     return best;
 }
 
-extern "C" __global__ void max_pool2d_forward(const PoolGeo g, const float *x, float *y) {
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) max_pool2d_forward(const PoolGeo g, const float *x, float *y) {
     const long long total = (long long)g.planes * g.oh * g.ow;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
@@ -34,7 +35,7 @@ extern "C" __global__ void max_pool2d_forward(const PoolGeo g, const float *x, f
 }
 
 // gx[argmax] += gy; windows overlap, hence the atomics.
-extern "C" __global__ void max_pool2d_backward(const PoolGeo g, const float *x, float *gx, const float *gy) {
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) max_pool2d_backward(const PoolGeo g, const float *x, float *gx, const float *gy) {
     const long long total = (long long)g.planes * g.oh * g.ow;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
