@@ -5,7 +5,8 @@ use dfdx::prelude::*;
 
 use super::{SigmoidJob, SigmoidKernel};
 use crate::device::cuda::{
-    cuda_device, device_copy, function, load_module, tensor_from_device, CudaVec, PtxTable, BLOCK,
+    cuda_device, device_view, function, load_module, tensor_from_device, CudaVec, DeviceView,
+    PtxTable, BLOCK,
 };
 use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, JobInputs};
 
@@ -15,7 +16,7 @@ const FUNCS: &[&str] = &["poly_sigmoid_fwd", "poly_sigmoid_bwd", "poly_reduce_ro
 
 /// Device buffers the backward reuses.
 pub struct CudaSigmoidSaved {
-    z: CudaVec,
+    z: DeviceView,
     inputs: DeviceInputs,
 }
 
@@ -31,7 +32,7 @@ impl SigmoidKernel for Cuda {
         let dev = cuda_device(self)?;
         load_module(&dev, MODULE, PTX, FUNCS)?;
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = device_copy(logits)?;
+        let z = device_view(logits)?;
         let inputs = JobInputs {
             targets: &job.targets,
             ignore: p.ignore,

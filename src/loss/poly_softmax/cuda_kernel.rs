@@ -5,7 +5,8 @@ use dfdx::prelude::*;
 
 use super::{SoftmaxJob, SoftmaxKernel};
 use crate::device::cuda::{
-    cuda_device, device_copy, function, load_module, tensor_from_device, CudaVec, PtxTable, BLOCK,
+    cuda_device, device_view, function, load_module, tensor_from_device, CudaVec, DeviceView,
+    PtxTable, BLOCK,
 };
 use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, JobInputs};
 
@@ -14,7 +15,7 @@ const MODULE: &str = "poly_loss_softmax";
 const FUNCS: &[&str] = &["poly_softmax_fwd", "poly_softmax_bwd", "poly_reduce_rows"];
 /// Device buffers the backward reuses.
 pub struct CudaSaved {
-    z: CudaVec,
+    z: DeviceView,
     stats: CudaSlice<f32>,
     inputs: DeviceInputs,
 }
@@ -37,7 +38,7 @@ impl SoftmaxKernel for Cuda {
         let dev = cuda_device(self)?;
         load_module(&dev, MODULE, PTX, FUNCS)?;
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = device_copy(logits)?;
+        let z = device_view(logits)?;
         let inputs = JobInputs {
             targets: &job.targets,
             ignore: p.ignore,

@@ -12,7 +12,7 @@ use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchAsync};
 use dfdx::prelude::*;
 
 use super::{Conv2dKernel, Conv2dOp};
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec, PtxTable, BLOCK};
+use crate::device::cuda::{cuda_device, device_view, tensor_from_device, CudaVec, PtxTable, BLOCK};
 use crate::nn::ops::cuda_util::{blas, grid, int, kernel, per_block};
 
 const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/conv2d.ptx.rs"));
@@ -128,7 +128,7 @@ impl Conv2dKernel for Cuda {
     ) -> Result<Tensor<Sy, f32, Self>, Self::Err> {
         let dev = cuda_device(self)?;
         let blas = blas(&dev)?;
-        let (xs, ws) = (device_copy(x)?, device_copy(w)?);
+        let (xs, ws) = (device_view(x)?, device_view(w)?);
         let (n, patch, o) = (op.out_plane(), op.patch(), op.chan_out);
         let (in_img, out_img) = (op.in_image(), o * n);
         let mut y: CudaVec = self.try_alloc_len(op.batch * out_img)?;
@@ -176,7 +176,7 @@ impl Conv2dKernel for Cuda {
                 }
             }
             if let Some(b) = b {
-                let bs = device_copy(b)?;
+                let bs = device_view(b)?;
                 let f = kernel(&dev, MODULE, PTX, NAMES, "conv2d_bias_add")?;
                 let total = op.batch * out_img;
                 unsafe { f.launch(grid(total), (&mut *y, &*bs, int(o), int(n), total as i64))? };
@@ -197,7 +197,7 @@ impl Conv2dKernel for Cuda {
     ) -> Result<(), Self::Err> {
         let dev = cuda_device(self)?;
         let blas = blas(&dev)?;
-        let (xs, ws) = (device_copy(x)?, device_copy(w)?);
+        let (xs, ws) = (device_view(x)?, device_view(w)?);
         let (n, patch, o, i) = (op.out_plane(), op.patch(), op.chan_out, op.chan_in);
         let (in_img, out_img) = (op.in_image(), o * n);
         if op.batch == 0 || n == 0 {

@@ -5,7 +5,7 @@ use cudarc::driver::LaunchAsync;
 use dfdx::prelude::*;
 
 use super::GlobalAvgPool2dKernel;
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec, PtxTable};
+use crate::device::cuda::{cuda_device, device_view, tensor_from_device, CudaVec, PtxTable};
 use crate::nn::ops::cuda_util::{grid, int, kernel};
 
 const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/global_avg_pool2d.ptx.rs"));
@@ -21,7 +21,7 @@ impl GlobalAvgPool2dKernel for Cuda {
         out: Sy,
     ) -> Result<Tensor<Sy, f32, Self>, Self::Err> {
         let dev = cuda_device(self)?;
-        let xs = device_copy(x)?;
+        let xs = device_view(x)?;
         let mut y: CudaVec = self.try_alloc_len(planes)?;
         if planes > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "global_avg_pool2d_forward")?;

@@ -5,7 +5,7 @@ use cudarc::driver::{DeviceRepr, LaunchAsync};
 use dfdx::prelude::*;
 
 use super::{MaxPool2dKernel, Pool2dOp};
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec, PtxTable};
+use crate::device::cuda::{cuda_device, device_view, tensor_from_device, CudaVec, PtxTable};
 use crate::nn::ops::cuda_util::{grid, int, kernel};
 
 const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/max_pool2d.ptx.rs"));
@@ -52,7 +52,7 @@ impl MaxPool2dKernel for Cuda {
         out: Sy,
     ) -> Result<Tensor<Sy, f32, Self>, Self::Err> {
         let dev = cuda_device(self)?;
-        let xs = device_copy(x)?;
+        let xs = device_view(x)?;
         let total = op.planes * op.h_out * op.w_out;
         let mut y: CudaVec = self.try_alloc_len(total)?;
         if total > 0 {
@@ -70,7 +70,7 @@ impl MaxPool2dKernel for Cuda {
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
         let dev = cuda_device(self)?;
-        let xs = device_copy(x)?;
+        let xs = device_view(x)?;
         let total = op.planes * op.h_out * op.w_out;
         if total > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "max_pool2d_backward")?;
