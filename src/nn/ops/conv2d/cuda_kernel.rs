@@ -1,7 +1,9 @@
 //! CUDA convolution: im2col for a group of images, then one strided-batched
 //! cuBLAS SGEMM; backward recomputes im2col, accumulates `dW` with one SGEMM
 //! per image (β = 1) and gathers `dX` from `Wᵀ·dY` with col2im (no atomics).
-//! 1×1 stride-1 unpadded convolutions skip im2col.
+//! 1×1 stride-1 unpadded convolutions skip im2col. The im2col workspaces
+//! (`col`, `dcol`: at most [`COL_BUDGET`] floats each) are per-device
+//! grow-only scratch buffers reused across calls (`cuda_util::take_scratch`).
 //!
 //! cuBLAS is column-major: a row-major `r × c` matrix is its `c × r`
 //! transpose there, so `Y_b = W · col_b` is issued as `Y_bᵀ = col_bᵀ · Wᵀ`.
@@ -13,7 +15,9 @@ use dfdx::prelude::*;
 
 use super::{Conv2dKernel, Conv2dOp};
 use crate::device::cuda::{cuda_device, device_view, tensor_from_device, CudaVec, PtxTable, BLOCK};
-use crate::nn::ops::cuda_util::{blas, grid, int, kernel, per_block};
+use crate::nn::ops::cuda_util::{
+    blas, grid, int, kernel, per_block, return_scratch, take_scratch, Scratch,
+};
 
 const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/conv2d.ptx.rs"));
 const MODULE: &str = "poly_loss_conv2d";
@@ -151,7 +155,7 @@ impl Conv2dKernel for Cuda {
                 let geo = ConvGeo::from(op);
                 let im2col = kernel(&dev, MODULE, PTX, NAMES, "conv2d_im2col")?;
                 let g = group(op);
-                let mut col = unsafe { dev.alloc::<f32>(g * patch * n) }?;
+                let mut col = take_scratch(&dev, Scratch::Col, g * patch * n)?;
                 let mut b0 = 0;
                 while b0 < op.batch {
                     let gi = g.min(op.batch - b0);
@@ -174,6 +178,7 @@ impl Conv2dKernel for Cuda {
                     }
                     b0 += gi;
                 }
+                return_scratch(&dev, Scratch::Col, col);
             }
             if let Some(b) = b {
                 let bs = device_view(b)?;
@@ -247,8 +252,8 @@ impl Conv2dKernel for Cuda {
         let im2col = kernel(&dev, MODULE, PTX, NAMES, "conv2d_im2col")?;
         let col2im = kernel(&dev, MODULE, PTX, NAMES, "conv2d_col2im")?;
         let g = group(op);
-        let mut col = unsafe { dev.alloc::<f32>(g * patch * n) }?;
-        let mut dcol = unsafe { dev.alloc::<f32>(g * patch * n) }?;
+        let mut col = take_scratch(&dev, Scratch::Col, g * patch * n)?;
+        let mut dcol = take_scratch(&dev, Scratch::DCol, g * patch * n)?;
         let mut b0 = 0;
         while b0 < op.batch {
             let gi = g.min(op.batch - b0);
@@ -291,6 +296,8 @@ impl Conv2dKernel for Cuda {
             }
             b0 += gi;
         }
+        return_scratch(&dev, Scratch::Col, col);
+        return_scratch(&dev, Scratch::DCol, dcol);
         Ok(())
     }
 }
