@@ -71,8 +71,9 @@ impl MaxPool2dKernel for Cuda {
     ) -> Result<(), Self::Err> {
         let dev = cuda_device(self)?;
         let xs = device_view(x)?;
-        let total = op.planes * op.h_out * op.w_out;
-        if total > 0 {
+        // One thread per input element (a deterministic gather).
+        let total = op.planes * op.h_in * op.w_in;
+        if total > 0 && op.h_out * op.w_out > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "max_pool2d_backward")?;
             unsafe { f.launch(grid(total), (PoolGeo::from(op), &*xs, &mut **gx, &**gy))? };
         }
