@@ -28,13 +28,15 @@ pub(crate) enum Scratch {
     Col = 0,
     /// conv2d's column gradient.
     DCol = 1,
+    /// conv2d's per-image weight-gradient partials.
+    WeightGrad = 2,
 }
 
 struct DeviceEntry {
     key: usize,
     device: Weak<CudaDevice>,
     blas: Arc<CudaBlas>,
-    scratch: [Option<CudaSlice<f32>>; 2],
+    scratch: [Option<CudaSlice<f32>>; 3],
 }
 
 impl DeviceEntry {
@@ -58,7 +60,7 @@ fn entry<'a>(
                 key,
                 device: Arc::downgrade(dev),
                 blas: Arc::new(CudaBlas::new(dev.clone())?),
-                scratch: [None, None],
+                scratch: [None, None, None],
             });
             cache.len() - 1
         }

@@ -1,6 +1,7 @@
 //! CUDA convolution: im2col for a group of images, then one strided-batched
-//! cuBLAS SGEMM; backward recomputes im2col, accumulates `dW` with one SGEMM
-//! per image (β = 1) and gathers `dX` from `Wᵀ·dY` with col2im (no atomics).
+//! cuBLAS SGEMM; backward recomputes im2col, accumulates `dW` with one
+//! strided-batched SGEMM into per-image partials plus one SGEMM summing them
+//! ([`weight_grad`]), and gathers `dX` from `Wᵀ·dY` with col2im (no atomics).
 //! 1×1 stride-1 unpadded convolutions skip im2col. The im2col workspaces
 //! (`col`, `dcol`: at most [`COL_BUDGET`] floats each) are per-device
 //! grow-only scratch buffers reused across calls (`cuda_util::take_scratch`).
@@ -10,7 +11,9 @@
 
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchAsync};
+use cudarc::driver::{
+    CudaDevice, CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, LaunchAsync,
+};
 use dfdx::prelude::*;
 
 use super::{Conv2dKernel, Conv2dOp};
@@ -113,6 +116,83 @@ unsafe fn gemm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32
         };
         blas.gemm_strided_batched(cfg, a, b, c)?;
     }
+    Ok(())
+}
+
+/// Floats of the per-image weight-gradient partials summed at once (64 MiB).
+const WGRAD_BUDGET: usize = 1 << 24;
+
+/// `dWᵀ (p×o) += Σ_j A_j (p×k) · B_jᵀ (k×o)` over `count` images, where
+/// image j's `A_j` is row-major `p × k` at `j·sa` in `a` and `B_j` row-major
+/// `o × k` at `j·sb` in `b` (im2col columns or input, and the output
+/// gradient). Instead of one small GEMM per image: one strided-batched GEMM
+/// writes the per-image products to a workspace and one GEMM with a ones
+/// vector adds their sum to `gw` — two cuBLAS calls per chunk of images
+/// (chunks bounded by [`WGRAD_BUDGET`]), in a fixed order (deterministic).
+///
+/// # Safety
+/// `a` and `b` must hold the described matrices, `gw` `p·o` floats.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad(
+    blas: &CudaBlas,
+    dev: &std::sync::Arc<CudaDevice>,
+    (p, o, k): (usize, usize, usize),
+    (a, sa): (&CudaSlice<f32>, usize),
+    (b, sb): (&CudaView<'_, f32>, usize),
+    count: usize,
+    gw: &mut CudaSlice<f32>,
+) -> Result<(), CudaError> {
+    let per = p * o;
+    let chunk = (WGRAD_BUDGET / per.max(1)).clamp(1, count.max(1));
+    if chunk == 1 {
+        for j in 0..count {
+            let av = a.slice(j * sa..j * sa + p * k);
+            let bv = b.slice(j * sb..j * sb + o * k);
+            gemm_batched(
+                blas,
+                (true, false),
+                (p, o, k),
+                (&av, k, 0),
+                (&bv, k, 0),
+                1.0,
+                (gw, p, 0),
+                1,
+            )?;
+        }
+        return Ok(());
+    }
+    let mut partial = take_scratch(dev, Scratch::WeightGrad, chunk * per)?;
+    let ones = dev.htod_copy(vec![1.0f32; chunk])?;
+    let mut c0 = 0;
+    while c0 < count {
+        let ci = chunk.min(count - c0);
+        let av = a.slice(c0 * sa..(c0 + ci - 1) * sa + p * k);
+        let bv = b.slice(c0 * sb..(c0 + ci - 1) * sb + o * k);
+        // partial_j (p×o, column-major) = A_j · B_jᵀ
+        gemm_batched(
+            blas,
+            (true, false),
+            (p, o, k),
+            (&av, k, sa),
+            (&bv, k, sb),
+            0.0,
+            (&mut partial, p, per),
+            ci,
+        )?;
+        // gw (p·o) += [partial_0 … partial_ci-1] (p·o × ci) · 1 (ci)
+        gemm_batched(
+            blas,
+            (false, false),
+            (per, 1, ci),
+            (&partial, per, 0),
+            (&ones, ci, 0),
+            1.0,
+            (gw, per, 0),
+            1,
+        )?;
+        c0 += ci;
+    }
+    return_scratch(dev, Scratch::WeightGrad, partial);
     Ok(())
 }
 
@@ -220,20 +300,15 @@ impl Conv2dKernel for Cuda {
         if op.is_pointwise() {
             unsafe {
                 // dWᵀ (I×O) += Σ_b X_b (I×N) · dY_bᵀ (N×O)
-                for b in 0..op.batch {
-                    let xv = xs.slice(b * in_img..(b + 1) * in_img);
-                    let gv = gy.slice(b * out_img..(b + 1) * out_img);
-                    gemm_batched(
-                        &blas,
-                        (true, false),
-                        (i, o, n),
-                        (&xv, n, 0),
-                        (&gv, n, 0),
-                        1.0,
-                        (&mut **gw, i, 0),
-                        1,
-                    )?;
-                }
+                weight_grad(
+                    &blas,
+                    &dev,
+                    (i, o, n),
+                    (&*xs, in_img),
+                    (&gy.slice(..), out_img),
+                    op.batch,
+                    gw,
+                )?;
                 // dX_bᵀ (N×I) += dY_bᵀ (N×O) · W (O×I)
                 gemm_batched(
                     &blas,
@@ -263,21 +338,16 @@ impl Conv2dKernel for Cuda {
                 im2col
                     .clone()
                     .launch(grid(gi * patch * n), (geo, &xv, &mut col, int(gi)))?;
-                // dWᵀ (patch×O) += col_b (patch×N) · dY_bᵀ (N×O), per image.
-                for j in 0..gi {
-                    let cv = col.slice(j * patch * n..(j + 1) * patch * n);
-                    let gv = gyv.slice(j * out_img..(j + 1) * out_img);
-                    gemm_batched(
-                        &blas,
-                        (true, false),
-                        (patch, o, n),
-                        (&cv, n, 0),
-                        (&gv, n, 0),
-                        1.0,
-                        (&mut **gw, patch, 0),
-                        1,
-                    )?;
-                }
+                // dWᵀ (patch×O) += Σ_j col_j (patch×N) · dY_jᵀ (N×O)
+                weight_grad(
+                    &blas,
+                    &dev,
+                    (patch, o, n),
+                    (&col, patch * n),
+                    (&gyv, out_img),
+                    gi,
+                    gw,
+                )?;
                 // dcol_bᵀ (N×patch) = dY_bᵀ (N×O) · W (O×patch), all images of the group.
                 gemm_batched(
                     &blas,
