@@ -219,7 +219,7 @@ pub(crate) fn zero_copy_available(dev: &Cuda) -> bool {
 ///
 /// Transient device memory: 0 for a contiguous tensor; its size for a
 /// strided one; ≈ 4× its size in the fallback.
-pub(crate) enum DeviceView {
+pub enum DeviceView {
     /// dfdx's own buffer (a clone of the tensor's `Arc`, read through the
     /// verified mirror).
     Shared(Arc<CudaVec>),
