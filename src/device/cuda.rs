@@ -65,7 +65,10 @@ pub fn try_open_cuda(ordinal: usize, seed: u64) -> Result<Cuda, CudaOpenError> {
 /// dfdx's device buffer type for `f32` on CUDA (derefs to `CudaSlice<f32>`).
 pub(crate) type CudaVec = <Cuda as Storage<f32>>::Vec;
 
-/// dfdx's `CudaDevice` (context + stream) behind a `Cuda` handle.
+/// dfdx's `CudaDevice` (context + stream) behind a `Cuda` handle (allocates
+/// one element: ops take the device of a buffer they already hold instead,
+/// `CudaSlice::device()`).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn cuda_device(dev: &Cuda) -> Result<Arc<CudaDevice>, CudaError> {
     let probe: CudaVec = dev.try_alloc_len(1)?;
     Ok(probe.device())

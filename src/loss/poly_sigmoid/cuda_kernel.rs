@@ -5,8 +5,7 @@ use dfdx::prelude::*;
 
 use super::{SigmoidJob, SigmoidKernel};
 use crate::device::cuda::{
-    cuda_device, device_view, function, load_module, tensor_from_device, CudaVec, DeviceView,
-    PtxTable, BLOCK,
+    device_view, function, load_module, tensor_from_device, CudaVec, DeviceView, PtxTable, BLOCK,
 };
 use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, JobInputs};
 
@@ -29,10 +28,10 @@ impl SigmoidKernel for Cuda {
         job: &SigmoidJob<Self>,
         out: O,
     ) -> Result<(Tensor<O, f32, Self>, CudaSigmoidSaved), CudaError> {
-        let dev = cuda_device(self)?;
+        let z = device_view(logits)?;
+        let dev = z.device();
         load_module(&dev, MODULE, PTX, FUNCS)?;
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = device_view(logits)?;
         let inputs = JobInputs {
             targets: &job.targets,
             ignore: p.ignore,
@@ -92,7 +91,7 @@ impl SigmoidKernel for Cuda {
         if n == 0 {
             return Ok(());
         }
-        let dev = cuda_device(self)?;
+        let dev = grad_out.device();
         let mut placeholder = None;
         let probs = probs_or_placeholder(&dev, &job.targets, &mut placeholder)?;
         let cfg = LaunchConfig {

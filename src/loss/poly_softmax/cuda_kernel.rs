@@ -5,8 +5,7 @@ use dfdx::prelude::*;
 
 use super::{SoftmaxJob, SoftmaxKernel};
 use crate::device::cuda::{
-    cuda_device, device_view, function, load_module, tensor_from_device, CudaVec, DeviceView,
-    PtxTable, BLOCK,
+    device_view, function, load_module, tensor_from_device, CudaVec, DeviceView, PtxTable, BLOCK,
 };
 use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, JobInputs};
 
@@ -35,10 +34,10 @@ impl SoftmaxKernel for Cuda {
         job: &SoftmaxJob<Self>,
         out: O,
     ) -> Result<(Tensor<O, f32, Self>, CudaSaved), CudaError> {
-        let dev = cuda_device(self)?;
+        let z = device_view(logits)?;
+        let dev = z.device();
         load_module(&dev, MODULE, PTX, FUNCS)?;
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = device_view(logits)?;
         let inputs = JobInputs {
             targets: &job.targets,
             ignore: p.ignore,
@@ -107,7 +106,7 @@ impl SoftmaxKernel for Cuda {
         if b == 0 || c == 0 {
             return Ok(());
         }
-        let dev = cuda_device(self)?;
+        let dev = grad_out.device();
         let mut placeholder = None;
         let probs = probs_or_placeholder(&dev, &job.targets, &mut placeholder)?;
         let cfg = LaunchConfig {

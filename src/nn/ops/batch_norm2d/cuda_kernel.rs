@@ -6,7 +6,7 @@ use cudarc::driver::{DeviceRepr, LaunchAsync};
 use dfdx::prelude::*;
 
 use super::{BatchNorm2dKernel, BatchNormOp};
-use crate::device::cuda::{cuda_device, device_view, tensor_from_device, CudaVec, PtxTable, BLOCK};
+use crate::device::cuda::{device_view, tensor_from_device, CudaVec, PtxTable, BLOCK};
 use crate::nn::ops::cuda_util::{grid, int, kernel, per_block};
 
 const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/batch_norm2d.ptx.rs"));
@@ -53,8 +53,8 @@ impl BatchNorm2dKernel for Cuda {
         x: &Tensor<Sx, f32, Self>,
         channels: Sc,
     ) -> Result<(Tensor<Sc, f32, Self>, Tensor<Sc, f32, Self>), Self::Err> {
-        let dev = cuda_device(self)?;
         let xs = device_view(x)?;
+        let dev = xs.device();
         let mut mean: CudaVec = self.try_alloc_len(op.channels)?;
         let mut var: CudaVec = self.try_alloc_len(op.channels)?;
         if op.channels > 0 {
@@ -83,8 +83,8 @@ impl BatchNorm2dKernel for Cuda {
         var: &Tensor<Sc, f32, Self>,
         out: Sx,
     ) -> Result<Tensor<Sx, f32, Self>, Self::Err> {
-        let dev = cuda_device(self)?;
         let xs = device_view(x)?;
+        let dev = xs.device();
         // Without a residual the kernel never reads `r`; x stands in.
         let rs = residual.map(device_view).transpose()?;
         let (g, b, m, v) = (
@@ -131,7 +131,7 @@ impl BatchNorm2dKernel for Cuda {
         gresidual: Option<&mut Self::Vec>,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
-        let dev = cuda_device(self)?;
+        let dev = gy.device();
         let total = op.batch * op.channels * op.plane;
         if total == 0 {
             return Ok(());

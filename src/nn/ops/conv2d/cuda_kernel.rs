@@ -17,7 +17,7 @@ use cudarc::driver::{
 use dfdx::prelude::*;
 
 use super::{Conv2dKernel, Conv2dOp};
-use crate::device::cuda::{cuda_device, device_view, tensor_from_device, CudaVec, PtxTable, BLOCK};
+use crate::device::cuda::{device_view, tensor_from_device, CudaVec, PtxTable, BLOCK};
 use crate::nn::ops::cuda_util::{
     blas, grid, int, kernel, per_block, return_scratch, take_scratch, Scratch,
 };
@@ -210,9 +210,9 @@ impl Conv2dKernel for Cuda {
         b: Option<&Tensor<Sb, f32, Self>>,
         out: Sy,
     ) -> Result<Tensor<Sy, f32, Self>, Self::Err> {
-        let dev = cuda_device(self)?;
-        let blas = blas(&dev)?;
         let (xs, ws) = (device_view(x)?, device_view(w)?);
+        let dev = xs.device();
+        let blas = blas(&dev)?;
         let (n, patch, o) = (op.out_plane(), op.patch(), op.chan_out);
         let (in_img, out_img) = (op.in_image(), o * n);
         let mut y: CudaVec = self.try_alloc_len(op.batch * out_img)?;
@@ -280,9 +280,9 @@ impl Conv2dKernel for Cuda {
         gb: Option<&mut Self::Vec>,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
-        let dev = cuda_device(self)?;
-        let blas = blas(&dev)?;
         let (xs, ws) = (device_view(x)?, device_view(w)?);
+        let dev = xs.device();
+        let blas = blas(&dev)?;
         let (n, patch, o, i) = (op.out_plane(), op.patch(), op.chan_out, op.chan_in);
         let (in_img, out_img) = (op.in_image(), o * n);
         if op.batch == 0 || n == 0 {
