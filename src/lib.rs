@@ -12,7 +12,11 @@ pub mod loss;
 pub mod nn;
 
 pub use config::PolyConfig;
+#[cfg(feature = "cuda")]
+pub use device::cuda::{try_open_cuda, CudaOpenError};
 pub use loss::{PolyKind, PolyLoss, PolyLossError, Reduction};
+#[cfg(feature = "cuda")]
+pub use nn::ops::cuda_util::release_unused_cuda_handles;
 
 /// `use poly_loss::prelude::*;` brings the loss functions, [`PolyLoss`],
 /// [`PolyConfig`] and the traits their signatures use.

@@ -89,6 +89,109 @@ fn cuda_matches_cpu_on_random_inputs() {
     }
 }
 
+/// The option branches the random test above does not reach: smoothing
+/// without weights, weights without smoothing, focal with α = None, γ = 0,
+/// `Reduction::Sum`, and a large batch (the two-stage scalar reduction).
+#[test]
+fn cuda_matches_cpu_on_every_option_branch() {
+    let kinds = [
+        PolyKind::Softmax,
+        PolyKind::SoftmaxFocal {
+            gamma: 0.0,
+            alpha: None,
+        },
+        PolyKind::SoftmaxFocal {
+            gamma: 2.0,
+            alpha: None,
+        },
+        PolyKind::Sigmoid,
+        PolyKind::SigmoidFocal {
+            gamma: 0.0,
+            alpha: Some(0.25),
+        },
+        PolyKind::SigmoidFocal {
+            gamma: 2.0,
+            alpha: None,
+        },
+    ];
+    let mut seed = 5000;
+    for kind in kinds {
+        for &(b, c) in &[(5, 7), (33, 300), (4096, 10)] {
+            for probs in [false, true] {
+                let w: Vec<f32> = (0..c).map(|k| 0.5 + (k % 5) as f32 * 0.3).collect();
+                let base = PolyLoss::new([2.0, -0.5]).with_kind(kind);
+                let variants = [
+                    base.clone().with_label_smoothing(0.1),
+                    base.clone().with_weight(w.clone()),
+                    base.clone().with_reduction(Reduction::Sum),
+                    base.clone()
+                        .with_weight(w)
+                        .with_label_smoothing(0.2)
+                        .with_reduction(Reduction::Sum),
+                ];
+                for loss in variants {
+                    for per_sample in [false, true] {
+                        seed += 1;
+                        compare(loss.clone(), b, c, probs, per_sample, seed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// NaN in a row of logits or of probability targets, for both kinds: the
+/// same outputs and gradients as the CPU, NaN exactly where the CPU has NaN.
+#[test]
+fn cuda_nan_patterns_match_cpu() {
+    fn same(what: &str, cpu: &[f32], gpu: &[f32]) {
+        assert_eq!(cpu.len(), gpu.len(), "{what}: length");
+        for (k, (a, g)) in cpu.iter().zip(gpu).enumerate() {
+            let ok = if a.is_nan() {
+                g.is_nan()
+            } else {
+                (a - g).abs() <= 1e-5 + 1e-4 * a.abs()
+            };
+            assert!(ok, "{what}[{k}]: cpu {a} vs cuda {g}");
+        }
+    }
+    let (b, c) = (3, 5);
+    let z: Vec<f32> = (0..b * c).map(|i| (i % 7) as f32 * 0.5 - 1.5).collect();
+    let y: Vec<f32> = (0..b * c).map(|i| ((i * 3) % 5) as f32 * 0.2).collect();
+    for kind in [PolyKind::Softmax, PolyKind::Sigmoid] {
+        for (nan_in_z, probs) in [(true, false), (true, true), (false, true)] {
+            let (mut zv, mut yv) = (z.clone(), y.clone());
+            if nan_in_z {
+                zv[c + 2] = f32::NAN;
+            } else {
+                yv[c + 1] = f32::NAN;
+            }
+            let loss = PolyLoss::new([1.0]).with_kind(kind);
+            macro_rules! run {
+                ($dev:expr) => {{
+                    let x: Tensor<(usize, usize), f32, _> =
+                        $dev.tensor_from_vec(zv.clone(), (b, c));
+                    let t: Tensor<(usize, usize), f32, _> =
+                        $dev.tensor_from_vec(yv.clone(), (b, c));
+                    let per = if probs {
+                        loss.forward_per_sample(x.leaky_trace(), t)
+                    } else {
+                        loss.forward_per_sample(x.leaky_trace(), &[0, 1, 4])
+                    };
+                    let v = per.as_vec();
+                    (v, per.sum().backward().get(&x).as_vec())
+                }};
+            }
+            let (vc, gc) = run!(Cpu::default());
+            let (vg, gg) = run!(Cuda::default());
+            let what = format!("{kind:?} nan_in_z={nan_in_z} probs={probs}");
+            assert!(vc[1].is_nan(), "{what}: the CPU propagates the NaN");
+            same(&format!("{what} loss"), &vc, &vg);
+            same(&format!("{what} grad"), &gc, &gg);
+        }
+    }
+}
+
 #[test]
 fn cuda_extreme_inputs_stay_finite_and_nan_propagates() {
     let dev = Cuda::default();

@@ -92,6 +92,14 @@ fn conv2d_cuda_matches_cpu() {
     conv_case::<64, 32, 3>(4, 28, 28, 1, 1, 6);
 }
 
+/// More images than one im2col group holds: the loop over groups with
+/// `b0 > 0` (group = 2^26 floats / (patch · out_plane) = 2^26 / (6272 · 4096)
+/// = 2 images here, so 3 images are two groups, the second partial).
+#[test]
+fn conv2d_cuda_multi_group_im2col_matches_cpu() {
+    conv_case::<128, 2, 7>(3, 64, 64, 1, 3, 11);
+}
+
 #[test]
 fn pools_and_add_relu_cuda_match_cpu() {
     let (cpu, gpu) = (Cpu::default(), Cuda::default());
@@ -149,6 +157,13 @@ fn pools_and_add_relu_cuda_match_cpu() {
 
 #[test]
 fn batch_norm_cuda_matches_cpu() {
+    batch_norm_case(4, 9, 7);
+    // B·H·W = 1020 > 256 threads: the per-channel reductions' loops take
+    // several elements per thread.
+    batch_norm_case(3, 20, 17);
+}
+
+fn batch_norm_case(batch: usize, h: usize, w: usize) {
     let (cpu, gpu) = (Cpu::seed_from_u64(8), Cuda::seed_from_u64(8));
     let mut bn_c = cpu.build_module::<BatchNorm2d<6>, f32>();
     bn_c.weight = cpu.tensor([0.5, 1.0, 1.5, -1.0, 2.0, 0.7]);
@@ -157,8 +172,8 @@ fn batch_norm_cuda_matches_cpu() {
     bn_c.running_var = cpu.tensor([1.0, 0.5, 2.0, 1.5, 0.8, 1.2]);
     let mut bn_g = bn_c.to_device(&gpu);
     let mut r = StdRng::seed_from_u64(9);
-    let shape = (4usize, Const::<6>, 9usize, 7usize);
-    let n = 4 * 6 * 9 * 7;
+    let shape = (batch, Const::<6>, h, w);
+    let n = batch * 6 * h * w;
     let (xv, resv, rv) = (uniform(&mut r, n), uniform(&mut r, n), uniform(&mut r, n));
     for variant in 0..6 {
         let xc: Img<6, Cpu> = cpu.tensor_from_vec(xv.clone(), shape);
@@ -191,7 +206,7 @@ fn batch_norm_cuda_matches_cpu() {
                 bn_g.forward_add_relu_mut(xg.leaky_trace(), resg.clone()),
             ),
         };
-        let what = format!("bn variant {variant}");
+        let what = format!("bn variant {variant} {batch}x6x{h}x{w}");
         close(&what, &yg.as_vec(), &yc.as_vec(), 1e-4);
         close(
             &format!("running_mean {what}"),
@@ -249,4 +264,86 @@ fn conv_module_cuda_matches_cpu() {
     let yc = conv_c.forward(x.clone());
     let yg = conv_g.forward(x.to_device(&Cuda::default()));
     close("module", &yg.as_vec(), &yc.as_vec(), 1e-4);
+}
+
+/// One tensor, two consumers: both backward passes must add into its
+/// gradient (the kernels accumulate with `+=`, never overwrite).
+#[test]
+fn gradients_accumulate_over_two_consumers_on_cuda() {
+    let (cpu, gpu) = (Cpu::default(), Cuda::default());
+    let mut r = StdRng::seed_from_u64(12);
+    let shape = (2usize, Const::<4>, 9usize, 8usize);
+    let n = 2 * 4 * 9 * 8;
+    let (xv, bv) = (uniform(&mut r, n), uniform(&mut r, n));
+    let wv = uniform(&mut r, 4 * 4 * 9);
+    macro_rules! run {
+        ($dev:expr) => {{
+            let x: Img<4, _> = $dev.tensor_from_vec(xv.clone(), shape);
+            let b: Img<4, _> = $dev.tensor_from_vec(bv.clone(), shape);
+            let w: Tensor<Rank4<4, 4, 3, 3>, f32, _> =
+                $dev.tensor_from_vec(wv.clone(), Default::default());
+            let t = x.leaky_trace();
+            let y = conv2d(t.with_empty_tape(), &w, None, 1, 1);
+            let y = add_relu(y, b.clone());
+            let y = y.with_empty_tape() + max_pool2d(y, 3, 1, 1);
+            let p = global_avg_pool2d(t.with_empty_tape()).sum();
+            let q = max_pool2d(t, 3, 2, 1).square().sum();
+            let g = (y.square().sum() + p + q).backward();
+            (g.get(&x).as_vec(), g.get(&w).as_vec(), g.get(&b).as_vec())
+        }};
+    }
+    let (xc, wc, bc) = run!(cpu);
+    let (xg, wg, bg) = run!(gpu);
+    close("shared x: dx", &xg, &xc, 1e-4);
+    close("shared x: dw", &wg, &wc, 1e-4);
+    close("shared x: db", &bg, &bc, 1e-4);
+}
+
+/// ResNet-50 on CUDA against the CPU: logits and gradients of a training
+/// step (train-mode batch-norm) at 2×3×64×64.
+#[test]
+fn resnet50_cuda_matches_cpu_logits_and_gradients() {
+    use poly_loss::nn::resnet::{builders, BnMode, ImageClassifier};
+    let cpu = Cpu::seed_from_u64(13);
+    let gpu = Cuda::seed_from_u64(13);
+    let mut mc = cpu.build_module::<builders::ResNet50<10>, f32>();
+    let mut mg = mc.to_device(&gpu);
+    let x: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
+        cpu.sample_normal_like(&(2, Const, 64, 64));
+    let xg = x.to_device(&gpu);
+    let lc = mc.forward_logits(x.leaky_trace(), BnMode::Train);
+    let lg = mg.forward_logits(xg.leaky_trace(), BnMode::Train);
+    close("resnet50 logits", &lg.as_vec(), &lc.as_vec(), 1e-3);
+    let gc = poly_loss::prelude::poly_loss(lc, &[3, 7], [1.0]).backward();
+    let gg = poly_loss::prelude::poly_loss(lg, &[3, 7], [1.0]).backward();
+    close(
+        "resnet50 d fc.weight",
+        &gg.get(&mg.fc.weight).as_vec(),
+        &gc.get(&mc.fc.weight).as_vec(),
+        1e-3,
+    );
+    close(
+        "resnet50 d layer4.2.bn3.weight",
+        &gg.get(&mg.layer4.2.bn3.weight).as_vec(),
+        &gc.get(&mc.layer4.2.bn3.weight).as_vec(),
+        1e-2,
+    );
+    close(
+        "resnet50 d conv1.weight",
+        &gg.get(&mg.stem.conv1.weight).as_vec(),
+        &gc.get(&mc.stem.conv1.weight).as_vec(),
+        1e-2,
+    );
+    close(
+        "resnet50 dx",
+        &gg.get(&xg).as_vec(),
+        &gc.get(&x).as_vec(),
+        1e-2,
+    );
+    close(
+        "resnet50 running_mean",
+        &mg.stem.bn1.running_mean.as_vec(),
+        &mc.stem.bn1.running_mean.as_vec(),
+        1e-4,
+    );
 }

@@ -3,11 +3,12 @@
 //! word. One upload path, so the softmax and sigmoid launches cannot drift
 //! apart in how they encode a job.
 
-use cudarc::driver::{CudaDevice, CudaSlice, DriverError};
+use cudarc::driver::{CudaDevice, CudaSlice, DriverError, LaunchAsync, LaunchConfig};
 use std::sync::Arc;
 
+use crate::device::cuda::{function, BLOCK};
 use crate::loss::targets::Targets;
-use dfdx::prelude::Cuda;
+use dfdx::prelude::{Cuda, CudaError};
 
 /// Flag: targets are probabilities (`Targets::Probs`), not class indices.
 pub(crate) const F_PROBS: i32 = 1;
@@ -44,16 +45,19 @@ pub(crate) struct DeviceInputs {
 impl JobInputs<'_> {
     /// Copies targets, weights and parameters to the device (one-element
     /// placeholders for what the job does not use: kernels never read them).
+    ///
+    /// The copies are queued on dfdx's stream from owned host buffers
+    /// (`htod_copy`), so the host never waits for the device here.
     pub fn upload(&self, dev: &Arc<CudaDevice>) -> Result<DeviceInputs, DriverError> {
         let (tgt, is_probs) = match self.targets {
-            Targets::Classes(t) => (dev.htod_sync_copy(&target_indices(t, self.ignore))?, false),
+            Targets::Classes(t) => (dev.htod_copy(target_indices(t, self.ignore))?, false),
             Targets::Probs(_) => (dev.alloc_zeros::<u32>(1)?, true),
         };
         let weight = match self.weight {
-            Some(w) => dev.htod_sync_copy(w)?,
+            Some(w) => dev.htod_copy(w.to_vec())?,
             None => dev.alloc_zeros::<f32>(1)?,
         };
-        let prm = dev.htod_sync_copy(&param_block(
+        let prm = dev.htod_copy(param_block(
             self.smoothing,
             self.gamma,
             self.alpha,
@@ -116,4 +120,26 @@ fn target_indices(t: &[usize], ignore: Option<usize>) -> Vec<u32> {
             }
         })
         .collect()
+}
+
+/// `out[0] = scale · Σ rows[0..b)` in f64 by one block, in a fixed order: the
+/// deterministic second stage of a scalar loss (also for `b = 0`: a zero).
+/// `module` is the loaded loss module (each has its own copy of the kernel).
+pub(crate) fn reduce_rows(
+    dev: &Arc<CudaDevice>,
+    module: &str,
+    rows: &CudaSlice<f64>,
+    out: &mut CudaSlice<f32>,
+    b: usize,
+    scale: f32,
+) -> Result<(), CudaError> {
+    let f = function(dev, module, "poly_reduce_rows");
+    let cfg = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: rows holds at least b doubles (written by the forward), out one float.
+    unsafe { f.launch(cfg, (rows, out, b as i32, scale)) }?;
+    Ok(())
 }

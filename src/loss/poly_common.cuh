@@ -1,7 +1,9 @@
-// Shared device code of the PolyLoss kernels: block reductions and the
-// per-row polynomial/focal terms (the CUDA twin of poly_softmax::focal_poly_terms).
+// Shared device code of the PolyLoss kernels: block reductions, the
+// per-row polynomial/focal terms (the CUDA twin of poly_softmax::focal_poly_terms)
+// and the deterministic reduction of per-row losses to one scalar.
 #pragma once
 #include <math_constants.h>
+#include "launch.cuh"
 
 // Parameter block layout (floats): see PRM_* below, then eps[0..n_eps).
 #define PRM_SMOOTHING 0
@@ -20,6 +22,27 @@ __device__ __forceinline__ float warp_sum(float v) {
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sums `v` over the block in double, in a fixed order (same result every run);
+// every thread gets the result. `sh` holds 32 doubles.
+__device__ __forceinline__ double block_sum_d(double v, double *sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = (blockDim.x + 31) >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    v = (threadIdx.x < nwarps) ? sh[threadIdx.x] : 0.0;
+    if (warp == 0) v = warp_sum_d(v);
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    return sh[0];
 }
 
 // Sums `v` over the block; every thread gets the result. `sh` holds 32 floats.
@@ -73,4 +96,16 @@ __device__ __forceinline__ void focal_poly_terms(const float *prm, double aw, do
     }
     *g = gs;
     *dg = dgs;
+}
+
+// out[0] = scale * Σ rows[0..b), summed in double by one block in a fixed
+// order: the second stage of the scalar (mean/sum) losses, deterministic
+// where a float atomicAdd across rows would not be. Launch: 1 block.
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_reduce_rows(
+    const double *rows, float *out, const int b, const float scale) {
+    __shared__ double sh[32];
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < b; i += blockDim.x) acc += rows[i];
+    acc = block_sum_d(acc, sh);
+    if (threadIdx.x == 0) out[0] = (float)(acc * (double)scale);
 }

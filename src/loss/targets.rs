@@ -130,11 +130,11 @@ impl TargetStorage for Cpu {
 
 #[cfg(feature = "cuda")]
 impl TargetStorage for Cuda {
-    type Probs = crate::device::cuda::CudaVec;
+    type Probs = crate::device::cuda::DeviceView;
     fn probs_buffer<S: Shape, T>(
         &self,
         t: &Tensor<S, f32, Self, T>,
     ) -> Result<Self::Probs, CudaError> {
-        crate::device::cuda::device_copy(t)
+        crate::device::cuda::device_view(t)
     }
 }

@@ -5,17 +5,17 @@ use dfdx::prelude::*;
 
 use super::{SigmoidJob, SigmoidKernel};
 use crate::device::cuda::{
-    cuda_device, device_copy, function, load_module, tensor_from_device, CudaVec,
+    device_view, function, load_module, tensor_from_device, CudaVec, DeviceView, PtxTable, BLOCK,
 };
-use crate::loss::cuda_inputs::{probs_or_placeholder, DeviceInputs, JobInputs};
+use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, JobInputs};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/poly_sigmoid.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/poly_sigmoid.ptx.rs"));
 const MODULE: &str = "poly_loss_sigmoid";
-const FUNCS: &[&str] = &["poly_sigmoid_fwd", "poly_sigmoid_bwd"];
+const FUNCS: &[&str] = &["poly_sigmoid_fwd", "poly_sigmoid_bwd", "poly_reduce_rows"];
 
 /// Device buffers the backward reuses.
 pub struct CudaSigmoidSaved {
-    z: CudaVec,
+    z: DeviceView,
     inputs: DeviceInputs,
 }
 
@@ -28,10 +28,10 @@ impl SigmoidKernel for Cuda {
         job: &SigmoidJob<Self>,
         out: O,
     ) -> Result<(Tensor<O, f32, Self>, CudaSigmoidSaved), CudaError> {
-        let dev = cuda_device(self)?;
+        let z = device_view(logits)?;
+        let dev = z.device();
         load_module(&dev, MODULE, PTX, FUNCS)?;
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = device_copy(logits)?;
         let inputs = JobInputs {
             targets: &job.targets,
             ignore: p.ignore,
@@ -45,12 +45,14 @@ impl SigmoidKernel for Cuda {
         }
         .upload(&dev)?;
         let mut out_buf: CudaVec = self.try_alloc_len(out.num_elements())?;
+        // Per-row losses of a scalar loss, summed by poly_reduce_rows.
+        let mut rows = dev.alloc_zeros::<f64>(if job.scale.is_some() { b.max(1) } else { 1 })?;
         let mut placeholder = None;
         let probs = probs_or_placeholder(&dev, &job.targets, &mut placeholder)?;
         if b > 0 && c > 0 {
             let cfg = LaunchConfig {
                 grid_dim: (b as u32, 1, 1),
-                block_dim: ((c.div_ceil(32) * 32).clamp(32, 256) as u32, 1, 1),
+                block_dim: ((c.div_ceil(32) * 32).clamp(32, BLOCK as usize) as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
             let f = function(&dev, MODULE, "poly_sigmoid_fwd");
@@ -61,14 +63,17 @@ impl SigmoidKernel for Cuda {
                 &inputs.weight,
                 &inputs.prm,
                 &mut *out_buf,
+                &mut rows,
                 b as i32,
                 c as i32,
                 inputs.flags,
-                job.scale.unwrap_or(1.0),
             );
             // SAFETY: z and probs hold b·c floats, tgt b indices, weight c,
-            // out b (or 1 with F_SCALAR), prm the PRM_* block.
+            // out b (or 1 with F_SCALAR), rows b with F_SCALAR, prm the PRM_* block.
             unsafe { f.launch(cfg, args) }?;
+        }
+        if let Some(scale) = job.scale {
+            reduce_rows(&dev, MODULE, &rows, &mut out_buf, b, scale)?;
         }
         let out = tensor_from_device(self, out, out_buf)?;
         Ok((out, CudaSigmoidSaved { z, inputs }))
@@ -86,12 +91,12 @@ impl SigmoidKernel for Cuda {
         if n == 0 {
             return Ok(());
         }
-        let dev = cuda_device(self)?;
+        let dev = grad_out.device();
         let mut placeholder = None;
         let probs = probs_or_placeholder(&dev, &job.targets, &mut placeholder)?;
         let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(256).min(65_535) as u32, 1, 1),
-            block_dim: (256, 1, 1),
+            grid_dim: (n.div_ceil(BLOCK as usize).min(65_535) as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
         let f = function(&dev, MODULE, "poly_sigmoid_bwd");

@@ -1,6 +1,8 @@
 // Sigmoid PolyLoss (plain and focal), per logit. Forward: one block per row,
-// block-sum of the element losses. Backward: one thread per logit,
+// block-sum of the element losses in double (as the CPU), written per row or,
+// for a scalar loss, to `rows` for poly_reduce_rows (no atomics). Backward: one thread per logit,
 // recomputing everything from z and y (same formulas as poly_sigmoid::sigmoid_elem).
+#include "launch.cuh"
 #include "../poly_common.cuh"
 
 #define F_PROBS 1
@@ -37,28 +39,28 @@ __device__ __forceinline__ bool target_of(const unsigned int *tgt, const float *
     return true;
 }
 
-extern "C" __global__ void poly_sigmoid_fwd(
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_sigmoid_fwd(
     const float *z, const unsigned int *tgt, const float *probs, const float *weight,
-    const float *prm, float *out, const int b, const int c, const int flags, const float scale) {
-    __shared__ float sh[32];
+    const float *prm, float *out, double *rows, const int b, const int c, const int flags) {
+    __shared__ double sh[32];
     const int i = blockIdx.x;
     if (i >= b) return;
-    float acc = 0.0f;
+    double acc = 0.0;
     for (int k = threadIdx.x; k < c; k += blockDim.x) {
         double y, l, g;
         if (!target_of(tgt, probs, flags, i, k, c, &y)) break;
         const double w = (flags & F_WEIGHT) ? (double)weight[k] : 1.0;
         sigmoid_elem(prm, (double)z[(size_t)i * c + k], y, w, &l, &g);
-        acc += (float)l;
+        acc += l;
     }
-    acc = block_sum(acc, sh);
+    acc = block_sum_d(acc, sh);
     if (threadIdx.x == 0) {
-        if (flags & F_SCALAR) atomicAdd(out, acc * scale);
-        else out[i] = acc;
+        if (flags & F_SCALAR) rows[i] = acc;
+        else out[i] = (float)acc;
     }
 }
 
-extern "C" __global__ void poly_sigmoid_bwd(
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_sigmoid_bwd(
     const float *z, const unsigned int *tgt, const float *probs, const float *weight,
     const float *prm, const float *grad_out, float *grad, const int b, const int c,
     const int flags, const float scale) {

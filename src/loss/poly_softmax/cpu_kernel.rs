@@ -50,8 +50,15 @@ fn row_index(z: &[f32], t: usize, p: &SoftmaxParams, wsum: f64) -> (f32, RowStat
                 (1.0 - al) * w_t + al * invc * wsum,
             )
         }
+        // Without smoothing the term is skipped: a -inf logit makes `sh`
+        // infinite and 0 * inf would turn a finite loss into NaN.
         None => (
-            (1.0 - al) * (l - zt) + al * invc * (c as f64 * l - sh as f64),
+            (1.0 - al) * (l - zt)
+                + if al > 0.0 {
+                    al * invc * (c as f64 * l - sh as f64)
+                } else {
+                    0.0
+                },
             1.0,
         ),
     };

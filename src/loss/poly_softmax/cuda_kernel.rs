@@ -5,23 +5,24 @@ use dfdx::prelude::*;
 
 use super::{SoftmaxJob, SoftmaxKernel};
 use crate::device::cuda::{
-    cuda_device, device_copy, function, load_module, tensor_from_device, CudaVec,
+    device_view, function, load_module, tensor_from_device, CudaVec, DeviceView, PtxTable, BLOCK,
 };
-use crate::loss::cuda_inputs::{probs_or_placeholder, DeviceInputs, JobInputs};
+use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, JobInputs};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/poly_softmax.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/poly_softmax.ptx.rs"));
 const MODULE: &str = "poly_loss_softmax";
-const FUNCS: &[&str] = &["poly_softmax_fwd", "poly_softmax_bwd"];
+const FUNCS: &[&str] = &["poly_softmax_fwd", "poly_softmax_bwd", "poly_reduce_rows"];
 /// Device buffers the backward reuses.
 pub struct CudaSaved {
-    z: CudaVec,
+    z: DeviceView,
     stats: CudaSlice<f32>,
     inputs: DeviceInputs,
 }
 
 fn threads_for(c: usize) -> u32 {
-    // Enough warps to cover the row once, at most 1024 threads (a block).
-    (c.div_ceil(32) * 32).clamp(32, 1024) as u32
+    // Enough warps to cover the row once, at most BLOCK (the kernels'
+    // `__launch_bounds__`); wider rows loop.
+    (c.div_ceil(32) * 32).clamp(32, BLOCK as usize) as u32
 }
 
 impl SoftmaxKernel for Cuda {
@@ -33,10 +34,10 @@ impl SoftmaxKernel for Cuda {
         job: &SoftmaxJob<Self>,
         out: O,
     ) -> Result<(Tensor<O, f32, Self>, CudaSaved), CudaError> {
-        let dev = cuda_device(self)?;
+        let z = device_view(logits)?;
+        let dev = z.device();
         load_module(&dev, MODULE, PTX, FUNCS)?;
         let (b, c, p) = (job.b, job.c, &job.params);
-        let z = device_copy(logits)?;
         let inputs = JobInputs {
             targets: &job.targets,
             ignore: p.ignore,
@@ -49,9 +50,15 @@ impl SoftmaxKernel for Cuda {
             scalar: job.scale.is_some(),
         }
         .upload(&dev)?;
-        let wsum: f32 = p.weight.as_ref().map_or(c as f32, |w| w.iter().sum());
+        // In f64, as the CPU kernel.
+        let wsum: f64 = p
+            .weight
+            .as_ref()
+            .map_or(c as f64, |w| w.iter().map(|&v| f64::from(v)).sum());
         let mut stats = dev.alloc_zeros::<f32>(4 * b.max(1))?;
         let mut out_buf: CudaVec = self.try_alloc_len(out.num_elements())?;
+        // Per-row losses of a scalar loss, summed by poly_reduce_rows.
+        let mut rows = dev.alloc_zeros::<f64>(if job.scale.is_some() { b.max(1) } else { 1 })?;
         let mut placeholder = None;
         let probs = probs_or_placeholder(&dev, &job.targets, &mut placeholder)?;
         if b > 0 && c > 0 {
@@ -69,16 +76,20 @@ impl SoftmaxKernel for Cuda {
                 &inputs.prm,
                 &mut stats,
                 &mut *out_buf,
+                &mut rows,
                 b as i32,
                 c as i32,
                 inputs.flags,
-                job.scale.unwrap_or(1.0),
                 wsum,
             );
             // SAFETY: buffer lengths match the kernel's indexing: z and probs
             // hold b·c floats, tgt b indices (< c or IGNORED_ROW), weight c,
-            // stats 4·b, out b (or 1 with F_SCALAR), prm the PRM_* block.
+            // stats 4·b, out b (or 1 with F_SCALAR), rows b with F_SCALAR,
+            // prm the PRM_* block.
             unsafe { f.launch(cfg, args) }?;
+        }
+        if let Some(scale) = job.scale {
+            reduce_rows(&dev, MODULE, &rows, &mut out_buf, b, scale)?;
         }
         let out = tensor_from_device(self, out, out_buf)?;
         Ok((out, CudaSaved { z, stats, inputs }))
@@ -95,12 +106,12 @@ impl SoftmaxKernel for Cuda {
         if b == 0 || c == 0 {
             return Ok(());
         }
-        let dev = cuda_device(self)?;
+        let dev = grad_out.device();
         let mut placeholder = None;
         let probs = probs_or_placeholder(&dev, &job.targets, &mut placeholder)?;
         let cfg = LaunchConfig {
             grid_dim: (b as u32, 1, 1),
-            block_dim: (threads_for(c).min(256), 1, 1),
+            block_dim: (threads_for(c), 1, 1),
             shared_mem_bytes: 0,
         };
         let f = function(&dev, MODULE, "poly_softmax_bwd");

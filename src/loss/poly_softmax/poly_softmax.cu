@@ -1,18 +1,20 @@
 // Softmax PolyLoss (plain and focal): one block per row.
 // Forward: block max, then Σ e^(z-m) (+ the sums smoothing/weights/probabilities
 // need), then thread 0 computes the row's loss and backward coefficients in
-// double (same formulas as cpu_kernel.rs). Backward: one pass per row that
+// double (same formulas as cpu_kernel.rs). A scalar (mean/sum) loss writes the
+// row losses to `rows` for poly_reduce_rows (no atomics). Backward: one pass per row that
 // recomputes e^(z-m) and adds the gradient (accumulating).
+#include "launch.cuh"
 #include "../poly_common.cuh"
 
 #define F_PROBS 1
 #define F_WEIGHT 2
 #define F_SCALAR 4
 
-extern "C" __global__ void poly_softmax_fwd(
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_softmax_fwd(
     const float *z, const unsigned int *tgt, const float *probs, const float *weight,
-    const float *prm, float *stats, float *out, const int b, const int c, const int flags,
-    const float scale, const float wsum) {
+    const float *prm, float *stats, float *out, double *rows, const int b, const int c,
+    const int flags, const double wsum) {
     __shared__ float sh[32];
     const int i = blockIdx.x;
     if (i >= b) return;
@@ -22,7 +24,8 @@ extern "C" __global__ void poly_softmax_fwd(
     if (!is_probs && t == IGNORED_ROW) {
         if (threadIdx.x == 0) {
             stats[4 * i] = 0.0f; stats[4 * i + 1] = 0.0f; stats[4 * i + 2] = 0.0f; stats[4 * i + 3] = 0.0f;
-            if (!(flags & F_SCALAR)) out[i] = 0.0f;
+            if (flags & F_SCALAR) rows[i] = 0.0;
+            else out[i] = 0.0f;
         }
         return;
     }
@@ -75,11 +78,13 @@ extern "C" __global__ void poly_softmax_fwd(
         const double zt = (double)(zr[t] - m), logp_t = zt - L, p_t = exp(logp_t);
         const double w_t = has_w ? (double)weight[t] : 1.0;
         double ce, su;
+        // The smoothing term only with smoothing: a -inf logit makes its sums
+        // infinite, and 0 * inf would turn a finite loss into NaN.
         if (has_w) {
-            ce = (1.0 - ald) * w_t * (L - zt) + ald * invc * ((double)wsum * L - (double)a1);
-            su = (1.0 - ald) * w_t + ald * invc * (double)wsum;
+            ce = (1.0 - ald) * w_t * (L - zt) + (ald > 0.0 ? ald * invc * (wsum * L - (double)a1) : 0.0);
+            su = (1.0 - ald) * w_t + ald * invc * wsum;
         } else {
-            ce = (1.0 - ald) * (L - zt) + ald * invc * ((double)c * L - (double)d);
+            ce = (1.0 - ald) * (L - zt) + (ald > 0.0 ? ald * invc * ((double)c * L - (double)d) : 0.0);
             su = 1.0;
         }
         const double pt = ald * invc + (1.0 - ald) * p_t;
@@ -96,11 +101,11 @@ extern "C" __global__ void poly_softmax_fwd(
     stats[4 * i + 1] = (float)st1;
     stats[4 * i + 2] = (float)st2;
     stats[4 * i + 3] = (float)st3;
-    if (flags & F_SCALAR) atomicAdd(out, (float)(loss * (double)scale));
+    if (flags & F_SCALAR) rows[i] = loss;
     else out[i] = (float)loss;
 }
 
-extern "C" __global__ void poly_softmax_bwd(
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_softmax_bwd(
     const float *z, const unsigned int *tgt, const float *probs, const float *weight,
     const float *prm, const float *stats, const float *grad_out, float *grad, const int b,
     const int c, const int flags, const float scale) {

@@ -305,18 +305,29 @@ pub fn train(
         ComputeDevice::Cpu => {
             let dev = Cpu::seed_from_u64(opts.seed);
             dev.enable_cache();
-            run_on(dev, cfg, data, opts, loss)
+            let report = run_on(dev.clone(), cfg, data, opts, loss);
+            // dfdx's cache frees nothing when dropped: hand its buffers back.
+            dev.empty_cache();
+            report
         }
         #[cfg(feature = "cuda")]
         ComputeDevice::Cuda(ordinal) => {
             let ordinal = ordinal.unwrap_or(0);
-            let dev = Cuda::try_build(ordinal, opts.seed).map_err(|e| TrainError::Config {
-                origin: "[train]".into(),
-                key: "train.device".into(),
-                message: format!("cannot open CUDA device {ordinal}: {e:?}"),
-            })?;
+            // Probes the driver first: Cuda::try_build panics without one.
+            let dev =
+                poly_loss::try_open_cuda(ordinal, opts.seed).map_err(|e| TrainError::Config {
+                    origin: "[train]".into(),
+                    key: "train.device".into(),
+                    message: e.to_string(),
+                })?;
             dev.enable_cache();
-            run_on(dev, cfg, data, opts, loss)
+            let report = run_on(dev.clone(), cfg, data, opts, loss);
+            // dfdx's cache frees nothing when dropped: hand its buffers back,
+            // then the cuBLAS handle that would keep the context alive.
+            dev.empty_cache();
+            drop(dev);
+            poly_loss::release_unused_cuda_handles();
+            report
         }
         #[cfg(not(feature = "cuda"))]
         ComputeDevice::Cuda(_) => unreachable!("validate refuses CUDA without the feature"),

@@ -4,10 +4,10 @@ use cudarc::driver::LaunchAsync;
 use dfdx::prelude::*;
 
 use super::AddReluKernel;
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::device::cuda::{device_view, tensor_from_device, CudaVec, PtxTable};
 use crate::nn::ops::cuda_util::{grid, kernel};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/add_relu.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/add_relu.ptx.rs"));
 const MODULE: &str = "poly_loss_add_relu";
 const NAMES: &[&str] = &["add_relu_forward", "add_relu_backward"];
 
@@ -17,8 +17,8 @@ impl AddReluKernel for Cuda {
         a: &Tensor<S, f32, Self>,
         b: &Tensor<S, f32, Self>,
     ) -> Result<Tensor<S, f32, Self>, Self::Err> {
-        let dev = cuda_device(self)?;
-        let (av, bv) = (device_copy(a)?, device_copy(b)?);
+        let (av, bv) = (device_view(a)?, device_view(b)?);
+        let dev = av.device();
         let n = a.shape().num_elements();
         let mut y: CudaVec = self.try_alloc_len(n)?;
         if n > 0 {
@@ -35,8 +35,8 @@ impl AddReluKernel for Cuda {
         gb: &mut Self::Vec,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
-        let dev = cuda_device(self)?;
-        let ys = device_copy(y)?;
+        let ys = device_view(y)?;
+        let dev = ys.device();
         let n = y.shape().num_elements();
         if n > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "add_relu_backward")?;

@@ -1,4 +1,5 @@
 // Batch-norm over (B, C, plane): statistics, affine + ReLU (+ residual), backward.
+#include "launch.cuh"
 
 struct BnGeo {
     int batch, channels, plane;
@@ -20,10 +21,10 @@ __device__ __forceinline__ double block_sum(double v, double *part) {
     return r;
 }
 
-// One 256-thread block per channel: mean and biased variance, from sums
+// One POLY_BLOCK-thread block per channel: mean and biased variance, from sums
 // shifted by the channel's first value (no catastrophic cancellation).
-extern "C" __global__ void bn_stats(const BnGeo g, const float *x, float *mean, float *var) {
-    __shared__ double part[256];
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) bn_stats(const BnGeo g, const float *x, float *mean, float *var) {
+    __shared__ double part[POLY_BLOCK];
     const int c = blockIdx.x;
     const float k = x[(long long)c * g.plane];
     const long long n = (long long)g.batch * g.plane;
@@ -44,7 +45,7 @@ extern "C" __global__ void bn_stats(const BnGeo g, const float *x, float *mean, 
 }
 
 // y = act(gamma (x - mean) / sqrt(var + eps) + beta [+ r])
-extern "C" __global__ void bn_forward(const BnGeo g, const float *x, const float *r, const float *gamma,
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) bn_forward(const BnGeo g, const float *x, const float *r, const float *gamma,
                                       const float *beta, const float *mean, const float *var, float *y) {
     const long long total = (long long)g.batch * g.channels * g.plane;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
@@ -59,10 +60,10 @@ extern "C" __global__ void bn_forward(const BnGeo g, const float *x, const float
 
 // One block per channel: sd = sum dz, sdx = sum dz (x - mean), dz = dy [y > 0].
 // ggamma += sdx / std, gbeta += sd; coef[c] = (sd / n, sdx / std / n) in training mode, else 0.
-extern "C" __global__ void bn_backward_reduce(const BnGeo g, const float *x, const float *y, const float *gy,
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) bn_backward_reduce(const BnGeo g, const float *x, const float *y, const float *gy,
                                               const float *mean, const float *var, float *ggamma,
                                               float *gbeta, float *coef) {
-    __shared__ double part[256];
+    __shared__ double part[POLY_BLOCK];
     const int c = blockIdx.x;
     const long long n = (long long)g.batch * g.plane;
     const float m = mean[c];
@@ -86,7 +87,7 @@ extern "C" __global__ void bn_backward_reduce(const BnGeo g, const float *x, con
 }
 
 // gx += gamma/std (dz - a - xhat b); gr += dz.
-extern "C" __global__ void bn_backward_apply(const BnGeo g, const float *x, const float *y, const float *gy,
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) bn_backward_apply(const BnGeo g, const float *x, const float *y, const float *gy,
                                              const float *gamma, const float *mean, const float *var,
                                              const float *coef, float *gx, float *gr) {
     const long long total = (long long)g.batch * g.channels * g.plane;

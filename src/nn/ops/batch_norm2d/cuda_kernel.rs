@@ -6,10 +6,10 @@ use cudarc::driver::{DeviceRepr, LaunchAsync};
 use dfdx::prelude::*;
 
 use super::{BatchNorm2dKernel, BatchNormOp};
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::device::cuda::{device_view, tensor_from_device, CudaVec, PtxTable, BLOCK};
 use crate::nn::ops::cuda_util::{grid, int, kernel, per_block};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/batch_norm2d.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/batch_norm2d.ptx.rs"));
 const MODULE: &str = "poly_loss_batch_norm2d";
 const NAMES: &[&str] = &[
     "bn_stats",
@@ -53,15 +53,15 @@ impl BatchNorm2dKernel for Cuda {
         x: &Tensor<Sx, f32, Self>,
         channels: Sc,
     ) -> Result<(Tensor<Sc, f32, Self>, Tensor<Sc, f32, Self>), Self::Err> {
-        let dev = cuda_device(self)?;
-        let xs = device_copy(x)?;
+        let xs = device_view(x)?;
+        let dev = xs.device();
         let mut mean: CudaVec = self.try_alloc_len(op.channels)?;
         let mut var: CudaVec = self.try_alloc_len(op.channels)?;
         if op.channels > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "bn_stats")?;
             unsafe {
                 f.launch(
-                    per_block(op.channels, 256),
+                    per_block(op.channels, BLOCK),
                     (geo(op, false), &*xs, &mut *mean, &mut *var),
                 )?
             };
@@ -83,15 +83,15 @@ impl BatchNorm2dKernel for Cuda {
         var: &Tensor<Sc, f32, Self>,
         out: Sx,
     ) -> Result<Tensor<Sx, f32, Self>, Self::Err> {
-        let dev = cuda_device(self)?;
-        let xs = device_copy(x)?;
+        let xs = device_view(x)?;
+        let dev = xs.device();
         // Without a residual the kernel never reads `r`; x stands in.
-        let rs = residual.map(device_copy).transpose()?;
+        let rs = residual.map(device_view).transpose()?;
         let (g, b, m, v) = (
-            device_copy(gamma)?,
-            device_copy(beta)?,
-            device_copy(mean)?,
-            device_copy(var)?,
+            device_view(gamma)?,
+            device_view(beta)?,
+            device_view(mean)?,
+            device_view(var)?,
         );
         let total = op.batch * op.channels * op.plane;
         let mut y: CudaVec = self.try_alloc_len(total)?;
@@ -131,22 +131,22 @@ impl BatchNorm2dKernel for Cuda {
         gresidual: Option<&mut Self::Vec>,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
-        let dev = cuda_device(self)?;
+        let dev = gy.device();
         let total = op.batch * op.channels * op.plane;
         if total == 0 {
             return Ok(());
         }
-        let xs = device_copy(x)?;
+        let xs = device_view(x)?;
         // Without ReLU the kernels never read `y`; x stands in.
-        let ys = y.map(device_copy).transpose()?;
+        let ys = y.map(device_view).transpose()?;
         let ys = ys.as_ref().unwrap_or(&xs);
-        let (g, m, v) = (device_copy(gamma)?, device_copy(mean)?, device_copy(var)?);
+        let (g, m, v) = (device_view(gamma)?, device_view(mean)?, device_view(var)?);
         let mut coef = unsafe { dev.alloc::<f32>(2 * op.channels) }?;
         let geo = geo(op, gresidual.is_some());
         let reduce = kernel(&dev, MODULE, PTX, NAMES, "bn_backward_reduce")?;
         unsafe {
             reduce.launch(
-                per_block(op.channels, 256),
+                per_block(op.channels, BLOCK),
                 (
                     geo,
                     &*xs,

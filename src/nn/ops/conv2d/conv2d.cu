@@ -1,12 +1,13 @@
 // im2col / col2im and bias kernels for conv2d; the matrix products run on cuBLAS.
 // Layouts: x (B, C, H, W); col per image (C*K*K, OH*OW) row-major, images back to back.
+#include "launch.cuh"
 
 struct ConvGeo {
     int c, h, w, o, oh, ow, k, s, p;
 };
 
 // col[img][r][n] = x[b0 + img][c][oh*s + kh - p][ow*s + kw - p] (0 outside), r = (c, kh, kw).
-extern "C" __global__ void conv2d_im2col(const ConvGeo g, const float *x, float *col, int nimg) {
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) conv2d_im2col(const ConvGeo g, const float *x, float *col, int nimg) {
     const int n_pos = g.oh * g.ow;
     const int patch = g.c * g.k * g.k;
     const long long total = (long long)nimg * patch * n_pos;
@@ -28,7 +29,7 @@ extern "C" __global__ void conv2d_im2col(const ConvGeo g, const float *x, float 
 
 // gx[img][c][ih][iw] += sum over (kh, kw) hitting it of dcol[img][(c, kh, kw)][oh*ow_n + ow].
 // A gather (one thread per input element), so no atomics.
-extern "C" __global__ void conv2d_col2im(const ConvGeo g, const float *dcol, float *gx, int nimg) {
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) conv2d_col2im(const ConvGeo g, const float *dcol, float *gx, int nimg) {
     const int n_pos = g.oh * g.ow;
     const int patch = g.c * g.k * g.k;
     const long long total = (long long)nimg * g.c * g.h * g.w;
@@ -58,16 +59,16 @@ extern "C" __global__ void conv2d_col2im(const ConvGeo g, const float *dcol, flo
 }
 
 // y[b][o][n] += bias[o]
-extern "C" __global__ void conv2d_bias_add(float *y, const float *bias, int o, int n_pos, long long total) {
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) conv2d_bias_add(float *y, const float *bias, int o, int n_pos, long long total) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
         y[i] += bias[(i / n_pos) % o];
     }
 }
 
-// gb[o] += sum over b, n of gy[b][o][n]; one block (256 threads) per channel.
-extern "C" __global__ void conv2d_bias_grad(const float *gy, float *gb, int batch, int o, int n_pos) {
-    __shared__ double part[256];
+// gb[o] += sum over b, n of gy[b][o][n]; one block (POLY_BLOCK threads) per channel.
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) conv2d_bias_grad(const float *gy, float *gb, int batch, int o, int n_pos) {
+    __shared__ double part[POLY_BLOCK];
     const int ch = blockIdx.x;
     double acc = 0.0;
     for (long long i = threadIdx.x; i < (long long)batch * n_pos; i += blockDim.x) {

@@ -1,21 +1,28 @@
 //! CUDA convolution: im2col for a group of images, then one strided-batched
-//! cuBLAS SGEMM; backward recomputes im2col, accumulates `dW` with one SGEMM
-//! per image (β = 1) and gathers `dX` from `Wᵀ·dY` with col2im (no atomics).
-//! 1×1 stride-1 unpadded convolutions skip im2col.
+//! cuBLAS SGEMM; backward recomputes im2col, accumulates `dW` with one
+//! strided-batched SGEMM into per-image partials plus one SGEMM summing them
+//! ([`weight_grad`]), and gathers `dX` from `Wᵀ·dY` with col2im (no atomics).
+//! 1×1 stride-1 unpadded convolutions skip im2col. The im2col workspaces
+//! (`col`, `dcol`: at most [`COL_BUDGET`] floats each) are per-device
+//! grow-only scratch buffers reused across calls (`cuda_util::take_scratch`).
 //!
 //! cuBLAS is column-major: a row-major `r × c` matrix is its `c × r`
 //! transpose there, so `Y_b = W · col_b` is issued as `Y_bᵀ = col_bᵀ · Wᵀ`.
 
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr, LaunchAsync};
+use cudarc::driver::{
+    CudaDevice, CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, LaunchAsync,
+};
 use dfdx::prelude::*;
 
 use super::{Conv2dKernel, Conv2dOp};
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
-use crate::nn::ops::cuda_util::{blas, grid, int, kernel, per_block};
+use crate::device::cuda::{device_view, tensor_from_device, CudaVec, PtxTable, BLOCK};
+use crate::nn::ops::cuda_util::{
+    blas, grid, int, kernel, per_block, return_scratch, take_scratch, Scratch,
+};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/conv2d.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/conv2d.ptx.rs"));
 const MODULE: &str = "poly_loss_conv2d";
 const NAMES: &[&str] = &[
     "conv2d_im2col",
@@ -112,6 +119,83 @@ unsafe fn gemm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32
     Ok(())
 }
 
+/// Floats of the per-image weight-gradient partials summed at once (64 MiB).
+const WGRAD_BUDGET: usize = 1 << 24;
+
+/// `dWᵀ (p×o) += Σ_j A_j (p×k) · B_jᵀ (k×o)` over `count` images, where
+/// image j's `A_j` is row-major `p × k` at `j·sa` in `a` and `B_j` row-major
+/// `o × k` at `j·sb` in `b` (im2col columns or input, and the output
+/// gradient). Instead of one small GEMM per image: one strided-batched GEMM
+/// writes the per-image products to a workspace and one GEMM with a ones
+/// vector adds their sum to `gw` — two cuBLAS calls per chunk of images
+/// (chunks bounded by [`WGRAD_BUDGET`]), in a fixed order (deterministic).
+///
+/// # Safety
+/// `a` and `b` must hold the described matrices, `gw` `p·o` floats.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad(
+    blas: &CudaBlas,
+    dev: &std::sync::Arc<CudaDevice>,
+    (p, o, k): (usize, usize, usize),
+    (a, sa): (&CudaSlice<f32>, usize),
+    (b, sb): (&CudaView<'_, f32>, usize),
+    count: usize,
+    gw: &mut CudaSlice<f32>,
+) -> Result<(), CudaError> {
+    let per = p * o;
+    let chunk = (WGRAD_BUDGET / per.max(1)).clamp(1, count.max(1));
+    if chunk == 1 {
+        for j in 0..count {
+            let av = a.slice(j * sa..j * sa + p * k);
+            let bv = b.slice(j * sb..j * sb + o * k);
+            gemm_batched(
+                blas,
+                (true, false),
+                (p, o, k),
+                (&av, k, 0),
+                (&bv, k, 0),
+                1.0,
+                (gw, p, 0),
+                1,
+            )?;
+        }
+        return Ok(());
+    }
+    let mut partial = take_scratch(dev, Scratch::WeightGrad, chunk * per)?;
+    let ones = dev.htod_copy(vec![1.0f32; chunk])?;
+    let mut c0 = 0;
+    while c0 < count {
+        let ci = chunk.min(count - c0);
+        let av = a.slice(c0 * sa..(c0 + ci - 1) * sa + p * k);
+        let bv = b.slice(c0 * sb..(c0 + ci - 1) * sb + o * k);
+        // partial_j (p×o, column-major) = A_j · B_jᵀ
+        gemm_batched(
+            blas,
+            (true, false),
+            (p, o, k),
+            (&av, k, sa),
+            (&bv, k, sb),
+            0.0,
+            (&mut partial, p, per),
+            ci,
+        )?;
+        // gw (p·o) += [partial_0 … partial_ci-1] (p·o × ci) · 1 (ci)
+        gemm_batched(
+            blas,
+            (false, false),
+            (per, 1, ci),
+            (&partial, per, 0),
+            (&ones, ci, 0),
+            1.0,
+            (gw, per, 0),
+            1,
+        )?;
+        c0 += ci;
+    }
+    return_scratch(dev, Scratch::WeightGrad, partial);
+    Ok(())
+}
+
 /// Images per im2col group.
 fn group(op: &Conv2dOp) -> usize {
     (COL_BUDGET / (op.patch() * op.out_plane()).max(1)).clamp(1, op.batch.max(1))
@@ -126,9 +210,9 @@ impl Conv2dKernel for Cuda {
         b: Option<&Tensor<Sb, f32, Self>>,
         out: Sy,
     ) -> Result<Tensor<Sy, f32, Self>, Self::Err> {
-        let dev = cuda_device(self)?;
+        let (xs, ws) = (device_view(x)?, device_view(w)?);
+        let dev = xs.device();
         let blas = blas(&dev)?;
-        let (xs, ws) = (device_copy(x)?, device_copy(w)?);
         let (n, patch, o) = (op.out_plane(), op.patch(), op.chan_out);
         let (in_img, out_img) = (op.in_image(), o * n);
         let mut y: CudaVec = self.try_alloc_len(op.batch * out_img)?;
@@ -151,7 +235,7 @@ impl Conv2dKernel for Cuda {
                 let geo = ConvGeo::from(op);
                 let im2col = kernel(&dev, MODULE, PTX, NAMES, "conv2d_im2col")?;
                 let g = group(op);
-                let mut col = unsafe { dev.alloc::<f32>(g * patch * n) }?;
+                let mut col = take_scratch(&dev, Scratch::Col, g * patch * n)?;
                 let mut b0 = 0;
                 while b0 < op.batch {
                     let gi = g.min(op.batch - b0);
@@ -174,9 +258,10 @@ impl Conv2dKernel for Cuda {
                     }
                     b0 += gi;
                 }
+                return_scratch(&dev, Scratch::Col, col);
             }
             if let Some(b) = b {
-                let bs = device_copy(b)?;
+                let bs = device_view(b)?;
                 let f = kernel(&dev, MODULE, PTX, NAMES, "conv2d_bias_add")?;
                 let total = op.batch * out_img;
                 unsafe { f.launch(grid(total), (&mut *y, &*bs, int(o), int(n), total as i64))? };
@@ -195,9 +280,9 @@ impl Conv2dKernel for Cuda {
         gb: Option<&mut Self::Vec>,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
-        let dev = cuda_device(self)?;
+        let (xs, ws) = (device_view(x)?, device_view(w)?);
+        let dev = xs.device();
         let blas = blas(&dev)?;
-        let (xs, ws) = (device_copy(x)?, device_copy(w)?);
         let (n, patch, o, i) = (op.out_plane(), op.patch(), op.chan_out, op.chan_in);
         let (in_img, out_img) = (op.in_image(), o * n);
         if op.batch == 0 || n == 0 {
@@ -207,7 +292,7 @@ impl Conv2dKernel for Cuda {
             let f = kernel(&dev, MODULE, PTX, NAMES, "conv2d_bias_grad")?;
             unsafe {
                 f.launch(
-                    per_block(o, 256),
+                    per_block(o, BLOCK),
                     (&**gy, &mut **gb, int(op.batch), int(o), int(n)),
                 )?
             };
@@ -215,20 +300,15 @@ impl Conv2dKernel for Cuda {
         if op.is_pointwise() {
             unsafe {
                 // dWᵀ (I×O) += Σ_b X_b (I×N) · dY_bᵀ (N×O)
-                for b in 0..op.batch {
-                    let xv = xs.slice(b * in_img..(b + 1) * in_img);
-                    let gv = gy.slice(b * out_img..(b + 1) * out_img);
-                    gemm_batched(
-                        &blas,
-                        (true, false),
-                        (i, o, n),
-                        (&xv, n, 0),
-                        (&gv, n, 0),
-                        1.0,
-                        (&mut **gw, i, 0),
-                        1,
-                    )?;
-                }
+                weight_grad(
+                    &blas,
+                    &dev,
+                    (i, o, n),
+                    (&*xs, in_img),
+                    (&gy.slice(..), out_img),
+                    op.batch,
+                    gw,
+                )?;
                 // dX_bᵀ (N×I) += dY_bᵀ (N×O) · W (O×I)
                 gemm_batched(
                     &blas,
@@ -247,8 +327,8 @@ impl Conv2dKernel for Cuda {
         let im2col = kernel(&dev, MODULE, PTX, NAMES, "conv2d_im2col")?;
         let col2im = kernel(&dev, MODULE, PTX, NAMES, "conv2d_col2im")?;
         let g = group(op);
-        let mut col = unsafe { dev.alloc::<f32>(g * patch * n) }?;
-        let mut dcol = unsafe { dev.alloc::<f32>(g * patch * n) }?;
+        let mut col = take_scratch(&dev, Scratch::Col, g * patch * n)?;
+        let mut dcol = take_scratch(&dev, Scratch::DCol, g * patch * n)?;
         let mut b0 = 0;
         while b0 < op.batch {
             let gi = g.min(op.batch - b0);
@@ -258,21 +338,16 @@ impl Conv2dKernel for Cuda {
                 im2col
                     .clone()
                     .launch(grid(gi * patch * n), (geo, &xv, &mut col, int(gi)))?;
-                // dWᵀ (patch×O) += col_b (patch×N) · dY_bᵀ (N×O), per image.
-                for j in 0..gi {
-                    let cv = col.slice(j * patch * n..(j + 1) * patch * n);
-                    let gv = gyv.slice(j * out_img..(j + 1) * out_img);
-                    gemm_batched(
-                        &blas,
-                        (true, false),
-                        (patch, o, n),
-                        (&cv, n, 0),
-                        (&gv, n, 0),
-                        1.0,
-                        (&mut **gw, patch, 0),
-                        1,
-                    )?;
-                }
+                // dWᵀ (patch×O) += Σ_j col_j (patch×N) · dY_jᵀ (N×O)
+                weight_grad(
+                    &blas,
+                    &dev,
+                    (patch, o, n),
+                    (&col, patch * n),
+                    (&gyv, out_img),
+                    gi,
+                    gw,
+                )?;
                 // dcol_bᵀ (N×patch) = dY_bᵀ (N×O) · W (O×patch), all images of the group.
                 gemm_batched(
                     &blas,
@@ -291,6 +366,8 @@ impl Conv2dKernel for Cuda {
             }
             b0 += gi;
         }
+        return_scratch(&dev, Scratch::Col, col);
+        return_scratch(&dev, Scratch::DCol, dcol);
         Ok(())
     }
 }

@@ -5,10 +5,10 @@ use cudarc::driver::LaunchAsync;
 use dfdx::prelude::*;
 
 use super::GlobalAvgPool2dKernel;
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::device::cuda::{device_view, tensor_from_device, CudaVec, PtxTable};
 use crate::nn::ops::cuda_util::{grid, int, kernel};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/global_avg_pool2d.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/global_avg_pool2d.ptx.rs"));
 const MODULE: &str = "poly_loss_global_avg_pool2d";
 const NAMES: &[&str] = &["global_avg_pool2d_forward", "global_avg_pool2d_backward"];
 
@@ -20,8 +20,8 @@ impl GlobalAvgPool2dKernel for Cuda {
         x: &Tensor<Sx, f32, Self>,
         out: Sy,
     ) -> Result<Tensor<Sy, f32, Self>, Self::Err> {
-        let dev = cuda_device(self)?;
-        let xs = device_copy(x)?;
+        let xs = device_view(x)?;
+        let dev = xs.device();
         let mut y: CudaVec = self.try_alloc_len(planes)?;
         if planes > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "global_avg_pool2d_forward")?;
@@ -37,7 +37,7 @@ impl GlobalAvgPool2dKernel for Cuda {
         gx: &mut Self::Vec,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
-        let dev = cuda_device(self)?;
+        let dev = gy.device();
         let total = planes * plane;
         if total > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "global_avg_pool2d_backward")?;

@@ -1,7 +1,8 @@
 // Global average pooling over (planes, plane) and its gradient.
+#include "launch.cuh"
 
 // One warp per plane: y[pl] = mean(x[pl, :]).
-extern "C" __global__ void global_avg_pool2d_forward(const float *x, float *y, int planes, int plane) {
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) global_avg_pool2d_forward(const float *x, float *y, int planes, int plane) {
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (warp >= planes) return;
@@ -13,7 +14,7 @@ extern "C" __global__ void global_avg_pool2d_forward(const float *x, float *y, i
 }
 
 // gx[pl, i] += gy[pl] / plane
-extern "C" __global__ void global_avg_pool2d_backward(float *gx, const float *gy, int plane, long long total) {
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) global_avg_pool2d_backward(float *gx, const float *gy, int plane, long long total) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
         gx[i] += gy[i / plane] / (float)plane;

@@ -5,10 +5,10 @@ use cudarc::driver::{DeviceRepr, LaunchAsync};
 use dfdx::prelude::*;
 
 use super::{MaxPool2dKernel, Pool2dOp};
-use crate::device::cuda::{cuda_device, device_copy, tensor_from_device, CudaVec};
+use crate::device::cuda::{device_view, tensor_from_device, CudaVec, PtxTable};
 use crate::nn::ops::cuda_util::{grid, int, kernel};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/max_pool2d.ptx"));
+const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/max_pool2d.ptx.rs"));
 const MODULE: &str = "poly_loss_max_pool2d";
 const NAMES: &[&str] = &["max_pool2d_forward", "max_pool2d_backward"];
 
@@ -51,8 +51,8 @@ impl MaxPool2dKernel for Cuda {
         x: &Tensor<Sx, f32, Self>,
         out: Sy,
     ) -> Result<Tensor<Sy, f32, Self>, Self::Err> {
-        let dev = cuda_device(self)?;
-        let xs = device_copy(x)?;
+        let xs = device_view(x)?;
+        let dev = xs.device();
         let total = op.planes * op.h_out * op.w_out;
         let mut y: CudaVec = self.try_alloc_len(total)?;
         if total > 0 {
@@ -69,10 +69,11 @@ impl MaxPool2dKernel for Cuda {
         gx: &mut Self::Vec,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
-        let dev = cuda_device(self)?;
-        let xs = device_copy(x)?;
-        let total = op.planes * op.h_out * op.w_out;
-        if total > 0 {
+        let xs = device_view(x)?;
+        let dev = xs.device();
+        // One thread per input element (a deterministic gather).
+        let total = op.planes * op.h_in * op.w_in;
+        if total > 0 && op.h_out * op.w_out > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "max_pool2d_backward")?;
             unsafe { f.launch(grid(total), (PoolGeo::from(op), &*xs, &mut **gx, &**gy))? };
         }

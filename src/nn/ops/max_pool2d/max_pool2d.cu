@@ -1,4 +1,5 @@
 // Max pooling over (planes, H, W); padding never wins, first maximum kept, NaN propagates.
+#include "launch.cuh"
 
 struct PoolGeo {
     int planes, h, w, oh, ow, k, s, p;
@@ -22,7 +23,7 @@ __device__ __forceinline__ int window_argmax(const PoolGeo g, const float *plane
     return best;
 }
 
-extern "C" __global__ void max_pool2d_forward(const PoolGeo g, const float *x, float *y) {
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) max_pool2d_forward(const PoolGeo g, const float *x, float *y) {
     const long long total = (long long)g.planes * g.oh * g.ow;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
@@ -33,14 +34,28 @@ extern "C" __global__ void max_pool2d_forward(const PoolGeo g, const float *x, f
     }
 }
 
-// gx[argmax] += gy; windows overlap, hence the atomics.
-extern "C" __global__ void max_pool2d_backward(const PoolGeo g, const float *x, float *gx, const float *gy) {
-    const long long total = (long long)g.planes * g.oh * g.ow;
+// gx[i] += Σ gy over the windows whose first maximum is input element i: a
+// gather over the (at most ⌈k/s⌉²) windows covering i, in a fixed order — one
+// thread per input element, so no atomics and the same result every run.
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) max_pool2d_backward(const PoolGeo g, const float *x, float *gx, const float *gy) {
+    const long long total = (long long)g.planes * g.h * g.w;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)blockDim.x * gridDim.x) {
-        const int ow = i % g.ow, oh = (i / g.ow) % g.oh;
-        const long long pl = i / ((long long)g.ow * g.oh);
+        const int iw = i % g.w, ih = (i / g.w) % g.h;
+        const long long pl = i / ((long long)g.w * g.h);
         const float *plane = x + pl * g.h * g.w;
-        atomicAdd(gx + pl * g.h * g.w + window_argmax(g, plane, oh, ow), gy[i]);
+        const float *gyp = gy + pl * g.oh * g.ow;
+        // Windows (oh, ow) with oh*s - p <= ih <= oh*s - p + k - 1 (same for w).
+        const int hn = ih + g.p - g.k + 1, wn = iw + g.p - g.k + 1;
+        const int oh0 = hn <= 0 ? 0 : (hn + g.s - 1) / g.s, oh1 = min((ih + g.p) / g.s, g.oh - 1);
+        const int ow0 = wn <= 0 ? 0 : (wn + g.s - 1) / g.s, ow1 = min((iw + g.p) / g.s, g.ow - 1);
+        const int self_at = ih * g.w + iw;
+        float acc = 0.0f;
+        for (int oh = oh0; oh <= oh1; ++oh) {
+            for (int ow = ow0; ow <= ow1; ++ow) {
+                if (window_argmax(g, plane, oh, ow) == self_at) acc += gyp[oh * g.ow + ow];
+            }
+        }
+        gx[i] += acc;
     }
 }
