@@ -298,10 +298,36 @@ fn conv_accepts_strided_input() {
         s: 1,
         p: 1,
     };
-    let want = conv_ref(&g, &to64(&logical.as_vec()), &to64(&w.as_vec()), None);
+    let (x64, w64) = (to64(&logical.as_vec()), to64(&w.as_vec()));
+    let want = conv_ref(&g, &x64, &w64, None);
     assert_close("permuted y", &y.as_vec(), &want, 1e-4);
-    let grads = y.sum().backward();
-    assert_eq!(grads.get(&stored).shape().concrete(), [2, 4, 3, 5]);
+    // d(Σ y·r)/dx in the logical (B, C, H, W) order by f64 finite
+    // differences (exact up to rounding: the conv is linear in x) …
+    let rv = uniform(&mut r, g.y_len());
+    let rt = dev.tensor_from_vec(rv.clone(), *y.shape());
+    let r64 = to64(&rv);
+    let gx_logical = fd_grad(&x64, |xx| dot(&conv_ref(&g, xx, &w64, None), &r64));
+    // … must arrive at the stored (B, H, C, W) positions.
+    let mut want_stored = vec![0.0; gx_logical.len()];
+    for b in 0..2 {
+        for c in 0..3 {
+            for h in 0..4 {
+                for x in 0..5 {
+                    want_stored[((b * 4 + h) * 3 + c) * 5 + x] =
+                        gx_logical[((b * 3 + c) * 4 + h) * 5 + x];
+                }
+            }
+        }
+    }
+    let grads = (y * rt).sum().backward();
+    let gs = grads.get(&stored);
+    assert_eq!(gs.shape().concrete(), [2, 4, 3, 5]);
+    assert_close(
+        "permuted input's gradient",
+        &gs.as_vec(),
+        &want_stored,
+        1e-4,
+    );
 }
 
 #[test]

@@ -1,17 +1,25 @@
 //! Our ResNet-50 / ResNet-18 have exactly torchvision's `state_dict` layout
 //! (names and shapes, committed by `tests/reference/resnet_reference.py`),
-//! torchvision's parameter counts and initialisation, and survive a
-//! save → load round trip bit for bit.
+//! torchvision's parameter counts and initialisation, compute torchvision's
+//! ResNet-50 forward (against an f64 reference written from its
+//! definition), and survive a save → load round trip bit for bit.
 
-use std::collections::BTreeSet;
+mod nn_common;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use ::safetensors::tensor::{Dtype, TensorView};
 use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors};
 use dfdx::prelude::*;
-use poly_loss::nn::pretrained::{load_pretrained, tensor_names, LoadOptions};
+use nn_common::{assert_close, bn_ref, conv_ref, dot, max_pool_ref, rng, to64, uniform, Geo};
+use poly_loss::nn::pretrained::{
+    load_pretrained, load_pretrained_from_bytes, tensor_names, LoadOptions,
+};
 use poly_loss::nn::resnet::{
     builders, BnMode, ImageClassifier, Images, ResNet18, ResNet50, SmallResNet,
 };
+use rand::Rng;
 
 /// `(key, shape)` of torchvision's model `model` (`resnet50`, `resnet18`),
 /// without `num_batches_tracked` (a step counter our batch-norm does not keep).
@@ -106,20 +114,175 @@ fn resnet18_has_torchvision_state_dict_layout() {
     assert_eq!(model.num_trainable_params(), 11_689_512);
 }
 
+/// Deterministic values for every state-dict tensor: conv weights
+/// U(±√(3/fan_in)) (unit gain), fc U(±1/√fan_in), batch-norm γ ∈ [0.4, 0.9),
+/// β ∈ ±0.2, running mean ∈ ±0.2, running var ∈ [0.5, 2) — none at their
+/// defaults, so every term of every layer shows in the output.
+fn random_state_dict(names: &[(String, Vec<usize>)]) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut r = rng(2024);
+    names
+        .iter()
+        .map(|(key, shape)| {
+            let n: usize = shape.iter().product();
+            let u = |r: &mut rand::rngs::StdRng, lo: f32, hi: f32| -> Vec<f32> {
+                (0..n).map(|_| r.gen_range(lo..hi)).collect()
+            };
+            let fan_in = shape[1..].iter().product::<usize>().max(1) as f32;
+            let last = key.rsplit('.').next().unwrap_or("");
+            let v = match (key.starts_with("fc."), shape.len(), last) {
+                (true, _, _) => {
+                    let b = 1.0 / 2048f32.sqrt();
+                    u(&mut r, -b, b)
+                }
+                (false, 4, _) => {
+                    let b = (3.0 / fan_in).sqrt();
+                    u(&mut r, -b, b)
+                }
+                (false, _, "weight") => u(&mut r, 0.4, 0.9),
+                (false, _, "running_var") => u(&mut r, 0.5, 2.0),
+                (false, _, "bias" | "running_mean") => u(&mut r, -0.2, 0.2),
+                other => panic!("unexpected state-dict entry {key}: {other:?}"),
+            };
+            (key.clone(), (shape.clone(), v))
+        })
+        .collect()
+}
+
+/// torchvision's ResNet-50 forward (v1.5: stride on the 3×3 conv), written
+/// from its definition with the f64 direct-loop ops, on the state dict
+/// `sd`: logits and pooled features of `x` (`b` images of `h`×`w`), with
+/// batch-norm on running statistics (`eval`) or batch statistics.
+fn resnet50_f64(
+    sd: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    x: &[f64],
+    (b, h, w): (usize, usize, usize),
+    eval: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let p = |k: &str| -> Vec<f64> { to64(&sd.get(k).unwrap_or_else(|| panic!("no {k}")).1) };
+    let shape = |k: &str| sd[k].0.clone();
+    // (activation, channels, height, width)
+    type Act = (Vec<f64>, usize, usize, usize);
+    let conv = |a: &Act, key: &str, s: usize, pad: usize| -> Act {
+        let ws = shape(key);
+        let g = Geo {
+            b,
+            ci: a.1,
+            co: ws[0],
+            h: a.2,
+            w: a.3,
+            k: ws[2],
+            s,
+            p: pad,
+        };
+        assert_eq!(ws[1], a.1, "{key}: input channels");
+        (conv_ref(&g, &a.0, &p(key), None), g.co, g.oh(), g.ow())
+    };
+    let bn = |a: &Act, key: &str, residual: Option<&Act>, relu: bool| -> Act {
+        let (rm, rv) = (
+            p(&format!("{key}.running_mean")),
+            p(&format!("{key}.running_var")),
+        );
+        let stats = eval.then_some((rm.as_slice(), rv.as_slice()));
+        let (y, _, _) = bn_ref(
+            b,
+            a.1,
+            a.2 * a.3,
+            &a.0,
+            &p(&format!("{key}.weight")),
+            &p(&format!("{key}.bias")),
+            stats,
+            1e-5,
+            residual.map(|r| r.0.as_slice()),
+            relu,
+        );
+        (y, a.1, a.2, a.3)
+    };
+    let mut a: Act = (x.to_vec(), 3, h, w);
+    a = bn(&conv(&a, "conv1.weight", 2, 3), "bn1", None, true);
+    let (oh, ow) = ((a.2 + 2 - 3) / 2 + 1, (a.3 + 2 - 3) / 2 + 1);
+    a = (max_pool_ref(b * a.1, a.2, a.3, 3, 2, 1, &a.0), a.1, oh, ow);
+    for (layer, blocks, stride) in [(1, 3, 1), (2, 4, 2), (3, 6, 2), (4, 3, 2)] {
+        for blk in 0..blocks {
+            let k = |name: &str| format!("layer{layer}.{blk}.{name}");
+            let s = if blk == 0 { stride } else { 1 };
+            let identity = if blk == 0 {
+                let d = conv(&a, &k("downsample.0.weight"), s, 0);
+                bn(&d, &k("downsample.1"), None, false)
+            } else {
+                a.clone()
+            };
+            let y = bn(&conv(&a, &k("conv1.weight"), 1, 0), &k("bn1"), None, true);
+            let y = bn(&conv(&y, &k("conv2.weight"), s, 1), &k("bn2"), None, true);
+            a = bn(
+                &conv(&y, &k("conv3.weight"), 1, 0),
+                &k("bn3"),
+                Some(&identity),
+                true,
+            );
+        }
+    }
+    let plane = a.2 * a.3;
+    let feats: Vec<f64> =
+        a.0.chunks(plane)
+            .map(|c| c.iter().sum::<f64>() / plane as f64)
+            .collect();
+    let (fw, fb) = (p("fc.weight"), p("fc.bias"));
+    let classes = fb.len();
+    let mut logits = vec![0.0; b * classes];
+    for i in 0..b {
+        for o in 0..classes {
+            logits[i * classes + o] =
+                fb[o] + dot(&fw[o * a.1..(o + 1) * a.1], &feats[i * a.1..(i + 1) * a.1]);
+        }
+    }
+    (logits, feats)
+}
+
+/// The full ResNet-50 forward, values and all, against the f64 reference
+/// above: eval-mode logits and train-mode (batch statistics) features, with
+/// every parameter and running statistic loaded away from its default.
 #[test]
-fn resnet50_runs_a_tiny_input() {
+fn resnet50_forward_matches_f64_torchvision_definition() {
     let dev = Cpu::default();
     let mut model = dev.build_module::<builders::ResNet50<7>, f32>();
-    let x: Images<Cpu> = dev.sample_normal_like(&(2, Const::<3>, 32, 32));
-    let y = model.try_forward_logits_eval(x.clone()).unwrap();
-    assert_eq!(y.shape().concrete(), [2, 7]);
-    assert!(y.as_vec().iter().all(|v| v.is_finite()));
+    let sd = random_state_dict(&tensor_names(&model));
+    let raw: Vec<(&String, &Vec<usize>, Vec<u8>)> = sd
+        .iter()
+        .map(|(k, (shape, v))| (k, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = raw
+        .iter()
+        .map(|(k, shape, bytes)| {
+            let view = TensorView::new(Dtype::F32, shape.to_vec(), bytes).unwrap();
+            (k.to_string(), view)
+        })
+        .collect();
+    let bytes = ::safetensors::tensor::serialize(views, &None).unwrap();
+    let report = load_pretrained_from_bytes(
+        &mut model,
+        &bytes,
+        "random.safetensors",
+        &LoadOptions::strict(),
+    )
+    .unwrap();
+    assert_eq!(report.loaded.len(), sd.len());
+
+    // 48×48: layer4 still has 2×2 maps, so train-mode batch statistics
+    // average 8 values a channel (at 1×1 and batch 2, a channel's two values
+    // normalise to ±γ, ill-conditioned when they nearly agree).
+    let (b, h, w) = (2, 48, 48);
+    let xv = uniform(&mut rng(7), b * 3 * h * w);
+    let x: Images<Cpu> = dev.tensor_from_vec(xv.clone(), (b, Const::<3>, h, w));
+    let logits = model.try_forward_logits_eval(x.clone()).unwrap();
+    assert_eq!(logits.shape().concrete(), [2, 7]);
+    let (want_logits, _) = resnet50_f64(&sd, &to64(&xv), (b, h, w), true);
+    assert_close("eval logits", &logits.as_vec(), &want_logits, 1e-4);
+
     let f = model.forward_features(x, BnMode::Train);
     assert_eq!(f.shape().concrete(), [2, 2048]);
-    assert!(
-        f.as_vec().iter().all(|v| v.is_finite() && *v >= 0.0),
-        "pooled ReLU output"
-    );
+    let (_, want_feats) = resnet50_f64(&sd, &to64(&xv), (b, h, w), false);
+    // Batch statistics in f32 over 53 layers: a little looser.
+    assert_close("train-mode features", &f.as_vec(), &want_feats, 5e-4);
 }
 
 fn temp_path(name: &str) -> PathBuf {

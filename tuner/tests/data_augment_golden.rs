@@ -26,7 +26,10 @@ fn augmentation_matches_pytorch_golden_values() {
         .collect();
     assert_eq!(image.len(), size * size * 3);
     let mut cases = 0;
-    while let (Some(case), Some(out)) = (lines.next(), lines.next()) {
+    while let Some(case) = lines.next() {
+        let out = lines
+            .next()
+            .unwrap_or_else(|| panic!("golden file: `{case}` has no `out` line"));
         let mut it = case.strip_prefix("case ").unwrap().split_whitespace();
         let name = it.next().unwrap().to_string();
         let kv: std::collections::HashMap<&str, f64> = it
@@ -53,6 +56,11 @@ fn augmentation_matches_pytorch_golden_values() {
             .split_whitespace()
             .map(|v| v.parse().unwrap())
             .collect();
+        assert_eq!(
+            want.len(),
+            size * size * 3,
+            "{name}: golden output length (size {size}, 3 planes)"
+        );
         let mut got = vec![0.0f32; size * size * 3];
         augment_into(
             &params,
@@ -62,6 +70,7 @@ fn augmentation_matches_pytorch_golden_values() {
             &mut AugmentScratch::default(),
             &mut got,
         );
+        assert_eq!(got.len(), want.len(), "{name}: output length");
         let worst = got
             .iter()
             .zip(&want)

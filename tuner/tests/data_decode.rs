@@ -41,19 +41,124 @@ fn pil_axis(src: &[f64], in_len: usize, out_len: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Where fastai puts the source pixels, transcribed from its Python with no
+/// code from the crate: `Resize.encodes` with `ResizeMethod.Pad` and
+/// `crop_pad` → `_do_crop_pad` (fastai 2.7, `vision/augment.py`):
+///
+/// ```text
+/// m = w/size if w/size > h/size else h/size      # op = operator.gt for Pad
+/// cp_sz = (int(m*size), int(m*size))
+/// tl = (int(pct[0]*(w-cp_sz[0])), int(pct[1]*(h-cp_sz[1])))
+/// crop box (max(tl, 0), min(tl + cp_sz, orig)); pad before = max(-tl, 0)
+/// ```
+///
+/// Returns the padded square's side and, per source pixel kept, where it
+/// lands: `(side, [(src_x, src_y, dst_x, dst_y)])`.
+fn fastai_placement(
+    w: u32,
+    h: u32,
+    size: u32,
+    pct: (f64, f64),
+) -> (usize, Vec<(usize, usize, usize, usize)>) {
+    let (w, h, size) = (w as f64, h as f64, size as f64);
+    let m = if w / size > h / size {
+        w / size
+    } else {
+        h / size
+    };
+    // Python's int() truncates toward zero (`as i64` does the same).
+    let cp = (m * size) as i64;
+    let tl = [
+        (pct.0 * (w - cp as f64)) as i64,
+        (pct.1 * (h - cp as f64)) as i64,
+    ];
+    let orig = [w as i64, h as i64];
+    let start = [tl[0].max(0), tl[1].max(0)];
+    let end = [(tl[0] + cp).min(orig[0]), (tl[1] + cp).min(orig[1])];
+    let pad = [(-tl[0]).max(0), (-tl[1]).max(0)];
+    let mut placed = Vec::new();
+    for sy in start[1]..end[1] {
+        for sx in start[0]..end[0] {
+            let (dx, dy) = (sx - start[0] + pad[0], sy - start[1] + pad[1]);
+            assert!(dx < cp && dy < cp, "fastai's placement leaves the square");
+            placed.push((sx as usize, sy as usize, dx as usize, dy as usize));
+        }
+    }
+    (cp as usize, placed)
+}
+
+#[test]
+fn pad_geometry_matches_fastai_by_hand() {
+    // (w, h, size, pct) → (side, crop_x, crop_y, keep_w, keep_h, pad_left,
+    // pad_top), each worked out by hand from fastai's formulas above.
+    let cases = [
+        // Landscape: m = 37/16, side int(37.0) = 37; tl = (0, int(-7.0)).
+        ((37, 23, 16, (0.5, 0.5)), (37, 0, 0, 37, 23, 0, 7)),
+        // Portrait: the same, transposed.
+        ((23, 37, 16, (0.5, 0.5)), (37, 0, 0, 23, 37, 7, 0)),
+        // Odd free space: tl = (0, int(0.5·(20−25))) = int(−2.5) = −2.
+        ((25, 20, 10, (0.5, 0.5)), (25, 0, 0, 25, 20, 0, 2)),
+        // 0.29·100 = 28.999… → side 28 < 29: fastai crops one column,
+        // tl = (int(0.5), int(−4.0)) = (0, −4).
+        ((29, 20, 100, (0.5, 0.5)), (28, 0, 0, 28, 20, 0, 4)),
+        // Random placement (training): tl = (0, int(0.9·(30−50))) = −18.
+        ((50, 30, 8, (0.1, 0.9)), (50, 0, 0, 50, 30, 0, 18)),
+        ((30, 50, 8, (0.0, 1.0)), (50, 0, 0, 30, 50, 0, 0)),
+        ((30, 50, 8, (1.0, 0.0)), (50, 0, 0, 30, 50, 20, 0)),
+        // Square: nothing to pad.
+        ((9, 9, 4, (0.3, 0.7)), (9, 0, 0, 9, 9, 0, 0)),
+    ];
+    for ((w, h, size, pct), want) in cases {
+        let g = PadGeometry::fastai(w, h, size, pct);
+        let got = (
+            g.side, g.crop_x, g.crop_y, g.keep_w, g.keep_h, g.pad_left, g.pad_top,
+        );
+        assert_eq!(got, want, "{w}x{h} at size {size}, pct {pct:?}");
+    }
+}
+
+#[test]
+fn pad_geometry_matches_transcribed_fastai_over_sizes() {
+    // Every pixel the crate keeps lands where fastai's own steps put it.
+    for (w, h) in [
+        (1u32, 1u32),
+        (3, 7),
+        (29, 20),
+        (61, 40),
+        (100, 33),
+        (17, 64),
+    ] {
+        for size in [1u32, 7, 16, 100, 224] {
+            for pct in [(0.5, 0.5), (0.0, 1.0), (0.37, 0.81)] {
+                let (side, placed) = fastai_placement(w, h, size, pct);
+                let g = PadGeometry::fastai(w, h, size, pct);
+                let what = format!("{w}x{h} at size {size}, pct {pct:?}");
+                assert_eq!(g.side as usize, side, "{what}: side");
+                let mut got = Vec::new();
+                for y in 0..g.keep_h as usize {
+                    for x in 0..g.keep_w as usize {
+                        got.push((
+                            g.crop_x as usize + x,
+                            g.crop_y as usize + y,
+                            g.pad_left as usize + x,
+                            g.pad_top as usize + y,
+                        ));
+                    }
+                }
+                assert_eq!(got, placed, "{what}: placement");
+            }
+        }
+    }
+}
+
 /// fastai's Resize(Pad, Zeros) with PIL bilinear, written naively.
 fn reference(rgb: &[u8], w: u32, h: u32, size: u32) -> Vec<u8> {
-    let g = PadGeometry::fastai(w, h, size, (0.5, 0.5));
-    let side = g.side as usize;
+    let (side, placed) = fastai_placement(w, h, size, (0.5, 0.5));
     let s = size as usize;
     let mut canvas = vec![0.0f64; side * side * 3];
-    for y in 0..g.keep_h as usize {
-        for x in 0..g.keep_w as usize {
-            for c in 0..3 {
-                let src = ((g.crop_y as usize + y) * w as usize + g.crop_x as usize + x) * 3 + c;
-                canvas[((g.pad_top as usize + y) * side + g.pad_left as usize + x) * 3 + c] =
-                    rgb[src] as f64;
-            }
+    for (sx, sy, dx, dy) in placed {
+        for c in 0..3 {
+            canvas[(dy * side + dx) * 3 + c] = rgb[(sy * w as usize + sx) * 3 + c] as f64;
         }
     }
     if side == s {

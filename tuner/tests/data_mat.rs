@@ -1,8 +1,9 @@
 //! The MAT v5 reader on generated fixtures (plain, compressed, big-endian,
-//! compact integer storage, malformed files) and, when present, on the real
-//! Flowers-102 label files.
+//! compact integer storage, malformed files) and on the real Flowers-102
+//! label files from the shared folder beside the workspace.
 
 mod data_support;
+mod shared_data;
 
 use std::path::Path;
 
@@ -120,23 +121,13 @@ fn missing_file_is_named() {
     assert!(e.to_string().contains("/nonexistent/dir/imagelabels.mat"));
 }
 
-/// The real Flowers-102 files, when the shared folder is there (a fresh
-/// clone has none: the test then says so and passes).
+/// The real Flowers-102 files from the shared folder beside the workspace
+/// (skipped with a message when absent, a failure under `CI=true`).
 #[test]
 fn real_flowers_label_files() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/flowers102");
-    let dir = if dir.is_dir() {
-        dir
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/flowers102")
-    };
-    if !dir.join("imagelabels.mat").is_file() {
-        eprintln!(
-            "note: skipping the real Flowers-102 check: {} is absent",
-            dir.display()
-        );
+    let Some(dir) = shared_data::flowers102_labels("real_flowers_label_files") else {
         return;
-    }
+    };
     let labels = MatFile::open(dir.join("imagelabels.mat")).unwrap();
     let l = labels.vector("labels").unwrap();
     assert_eq!(l.len(), 8189);

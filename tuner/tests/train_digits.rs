@@ -1,19 +1,17 @@
-//! The trainer on the embedded digits set: the default config's accuracy and
-//! wall time, and determinism (same seed and ε → the same bits; another ε →
+//! The trainer on the embedded digits set: the default config's accuracy,
+//! and determinism (same seed and ε → the same bits; another ε →
 //! the same batches; another seed → other batches and other results).
 
 mod train_support;
-
-use std::time::Instant;
 
 use polytune::train::{epoch_batches, train, TrainConfig, TrainOptions};
 use train_support::{digits_in, embedded_default, feature_file, report_bits, Recorder};
 
 /// The issue's bar: the default config reaches ≥ 95 % validation top-1 on
-/// the digits, in well under a minute on 2 cores (the release build takes
-/// ~1.2 s; this checks 30 s, in whatever profile the tests are built).
+/// the digits. (Its speed is a benchmark's business, not a test's: see
+/// BENCHMARKS.md.)
 #[test]
-fn embedded_default_reaches_95_percent_quickly() {
+fn embedded_default_reaches_95_percent() {
     let (cfg, data_cfg, seed) = embedded_default();
     assert_eq!(
         (cfg.model.as_str(), cfg.freeze_epochs, cfg.epochs),
@@ -22,16 +20,15 @@ fn embedded_default_reaches_95_percent_quickly() {
     let cache = tempfile::tempdir().unwrap();
     let data = digits_in(&data_cfg, cache.path());
     assert_eq!((data.train().len(), data.valid().len()), (1438, 359));
-    let t = Instant::now();
     // ε = 2: `polytune train`'s default.
     let report = train(&cfg, &data, TrainOptions::new(vec![2.0], seed)).unwrap();
-    let secs = t.elapsed().as_secs_f64();
     eprintln!(
-        "embedded default: val top-1 {:.4}, top-5 {:.4}, CE {:.4} in {secs:.2} s \
+        "embedded default: val top-1 {:.4}, top-5 {:.4}, CE {:.4} in {:.2} s \
          (frozen {:.2} s, of which features {:.2} s; unfrozen {:.2} s)",
         report.valid.top1,
         report.valid.top5,
         report.valid.loss,
+        report.seconds,
         report.frozen_seconds,
         report.feature_seconds,
         report.unfrozen_seconds
@@ -46,7 +43,6 @@ fn embedded_default_reaches_95_percent_quickly() {
     // Learning happened: the last epoch beats the first by a wide margin.
     assert!(report.epochs[0].valid.top1 < report.valid.top1);
     assert!(report.valid.loss < 0.5 * report.epochs[0].valid.loss);
-    assert!(secs < 30.0, "the default run took {secs:.1} s");
 }
 
 /// A short version of the default (1 frozen + 2 unfrozen epochs).

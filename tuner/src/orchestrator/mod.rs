@@ -371,7 +371,6 @@ impl Drop for SlotGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn spec(i: u64) -> TrialSpec {
         TrialSpec {
@@ -385,73 +384,176 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pool_never_exceeds_its_workers() {
-        let running = Arc::new(AtomicUsize::new(0));
-        let peak = Arc::new(AtomicUsize::new(0));
-        let (r, p) = (running.clone(), peak.clone());
+    /// Holds every trial that enters until the test releases it, so a test
+    /// decides when trials overlap (events, no sleeps).
+    #[derive(Default)]
+    struct Gate {
+        state: std::sync::Mutex<GateState>,
+        changed: std::sync::Condvar,
+    }
+
+    #[derive(Default)]
+    struct GateState {
+        /// Trials inside the gate: (trial, worker slot).
+        held: Vec<(u64, usize)>,
+        /// Trials allowed to leave.
+        released: Vec<u64>,
+        /// Most trials inside at once.
+        peak: usize,
+        /// Everyone may leave (the test is over, or failed).
+        open: bool,
+    }
+
+    /// Opens the gate when dropped, so a failing test does not leave trials
+    /// waiting for the deadlock guard.
+    struct OpenOnDrop(Arc<Gate>);
+
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            if let Ok(mut s) = self.0.state.lock() {
+                s.open = true;
+            }
+            self.0.changed.notify_all();
+        }
+    }
+
+    impl GateState {
+        fn waiting(&self) -> Vec<(u64, usize)> {
+            let mut w: Vec<_> = self
+                .held
+                .iter()
+                .copied()
+                .filter(|(t, _)| !self.released.contains(t))
+                .collect();
+            w.sort_unstable();
+            w
+        }
+    }
+
+    /// Only a guard against a hung test: correct code never waits this long.
+    const DEADLOCK: Duration = Duration::from_secs(120);
+
+    impl Gate {
+        /// A trial's body: enter, wait until released, leave.
+        fn pass(&self, trial: u64, worker: usize) {
+            let mut s = self.state.lock().unwrap();
+            s.held.push((trial, worker));
+            s.peak = s.peak.max(s.held.len());
+            self.changed.notify_all();
+            let (mut s, _) = self
+                .changed
+                .wait_timeout_while(s, DEADLOCK, |s| !s.open && !s.released.contains(&trial))
+                .unwrap();
+            s.held.retain(|&(t, _)| t != trial);
+            self.changed.notify_all();
+        }
+
+        /// Waits until `n` trials wait inside and returns them (sorted).
+        fn wait_for(&self, n: usize) -> Vec<(u64, usize)> {
+            let s = self.state.lock().unwrap();
+            let (s, r) = self
+                .changed
+                .wait_timeout_while(s, DEADLOCK, |s| s.waiting().len() < n)
+                .unwrap();
+            assert!(!r.timed_out(), "waited for {n} trials: {:?}", s.waiting());
+            s.waiting()
+        }
+
+        /// Lets `trials` leave.
+        fn release(&self, trials: &[(u64, usize)]) {
+            let mut s = self.state.lock().unwrap();
+            s.released.extend(trials.iter().map(|&(t, _)| t));
+            self.changed.notify_all();
+        }
+
+        /// With `n` trials held, a correct pool starts no other: give a pool
+        /// that would a moment to do so (a bounded wait for a non-event,
+        /// which cannot fail correct code however slow the machine).
+        fn assert_no_more_than(&self, n: usize) {
+            let s = self.state.lock().unwrap();
+            let (s, _) = self
+                .changed
+                .wait_timeout_while(s, Duration::from_millis(50), |s| s.waiting().len() <= n)
+                .unwrap();
+            assert!(
+                s.waiting().len() <= n,
+                "more than {n} at once: {:?}",
+                s.waiting()
+            );
+        }
+
+        fn peak(&self) -> usize {
+            self.state.lock().unwrap().peak
+        }
+    }
+
+    /// Runs `n` gated trials on a pool of `workers`, releasing them a full
+    /// pool at a time; returns the trials (with slots) of each round and the
+    /// outcomes in submission order.
+    async fn gated_rounds(
+        workers: usize,
+        n: u64,
+    ) -> (Vec<Vec<(u64, usize)>>, Vec<TrialRun>, usize) {
+        let gate = Arc::new(Gate::default());
+        let g = gate.clone();
         let runner = FnRunner::new(move |s: &TrialSpec| {
-            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
-            p.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(20));
-            r.fetch_sub(1, Ordering::SeqCst);
+            g.pass(s.trial, s.worker.expect("the pool sets the worker slot"));
             TrialOutcome::Failed(format!("eps {}", s.epsilon[0]))
         });
-        let pool = Orchestrator::new(Arc::new(runner), 2, Shutdown::new());
-        let rx = tokio::task::spawn_blocking(move || {
-            let rx = pool.run_batch_blocking((0..6).map(spec).collect());
-            let mut got: Vec<_> = rx.iter().take(6).collect();
+        let pool = Orchestrator::new(Arc::new(runner), workers, Shutdown::new());
+        let g = gate.clone();
+        let (rounds, runs) = tokio::task::spawn_blocking(move || {
+            let _open = OpenOnDrop(g.clone());
+            let rx = pool.run_batch_blocking((0..n).map(spec).collect());
+            let mut rounds = Vec::new();
+            let mut left = n as usize;
+            while left > 0 {
+                let k = workers.min(left);
+                let held = g.wait_for(k);
+                g.assert_no_more_than(k);
+                g.release(&held);
+                left -= k;
+                rounds.push(held);
+            }
+            let mut got: Vec<_> = rx.iter().take(n as usize).collect();
             got.sort_by_key(|(i, _)| *i);
-            got
+            (rounds, got.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
         })
         .await
         .unwrap();
-        assert_eq!(rx.len(), 6);
-        for (i, o) in rx {
-            assert_eq!(o.outcome, TrialOutcome::Failed(format!("eps {}", i)));
-            assert!(o.duration >= Duration::from_millis(20));
+        (rounds, runs, gate.peak())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pool_never_exceeds_its_workers() {
+        let (rounds, runs, peak) = gated_rounds(2, 6).await;
+        // Two at a time, in submission order.
+        let trials: Vec<Vec<u64>> = rounds
+            .iter()
+            .map(|r| r.iter().map(|&(t, _)| t).collect())
+            .collect();
+        assert_eq!(trials, [[0, 1], [2, 3], [4, 5]]);
+        assert_eq!(peak, 2);
+        assert_eq!(runs.len(), 6);
+        for (i, o) in runs.iter().enumerate() {
+            assert_eq!(o.outcome, TrialOutcome::Failed(format!("eps {i}")));
+            assert!(o.launched);
         }
-        assert_eq!(peak.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_trials_get_distinct_worker_slots() {
-        let busy = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
-        let seen = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
-        let (b, sn) = (busy.clone(), seen.clone());
-        let runner = FnRunner::new(move |s: &TrialSpec| {
-            let w = s.worker.expect("the pool sets the worker slot");
-            {
-                let mut busy = b.lock().unwrap();
-                if busy.contains(&w) {
-                    // Recorded, checked below: a panic here would only fail the trial.
-                    sn.lock().unwrap().push(usize::MAX);
-                }
-                busy.push(w);
-            }
-            sn.lock().unwrap().push(w);
-            std::thread::sleep(Duration::from_millis(15));
-            b.lock().unwrap().retain(|&x| x != w);
-            TrialOutcome::Failed("done".into())
-        });
-        let pool = Orchestrator::new(Arc::new(runner), 3, Shutdown::new());
-        let n = tokio::task::spawn_blocking(move || {
-            pool.run_batch_blocking((0..9).map(spec).collect())
-                .iter()
-                .take(9)
-                .count()
-        })
-        .await
-        .unwrap();
-        assert_eq!(n, 9);
-        let mut seen = seen.lock().unwrap().clone();
-        seen.sort_unstable();
-        seen.dedup();
-        assert_eq!(
-            seen,
-            [0, 1, 2],
-            "slots are 0..workers, all get used, none twice at once"
-        );
+        let (rounds, runs, peak) = gated_rounds(3, 9).await;
+        assert_eq!((rounds.len(), runs.len(), peak), (3, 9, 3));
+        for r in &rounds {
+            let mut slots: Vec<usize> = r.iter().map(|&(_, w)| w).collect();
+            slots.sort_unstable();
+            assert_eq!(
+                slots,
+                [0, 1, 2],
+                "trials running at once hold distinct slots 0..workers: {r:?}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -269,35 +269,104 @@ unsafe fn transpose8_avx(rows: [Lanes; L]) -> [Lanes; L] {
     out
 }
 
-/// Tests: run the portable build even where AVX2 + FMA exist.
-#[cfg(test)]
-static PORTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Which build of the vector code a convolution runs, chosen once per call
+/// by the entry points ([`Isa::best`]) and passed down explicitly: nothing
+/// global, so concurrent calls (and tests) cannot change each other's path.
+mod isa {
+    /// A build of the transforms: portable, or compiled for AVX2 + FMA.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Isa {
+        /// Private: true only when made by [`Isa::avx2_fma`] on a CPU with
+        /// AVX2 + FMA, which makes running that build sound.
+        avx2_fma: bool,
+        #[cfg(test)]
+        trace: Option<&'static Trace>,
+    }
 
-/// Defines `$name(args)` that runs `$generic::<true>` compiled for AVX2 + FMA
-/// when the CPU has them, else the portable `$generic::<false>`.
+    impl Isa {
+        /// The portable build (any CPU).
+        pub(super) const PORTABLE: Isa = Isa {
+            avx2_fma: false,
+            #[cfg(test)]
+            trace: None,
+        };
+
+        /// The AVX2 + FMA build, when this CPU has both.
+        pub(super) fn avx2_fma() -> Option<Isa> {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Some(Isa {
+                    avx2_fma: true,
+                    #[cfg(test)]
+                    trace: None,
+                });
+            }
+            None
+        }
+
+        /// The fastest build this CPU runs.
+        pub(super) fn best() -> Isa {
+            Isa::avx2_fma().unwrap_or(Isa::PORTABLE)
+        }
+
+        /// True for the AVX2 + FMA build (only on CPUs that have them).
+        #[inline(always)]
+        pub(super) fn is_avx2_fma(self) -> bool {
+            self.avx2_fma
+        }
+
+        /// Counts the builds that calls on this `Isa` ran (tests).
+        #[cfg(test)]
+        pub(super) fn traced(self, trace: &'static Trace) -> Isa {
+            Isa {
+                trace: Some(trace),
+                ..self
+            }
+        }
+
+        /// Records that a dispatched function ran the `avx2_fma` build or not.
+        #[inline(always)]
+        pub(super) fn note(self, _avx2_fma: bool) {
+            #[cfg(test)]
+            if let Some(t) = self.trace {
+                let n = if _avx2_fma { &t.avx2_fma } else { &t.portable };
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How many dispatched calls ran each build (tests).
+    #[cfg(test)]
+    #[derive(Debug, Default)]
+    pub(super) struct Trace {
+        pub(super) portable: std::sync::atomic::AtomicUsize,
+        pub(super) avx2_fma: std::sync::atomic::AtomicUsize,
+    }
+}
+
+use isa::Isa;
+
+/// Defines `$name(isa, args)` that runs `$generic::<true>` compiled for
+/// AVX2 + FMA when `isa` says so, else the portable `$generic::<false>`.
 macro_rules! dispatch {
     ($(#[$m:meta])* fn $name:ident => $generic:ident ($($arg:ident : $ty:ty),* $(,)?)) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) {
-            #[cfg(test)]
-            if PORTABLE.load(std::sync::atomic::Ordering::Relaxed) {
-                return $generic::<false>($($arg),*);
-            }
+        fn $name(isa: Isa, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
-            {
+            if isa.is_avx2_fma() {
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn fast($($arg: $ty),*) {
                     $generic::<true>($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has the features `fast` is compiled for.
-                    return unsafe { fast($($arg),*) };
-                }
+                isa.note(true);
+                // SAFETY: an `Isa` is AVX2 + FMA only on CPUs that have them.
+                return unsafe { fast($($arg),*) };
             }
+            isa.note(false);
             $generic::<false>($($arg),*)
         }
     };
@@ -826,10 +895,10 @@ fn output_staging(geo: &Geom) -> Staged {
 }
 
 /// Input transform of channels `c0..c0 + 8` of the group at `b0`.
-fn group_input(geo: &Geom, x: &[f32], c0: usize, b0: usize, g: usize, bufs: GroupBufs) {
+fn group_input(isa: Isa, geo: &Geom, x: &[f32], c0: usize, b0: usize, g: usize, bufs: GroupBufs) {
     let st8 = input_staging(geo);
     with_scratch_slot(1, st8.len(g) + L * st8.wpp, |buf| {
-        group_input_best(geo, x, c0, b0, g, bufs, buf)
+        group_input_best(isa, geo, x, c0, b0, g, bufs, buf)
     });
 }
 
@@ -878,10 +947,10 @@ dispatch!(
 );
 
 /// Output transform of channels `o0..o0 + 8` of the group at `b0`.
-fn group_output(geo: &Geom, o0: usize, b0: usize, g: usize, out: Out, bufs: GroupBufs) {
+fn group_output(isa: Isa, geo: &Geom, o0: usize, b0: usize, g: usize, out: Out, bufs: GroupBufs) {
     let st8 = output_staging(geo);
     with_scratch_slot(1, st8.len(g), |q| {
-        group_output_best(geo, o0, b0, g, out, bufs, q)
+        group_output_best(isa, geo, o0, b0, g, out, bufs, q)
     });
 }
 
@@ -948,7 +1017,7 @@ fn group_gemm(geo: &Geom, u: &[f32], xi: usize, t_count: usize, bufs: GroupBufs)
 /// # Safety
 /// `out.y` must be valid for `batch·cout·ho·wo` elements and alias neither
 /// `x` nor `u`.
-unsafe fn winograd_pass(geo: &Geom, x: &[f32], u: &[f32], out: Out, nt: usize) {
+unsafe fn winograd_pass(isa: Isa, geo: &Geom, x: &[f32], u: &[f32], out: Out, nt: usize) {
     assert!(x.len() >= geo.batch * geo.cin * geo.h * geo.w);
     assert!(u.len() >= XI * geo.cout * geo.cin);
     let tiles_img = geo.tiles_img();
@@ -961,22 +1030,22 @@ unsafe fn winograd_pass(geo: &Geom, x: &[f32], u: &[f32], out: Out, nt: usize) {
         if parallel {
             (0..cb)
                 .into_par_iter()
-                .for_each(|k| group_input(geo, x, k * L, b0, gi, bufs));
+                .for_each(|k| group_input(isa, geo, x, k * L, b0, gi, bufs));
             (0..XI)
                 .into_par_iter()
                 .for_each(|xi| group_gemm(geo, u, xi, gi * tiles_img, bufs));
             (0..ob)
                 .into_par_iter()
-                .for_each(|k| group_output(geo, k * L, b0, gi, out, bufs));
+                .for_each(|k| group_output(isa, geo, k * L, b0, gi, out, bufs));
         } else {
             for k in 0..cb {
-                group_input(geo, x, k * L, b0, gi, bufs);
+                group_input(isa, geo, x, k * L, b0, gi, bufs);
             }
             for xi in 0..XI {
                 group_gemm(geo, u, xi, gi * tiles_img, bufs);
             }
             for k in 0..ob {
-                group_output(geo, k * L, b0, gi, out, bufs);
+                group_output(isa, geo, k * L, b0, gi, out, bufs);
             }
         }
     };
@@ -1006,13 +1075,13 @@ unsafe fn winograd_pass(geo: &Geom, x: &[f32], u: &[f32], out: Out, nt: usize) {
 }
 
 /// `U` for `w` under layout `kl`, rows in parallel.
-fn transform_weights(w: &[f32], kl: KernelLayout, u: &mut [f32]) {
+fn transform_weights(isa: Isa, w: &[f32], kl: KernelLayout, u: &mut [f32]) {
     assert!(u.len() >= XI * kl.rows() * kl.cols());
     let up = SendPtr(u.as_mut_ptr());
     (0..kl.rows())
         .into_par_iter()
         .with_min_len(8)
-        .for_each(|i| weight_row_best(w, i, kl, up));
+        .for_each(|i| weight_row_best(isa, w, i, kl, up));
 }
 
 dispatch!(
@@ -1055,10 +1124,11 @@ pub(super) unsafe fn forward(
     bias: Option<&[f32]>,
     y: *mut f32,
 ) {
-    forward_nt(op, x, w, bias, y, threads())
+    forward_nt(Isa::best(), op, x, w, bias, y, threads())
 }
 
 unsafe fn forward_nt(
+    isa: Isa,
     op: &Conv2dOp,
     x: &[f32],
     w: &[f32],
@@ -1072,22 +1142,22 @@ unsafe fn forward_nt(
         chan_out: op.chan_out,
     };
     with_scratch_slot(2, XI * op.chan_in * op.chan_out, |u| {
-        transform_weights(w, kl, u);
+        transform_weights(isa, w, kl, u);
         let out = Out {
             y: SendPtr(y),
             accumulate: false,
             bias,
         };
-        winograd_pass(&forward_geom(op), x, u, out, nt);
+        winograd_pass(isa, &forward_geom(op), x, u, out, nt);
     });
 }
 
 /// Input gradient: `gx += corr(gy, rot180(w)ᵀ)` (padding `2 − p`).
 pub(super) fn backward_input(op: &Conv2dOp, w: &[f32], gy: &[f32], gx: &mut [f32]) {
-    backward_input_nt(op, w, gy, gx, threads())
+    backward_input_nt(Isa::best(), op, w, gy, gx, threads())
 }
 
-fn backward_input_nt(op: &Conv2dOp, w: &[f32], gy: &[f32], gx: &mut [f32], nt: usize) {
+fn backward_input_nt(isa: Isa, op: &Conv2dOp, w: &[f32], gy: &[f32], gx: &mut [f32], nt: usize) {
     assert!(op.padding <= 2);
     assert_eq!(gx.len(), op.batch * op.in_image());
     let geo = Geom {
@@ -1106,7 +1176,7 @@ fn backward_input_nt(op: &Conv2dOp, w: &[f32], gy: &[f32], gx: &mut [f32], nt: u
         chan_out: op.chan_out,
     };
     with_scratch_slot(2, XI * op.chan_in * op.chan_out, |u| {
-        transform_weights(w, kl, u);
+        transform_weights(isa, w, kl, u);
         let out = Out {
             y: SendPtr(gx.as_mut_ptr()),
             accumulate: true,
@@ -1114,16 +1184,16 @@ fn backward_input_nt(op: &Conv2dOp, w: &[f32], gy: &[f32], gx: &mut [f32], nt: u
         };
         // SAFETY: gx holds batch·C·H·W elements (asserted) and is borrowed
         // mutably here, so nothing else aliases it.
-        unsafe { winograd_pass(&geo, gy, u, out, nt) };
+        unsafe { winograd_pass(isa, &geo, gy, u, out, nt) };
     });
 }
 
 /// Transform of output-gradient channels `o0..o0 + 8` of the group at `b0`
 /// into the rows of `bufs.m`.
-fn group_grad(geo: &Geom, gy: &[f32], o0: usize, b0: usize, g: usize, bufs: GroupBufs) {
+fn group_grad(isa: Isa, geo: &Geom, gy: &[f32], o0: usize, b0: usize, g: usize, bufs: GroupBufs) {
     let st8 = output_staging(geo);
     with_scratch_slot(1, st8.len(g) + L * st8.wpp, |buf| {
-        group_grad_best(geo, gy, o0, b0, g, bufs, buf)
+        group_grad_best(isa, geo, gy, o0, b0, g, bufs, buf)
     });
 }
 
@@ -1173,10 +1243,10 @@ dispatch!(
 
 /// Weight gradient: `gw += Gᵀ [Σ_t (Bᵀ d_t B) ⊗ (A dY_t Aᵀ)] G`.
 pub(super) fn backward_weight(op: &Conv2dOp, x: &[f32], gy: &[f32], gw: &mut [f32]) {
-    backward_weight_nt(op, x, gy, gw, threads())
+    backward_weight_nt(Isa::best(), op, x, gy, gw, threads())
 }
 
-fn backward_weight_nt(op: &Conv2dOp, x: &[f32], gy: &[f32], gw: &mut [f32], nt: usize) {
+fn backward_weight_nt(isa: Isa, op: &Conv2dOp, x: &[f32], gy: &[f32], gw: &mut [f32], nt: usize) {
     let geo = forward_geom(op);
     let (ci, co) = (op.chan_in, op.chan_out);
     assert_eq!(gw.len(), co * ci * 9);
@@ -1213,19 +1283,19 @@ fn backward_weight_nt(op: &Conv2dOp, x: &[f32], gy: &[f32], gw: &mut [f32], nt: 
         if parallel {
             (0..cb)
                 .into_par_iter()
-                .for_each(|k| group_input(&geo, x, k * L, b0, gi, bufs));
+                .for_each(|k| group_input(isa, &geo, x, k * L, b0, gi, bufs));
             (0..ob)
                 .into_par_iter()
-                .for_each(|k| group_grad(&geo, gy, k * L, b0, gi, bufs));
+                .for_each(|k| group_grad(isa, &geo, gy, k * L, b0, gi, bufs));
             (0..XI)
                 .into_par_iter()
                 .for_each(|xi| du_gemm(xi, t_count, bufs, du, acc));
         } else {
             for k in 0..cb {
-                group_input(&geo, x, k * L, b0, gi, bufs);
+                group_input(isa, &geo, x, k * L, b0, gi, bufs);
             }
             for k in 0..ob {
-                group_grad(&geo, gy, k * L, b0, gi, bufs);
+                group_grad(isa, &geo, gy, k * L, b0, gi, bufs);
             }
             for xi in 0..XI {
                 du_gemm(xi, t_count, bufs, du, acc);
@@ -1283,7 +1353,7 @@ fn backward_weight_nt(op: &Conv2dOp, x: &[f32], gy: &[f32], gw: &mut [f32], nt: 
         let du = &du_all[..XI * su];
         gw.par_chunks_mut(ci * 9)
             .enumerate()
-            .for_each(|(o, gw_o)| weight_grad_row_best(du, o, ci, co, gw_o));
+            .for_each(|(o, gw_o)| weight_grad_row_best(isa, du, o, ci, co, gw_o));
     });
 }
 
@@ -1378,7 +1448,7 @@ mod tests {
 
     /// Forward, input and weight gradients against f64, with the gradient
     /// buffers pre-filled (they must accumulate).
-    fn check(op: Conv2dOp, nt: usize, seed: u64) {
+    fn check(isa: Isa, op: Conv2dOp, nt: usize, seed: u64) {
         let x = vals(op.batch * op.in_image(), seed);
         let w = vals(op.chan_out * op.chan_in * 9, seed + 1);
         let bias = vals(op.chan_out, seed + 2);
@@ -1389,16 +1459,16 @@ mod tests {
         }
         let mut y = vec![f32::NAN; y_ref.len()];
         // SAFETY: y has batch·O·H'·W' elements.
-        unsafe { forward_nt(&op, &x, &w, Some(&bias), y.as_mut_ptr(), nt) };
+        unsafe { forward_nt(isa, &op, &x, &w, Some(&bias), y.as_mut_ptr(), nt) };
         close(&format!("y {op:?} nt {nt}"), &y, &y_ref);
 
         let mut gx = vec![1.0f32; x.len()];
-        backward_input_nt(&op, &w, &r, &mut gx, nt);
+        backward_input_nt(isa, &op, &w, &r, &mut gx, nt);
         let gx_ref: Vec<f64> = gx_ref.iter().map(|v| v + 1.0).collect();
         close(&format!("gx {op:?} nt {nt}"), &gx, &gx_ref);
 
         let mut gw = vec![-1.0f32; w.len()];
-        backward_weight_nt(&op, &x, &r, &mut gw, nt);
+        backward_weight_nt(isa, &op, &x, &r, &mut gw, nt);
         let gw_ref: Vec<f64> = gw_ref.iter().map(|v| v - 1.0).collect();
         close(&format!("gw {op:?} nt {nt}"), &gw, &gw_ref);
     }
@@ -1418,7 +1488,12 @@ mod tests {
         ];
         for (k, &(b, ci, co, h, w, p)) in cases.iter().enumerate() {
             for nt in [1, 2, 3] {
-                check(op(b, ci, co, h, w, p), nt, 10 * k as u64 + nt as u64);
+                check(
+                    Isa::best(),
+                    op(b, ci, co, h, w, p),
+                    nt,
+                    10 * k as u64 + nt as u64,
+                );
             }
         }
     }
@@ -1427,17 +1502,50 @@ mod tests {
     fn many_tiles_per_group() {
         // 20×20 → 25 tiles per image, 6 images: several groups per thread.
         for nt in [1, 2] {
-            check(op(6, 4, 6, 20, 18, 1), nt, 99);
+            check(Isa::best(), op(6, 4, 6, 20, 18, 1), nt, 99);
+        }
+    }
+
+    /// Both builds, each asked for explicitly, match the reference, and the
+    /// trace shows every dispatched call ran the build asked for.
+    fn check_build(isa: Isa, avx2_fma: bool) {
+        let trace: &'static isa::Trace = Box::leak(Box::default());
+        for nt in [1, 2] {
+            check(isa.traced(trace), op(3, 10, 9, 7, 6, 1), nt, 7);
+        }
+        let ran = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed);
+        let (portable, fast) = (ran(&trace.portable), ran(&trace.avx2_fma));
+        if avx2_fma {
+            assert!(fast > 0 && portable == 0, "AVX2 + FMA asked for: {trace:?}");
+        } else {
+            assert!(portable > 0 && fast == 0, "portable asked for: {trace:?}");
         }
     }
 
     #[test]
     fn portable_build_matches_direct() {
-        PORTABLE.store(true, std::sync::atomic::Ordering::Relaxed);
-        for nt in [1, 2] {
-            check(op(3, 10, 9, 7, 6, 1), nt, 7);
+        check_build(Isa::PORTABLE, false);
+    }
+
+    #[test]
+    fn avx2_fma_build_matches_direct() {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+        match Isa::avx2_fma() {
+            Some(isa) => check_build(isa, true),
+            None if ci => panic!("CI=true but this CPU lacks AVX2 + FMA: the build is untested"),
+            None => eprintln!("SKIPPED avx2_fma_build_matches_direct: this CPU lacks AVX2 + FMA"),
         }
-        PORTABLE.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[test]
+    fn best_is_the_fastest_build_the_cpu_runs() {
+        #[cfg(target_arch = "x86_64")]
+        let has = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = false;
+        assert_eq!(Isa::best().is_avx2_fma(), has);
+        assert!(!Isa::PORTABLE.is_avx2_fma());
     }
 }
 
@@ -1483,7 +1591,8 @@ mod timing {
                 chan_in: c,
                 chan_out: c,
             };
-            let t_u = best(5, || transform_weights(&w, kl, &mut u));
+            let isa = Isa::best();
+            let t_u = best(5, || transform_weights(isa, &w, kl, &mut u));
             let tiles_img = geo.tiles_img();
             let (g, _) = plan(op.batch, tiles_img, 1);
             let (ldc, ldo, tiles) = (round_up(c, L), round_up(c, L), g * tiles_img);
@@ -1498,7 +1607,7 @@ mod timing {
             };
             let groups = op.batch.div_ceil(g) as f64;
             let t_in = best(5, || {
-                (0..ldc / L).for_each(|k| group_input(&geo, &x, k * L, 0, g, bufs))
+                (0..ldc / L).for_each(|k| group_input(isa, &geo, &x, k * L, 0, g, bufs))
             }) * groups;
             let t_gemm = best(5, || {
                 (0..XI).for_each(|xi| group_gemm(&geo, &u, xi, tiles, bufs))
@@ -1510,15 +1619,15 @@ mod timing {
                 bias: None,
             };
             let t_out = best(5, || {
-                (0..ldo / L).for_each(|k| group_output(&geo, k * L, 0, g, out, bufs))
+                (0..ldo / L).for_each(|k| group_output(isa, &geo, k * L, 0, g, out, bufs))
             }) * groups;
             let t_all = best(5, || unsafe {
-                forward_nt(&op, &x, &w, None, y.as_mut_ptr(), 1)
+                forward_nt(isa, &op, &x, &w, None, y.as_mut_ptr(), 1)
             });
             let mut gw = vec![0.0f32; c * c * 9];
-            let t_wg = best(3, || backward_weight_nt(&op, &x, &y, &mut gw, 1));
+            let t_wg = best(3, || backward_weight_nt(isa, &op, &x, &y, &mut gw, 1));
             let mut gx = vec![0.0f32; x.len()];
-            let t_dg = best(3, || backward_input_nt(&op, &w, &y, &mut gx, 1));
+            let t_dg = best(3, || backward_input_nt(isa, &op, &w, &y, &mut gx, 1));
             println!(
                 "{c}x{hw}x{hw}: U {t_u:.2} in {t_in:.2} gemm {t_gemm:.2} out {t_out:.2} | fwd {t_all:.2} dgrad {t_dg:.2} wgrad {t_wg:.2} ms"
             );
@@ -1559,7 +1668,7 @@ mod profile_loop {
         let mut y = vec![0.0f32; x.len()];
         let t = std::time::Instant::now();
         for _ in 0..100 {
-            unsafe { forward_nt(&op, &x, &w, None, y.as_mut_ptr(), 1) };
+            unsafe { forward_nt(Isa::best(), &op, &x, &w, None, y.as_mut_ptr(), 1) };
         }
         println!("fwd {:.2} ms", t.elapsed().as_secs_f64() * 10.0);
     }
