@@ -52,6 +52,7 @@ fn stored_key(path: &Path) -> FeatureKey {
         augment: get("augment"),
         seed: get("seed").parse().unwrap(),
         views: get("views").parse().unwrap(),
+        pool: get("pool"),
         dim: get("dim").parse().unwrap(),
         n_train: get("n_train").parse().unwrap(),
         n_valid: get("n_valid").parse().unwrap(),
