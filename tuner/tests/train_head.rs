@@ -34,13 +34,11 @@ fn to64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
+type Weight = Tensor<(usize, usize), f32, Cpu>;
+type Bias = Tensor<(usize,), f32, Cpu>;
+
 /// The linear head's weight and bias.
-fn wb(
-    h: &Head<Cpu>,
-) -> (
-    &Tensor<(usize, usize), f32, Cpu>,
-    &Tensor<(usize,), f32, Cpu>,
-) {
+fn wb(h: &Head<Cpu>) -> (&Weight, &Bias) {
     match &h.layers {
         HeadLayers::Linear { weight, bias } => (weight, bias),
         HeadLayers::Fastai { .. } => panic!("a linear head"),

@@ -230,7 +230,7 @@ impl<D: Device<f32>> BatchNorm1d<D> {
     pub fn try_forward_train<T: Tape<f32, D> + Merge<T>>(
         &mut self,
         x: Tensor<(usize, usize), f32, D, T>,
-    ) -> Result<Tensor<(usize, usize), f32, D, T>, D::Err> {
+    ) -> Result<RuntimeFeatures<D, T>, D::Err> {
         let (b, n) = *x.shape();
         let host = x.as_vec();
         let mut mean = vec![0.0f64; n];
@@ -298,7 +298,7 @@ fn linear<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
     x: Tensor<(usize, usize), f32, D, T>,
     weight: &Tensor<(usize, usize), f32, D>,
     bias: Option<&Tensor<(usize,), f32, D>>,
-) -> Result<Tensor<(usize, usize), f32, D, T>, D::Err> {
+) -> Result<RuntimeFeatures<D, T>, D::Err> {
     let batch = x.shape().0;
     let w = weight
         .retaped::<T>()
@@ -321,7 +321,7 @@ fn dropout<D: Device<f32>, T: Tape<f32, D>>(
     x: Tensor<(usize, usize), f32, D, T>,
     p: f64,
     source: &mut dyn DropoutSource,
-) -> Result<Tensor<(usize, usize), f32, D, T>, D::Err> {
+) -> Result<RuntimeFeatures<D, T>, D::Err> {
     if p <= 0.0 {
         return Ok(x);
     }
@@ -332,6 +332,8 @@ fn dropout<D: Device<f32>, T: Tape<f32, D>>(
 }
 
 /// The layers of a head.
+// One head per run: the size difference between the variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum HeadLayers<D: Storage<f32>> {
     /// `y = x · Wᵀ + b`.
