@@ -104,11 +104,7 @@ impl LayerGroupVisitor<Cpu> for Names {
         module: &mut M,
     ) -> Result<(), ()> {
         // The stem's tensors sit at the top level (`conv1.*`, `bn1.*`).
-        let prefix = if group.name == "stem" {
-            String::new()
-        } else {
-            format!("{}.", group.name)
-        };
+        let prefix = group.prefix();
         let names = tensor_names(module)
             .into_iter()
             .map(|(k, _)| format!("{prefix}{k}"))
@@ -121,12 +117,15 @@ impl LayerGroupVisitor<Cpu> for Names {
 fn groups_partition_the_model<M: ImageClassifier<Cpu>>(mut m: M) {
     let mut v = Names(Vec::new());
     m.try_visit_groups(&mut v).unwrap();
-    let names: Vec<&str> = v.0.iter().map(|(g, _)| g.name).collect();
-    assert_eq!(names, M::GROUPS);
-    assert_eq!(*M::GROUPS.last().unwrap(), M::HEAD);
+    let modules: Vec<(&str, usize)> = v.0.iter().map(|(g, _)| (g.module, g.index)).collect();
+    assert_eq!(modules, M::MODULES);
+    assert_eq!(M::GROUPS.len(), 3, "fastai's split: early | late | head");
+    assert_eq!(M::MODULES.last().unwrap().0, M::HEAD);
     for (i, (g, _)) in v.0.iter().enumerate() {
-        assert_eq!(g.index, i);
-        assert_eq!(g.is_head, i + 1 == M::GROUPS.len());
+        assert_eq!(g.slot, i);
+        assert_eq!(g.name, M::GROUPS[g.index]);
+        assert_eq!(g.is_head, g.index + 1 == M::GROUPS.len());
+        assert_eq!(g.is_head, g.module == M::HEAD);
     }
     let all: Vec<String> = v.0.into_iter().flat_map(|(_, n)| n).collect();
     let model: Vec<String> = tensor_names(&m).into_iter().map(|(k, _)| k).collect();
@@ -155,7 +154,7 @@ impl LayerGroupVisitor<Cpu> for PerGroupSgd<'_> {
         module: &mut M,
     ) -> Result<(), Self::Err> {
         let lr = self.lrs[group.index];
-        let opt = self.opts[group.index].get_or_insert_with(|| {
+        let opt = self.opts[group.slot].get_or_insert_with(|| {
             Box::new(Sgd::<M, f32, Cpu>::new(
                 module,
                 SgdConfig {
@@ -183,9 +182,9 @@ fn per_group_optimisers_share_one_gradients() {
     let grads = cross_entropy_with_logits_loss(logits, target).backward();
 
     let before = m.clone();
-    // Frozen stem and layer1 (lr 0), layer2 lr 0.1, head lr 1.
+    // Frozen stem and layer1 (group 0, lr 0), layer2 lr 0.1, head lr 1.
     let mut v = PerGroupSgd {
-        lrs: vec![0.0, 0.0, 0.1, 1.0],
+        lrs: vec![0.0, 0.1, 1.0],
         opts: (0..4).map(|_| None).collect(),
         grads: &grads,
     };

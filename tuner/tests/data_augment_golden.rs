@@ -2,7 +2,7 @@
 //! in float64 PyTorch (`tests/data_golden/augment_golden.py`, which uses
 //! torch's own `affine_grid`, `grid_sample` and `linalg.solve`).
 
-use polytune::data::augment::augment_into;
+use polytune::data::augment::{augment_into, ResizeMode};
 use polytune::data::{AugmentParams, AugmentScratch};
 
 #[test]
@@ -49,6 +49,9 @@ fn augmentation_matches_pytorch_golden_values() {
             saturation: kv["s"],
             hue_shift: kv["hue"],
             pad_pct: (0.5, 0.5),
+            crop: (1.0, (0.0, 0.0)),
+            resize: ResizeMode::Pad,
+            zeros: false, // the golden cases pad by reflection
         };
         let want: Vec<f64> = out
             .strip_prefix("out ")

@@ -129,5 +129,5 @@ fn same_seed_same_bits_other_epsilon_same_batches_other_seed_differs() {
     assert_ne!(batches(&rec_a), batches(&rec_d));
     assert_ne!(feature_file(&d).0, file_a);
     assert_ne!(report_bits(&a), report_bits(&d));
-    assert_ne!(a.head.0, d.head.0);
+    assert_ne!(a.head, d.head);
 }

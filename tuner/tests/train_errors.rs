@@ -111,6 +111,8 @@ fn config_errors_name_the_file_and_the_key() {
 fn trained_model(dir: &Path) -> (std::path::PathBuf, polytune::train::TrainReport) {
     let (mut cfg, data_cfg, seed) = embedded_default();
     cfg.epochs = 1;
+    // The linear head exports torchvision's `fc`, loadable into the network.
+    cfg.head = "linear".into();
     let data = digits_in(&data_cfg, dir);
     let path = dir.join("out/model.safetensors");
     let mut o = TrainOptions::new(vec![2.0], seed);
@@ -147,7 +149,8 @@ fn saved_model_loads_back_and_classifies_alike() {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    assert_eq!(fc, report.head.0);
+    assert_eq!(report.head[0].0, "fc.weight");
+    assert_eq!(fc, report.head[0].2);
 
     // Loaded (strictly, head included) into a 10-class network, it gives
     // the run's final validation figures.

@@ -52,6 +52,7 @@ fn stored_key(path: &Path) -> FeatureKey {
         augment: get("augment"),
         seed: get("seed").parse().unwrap(),
         views: get("views").parse().unwrap(),
+        pool: get("pool"),
         dim: get("dim").parse().unwrap(),
         n_train: get("n_train").parse().unwrap(),
         n_valid: get("n_valid").parse().unwrap(),
@@ -96,11 +97,12 @@ fn built_once_then_read_from_disk_without_a_body_forward() {
     let key = stored_key(&path);
     assert_eq!(
         (key.model.as_str(), key.dim, key.views, key.seed),
-        ("small-resnet", 16, 1, seed)
+        ("small-resnet", 32, 1, seed) // fastai's head: [max, avg] of 16 channels
     );
     assert_eq!((key.n_train, key.n_valid, key.image_size), (1438, 359, 8));
     let on_disk = FrozenFeatures::read(&path, &key).unwrap().unwrap();
-    assert_eq!(on_disk.valid_all().len(), 359 * 16);
+    assert_eq!(on_disk.valid_all().len(), 359 * 32);
+    assert_eq!(key.pool, "max+avg");
     assert!(on_disk.valid_all().iter().all(|x| x.is_finite()));
 
     let second = run(&cfg, &data, seed);

@@ -83,8 +83,9 @@ fn frozen_phase_warms_up_almost_to_the_end() {
 
 #[test]
 fn discriminative_rates_are_fastai_slices() {
-    // fine_tune(base_lr = 2e-3, lr_mult = 100) on ResNet-50's six groups:
-    // slice(1e-5, 1e-3), each group 100^(1/5) = 2.5119× the previous.
+    // slice(1e-5, 1e-3) over six groups: each 100^(1/5) = 2.5119× the
+    // previous (fastai's even_mults; ResNets have 3 groups, see
+    // train_recipe.rs for those against fastai itself).
     let lrs = unfrozen_group_lrs(2e-3, 100.0, 6);
     let want = [
         1e-5,

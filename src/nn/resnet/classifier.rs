@@ -8,6 +8,7 @@ use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 
 use super::block::Img;
+use crate::nn::ops::try_global_avg_pool2d;
 use crate::nn::pretrained::{load_pretrained, LoadOptions, LoadReport, PretrainedError};
 use crate::nn::VisionDevice;
 
@@ -30,26 +31,58 @@ pub enum BnMode {
     Eval,
 }
 
-/// One layer group of a model: a sub-module that can get its own optimiser
-/// (discriminative learning rates), see [`ImageClassifier::try_visit_groups`].
+/// One sub-module of a model as a member of a layer group (discriminative
+/// learning rates), see [`ImageClassifier::try_visit_groups`].
+///
+/// A layer group is fastai's parameter group: the unit that gets one
+/// learning rate. It can span several sub-modules (fastai's ResNet split puts
+/// the stem, `layer1` and `layer2` in one group), so a visitor is called once
+/// per sub-module with the group it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerGroup {
-    /// Position in forward order, `0` = stem.
+    /// The group, `0` = the earliest layers; the head's group is the last
+    /// ([`ImageClassifier::GROUPS`]`.len() - 1`).
     pub index: usize,
-    /// `"stem"`, `"layer1"`, …, or the head's name (`"fc"`).
+    /// The group's name, [`ImageClassifier::GROUPS`]`[index]`.
     pub name: &'static str,
-    /// Whether this group is the classification head (always the last group).
+    /// The sub-module: `"stem"`, `"layer1"`, …, or the head's name (`"fc"`).
+    /// Its tensors are named `<module>.<name>` in the whole model, except the
+    /// stem's, which sit at the top level (`conv1.*`, `bn1.*`) as in torchvision.
+    pub module: &'static str,
+    /// Position of the sub-module in forward order
+    /// ([`ImageClassifier::MODULES`]`[slot]`): a key for per-module state
+    /// such as one optimiser per sub-module.
+    pub slot: usize,
+    /// Whether this is the classification head (the last group).
     pub is_head: bool,
 }
 
 impl LayerGroup {
-    /// Group `index` of a model whose groups are `groups` (forward order,
-    /// head last), as in [`ImageClassifier::GROUPS`].
-    pub fn nth(groups: &'static [&'static str], index: usize) -> Self {
+    /// Sub-module `slot` of a model whose sub-modules are `modules`
+    /// (`(name, group)` in forward order, head last) and whose groups are
+    /// `groups`, as in [`ImageClassifier::MODULES`] / [`ImageClassifier::GROUPS`].
+    pub fn nth(
+        groups: &'static [&'static str],
+        modules: &'static [(&'static str, usize)],
+        slot: usize,
+    ) -> Self {
+        let (module, index) = modules[slot];
         LayerGroup {
             index,
             name: groups[index],
+            module,
+            slot,
             is_head: index + 1 == groups.len(),
+        }
+    }
+
+    /// The prefix of this sub-module's tensor names in the whole model
+    /// (`""` for the stem, `"layer3."`, `"fc."`).
+    pub fn prefix(&self) -> String {
+        if self.module == "stem" {
+            String::new()
+        } else {
+            format!("{}.", self.module)
         }
     }
 }
@@ -60,8 +93,9 @@ impl LayerGroup {
 /// and keep their state keyed by tensor id, so one optimiser per group can
 /// update its group from the single `Gradients` that one backward pass
 /// produced. Groups are visited in forward order, the same order on every
-/// call, so a visitor can keep per-group state in a `Vec` (e.g.
-/// `Box<dyn Any>` holding `Adam<M, f32, D>`, downcast in [`Self::visit`]).
+/// call, so a visitor can keep per-module state in a `Vec` indexed by
+/// [`LayerGroup::slot`] (e.g. `Box<dyn Any>` holding `Adam<M, f32, D>`,
+/// downcast in [`Self::visit`]) and pick the rate by [`LayerGroup::index`].
 ///
 /// # Example: one AdamW per layer group, learning rates per group
 ///
@@ -87,7 +121,7 @@ impl LayerGroup {
 ///         module: &mut M,
 ///     ) -> Result<(), Self::Err> {
 ///         let lr = self.lrs[group.index];
-///         let opt = self.opts[group.index].get_or_insert_with(|| {
+///         let opt = self.opts[group.slot].get_or_insert_with(|| {
 ///             let cfg = AdamConfig { lr, weight_decay: Some(WeightDecay::Decoupled(1e-4)), ..Default::default() };
 ///             Box::new(Adam::<M, f32, Cpu>::new(module, cfg))
 ///         });
@@ -103,7 +137,8 @@ impl LayerGroup {
 /// // Smaller rates for earlier groups; the head (last group) learns fastest.
 /// let n = <M as ImageClassifier<Cpu>>::GROUPS.len();
 /// let lrs: Vec<f64> = (0..n).map(|i| 1e-3 * 0.5f64.powi((n - 1 - i) as i32)).collect();
-/// let mut opts: Vec<Option<Box<dyn Any>>> = (0..n).map(|_| None).collect();
+/// let slots = <M as ImageClassifier<Cpu>>::MODULES.len();
+/// let mut opts: Vec<Option<Box<dyn Any>>> = (0..slots).map(|_| None).collect();
 ///
 /// let x: Images<Cpu> = dev.sample_normal_like(&(4, Const::<3>, 8, 8));
 /// let y = dev.tensor([[1.0f32, 0., 0., 0., 0., 0., 0., 0., 0., 0.]; 4]).realize::<(usize, Const<10>)>();
@@ -136,8 +171,12 @@ pub trait LayerGroupVisitor<D: Device<f32>> {
 /// - **fine-tune everything**: [`try_forward_logits`] under a tape, with
 ///   batch-norm in [`BnMode::Train`] or [`BnMode::Eval`] (frozen statistics);
 /// - **use discriminative learning rates**: [`try_visit_groups`] hands over
-///   the stem, each stage and the head as separate sub-modules, one
-///   optimiser per group sharing one `Gradients`;
+///   the stem, each stage and the head as separate sub-modules, each tagged
+///   with its layer group (fastai's split), one optimiser per sub-module
+///   sharing one `Gradients`;
+/// - **pool as it likes**: [`try_forward_body`] gives the last stage's
+///   feature map before the global pooling (fastai's head concatenates
+///   average and max pooling of it);
 /// - **start from pretrained weights**: [`load_pretrained`].
 ///
 /// Every model takes `(batch, 3, H, W)` images (`H`, `W` at run time); the
@@ -149,6 +188,7 @@ pub trait LayerGroupVisitor<D: Device<f32>> {
 /// [`try_forward_head`]: Self::try_forward_head
 /// [`try_forward_logits`]: Self::try_forward_logits
 /// [`try_visit_groups`]: Self::try_visit_groups
+/// [`try_forward_body`]: Self::try_forward_body
 /// [`load_pretrained`]: Self::load_pretrained
 pub trait ImageClassifier<D: VisionDevice>: TensorCollection<f32, D> + Sized {
     /// Width of the pooled features, `Const<N>` (2048 for ResNet-50).
@@ -161,21 +201,43 @@ pub trait ImageClassifier<D: VisionDevice>: TensorCollection<f32, D> + Sized {
     /// Name of the head's sub-module: its tensors are `<HEAD>.weight`,
     /// `<HEAD>.bias` (`"fc"` as in torchvision).
     const HEAD: &'static str;
-    /// Layer-group names in forward order, the head last.
+    /// Layer-group names in forward order, the head's last: fastai's
+    /// split into parameter groups (one learning rate each).
     const GROUPS: &'static [&'static str];
+    /// Sub-modules in forward order with the index of their group in
+    /// [`Self::GROUPS`], the head last.
+    const MODULES: &'static [(&'static str, usize)];
 
-    /// Body forward: images → globally pooled features `(batch, FEATURES)`.
+    /// Body forward without the pooling: images → the last stage's feature
+    /// map `(batch, FEATURES, h, w)`.
+    fn try_forward_body<T: Tape<f32, D>>(
+        &mut self,
+        x: Images<D, T>,
+        mode: BnMode,
+    ) -> Result<Img<Self::FeatureDim, D, T>, D::Err>;
+
+    /// [`Self::try_forward_body`] with batch-norm in eval mode, through `&self`.
+    fn try_forward_body_eval<T: Tape<f32, D>>(
+        &self,
+        x: Images<D, T>,
+    ) -> Result<Img<Self::FeatureDim, D, T>, D::Err>;
+
+    /// Body forward: images → globally average-pooled features `(batch, FEATURES)`.
     fn try_forward_features<T: Tape<f32, D>>(
         &mut self,
         x: Images<D, T>,
         mode: BnMode,
-    ) -> Result<Features<Self::FeatureDim, D, T>, D::Err>;
+    ) -> Result<Features<Self::FeatureDim, D, T>, D::Err> {
+        try_global_avg_pool2d(self.try_forward_body(x, mode)?)
+    }
 
     /// Body forward with batch-norm in eval mode, through `&self`.
     fn try_forward_features_eval<T: Tape<f32, D>>(
         &self,
         x: Images<D, T>,
-    ) -> Result<Features<Self::FeatureDim, D, T>, D::Err>;
+    ) -> Result<Features<Self::FeatureDim, D, T>, D::Err> {
+        try_global_avg_pool2d(self.try_forward_body_eval(x)?)
+    }
 
     /// Head forward: features → logits `(batch, CLASSES)`.
     fn try_forward_head<T: Tape<f32, D>>(
@@ -188,8 +250,8 @@ pub trait ImageClassifier<D: VisionDevice>: TensorCollection<f32, D> + Sized {
     /// The head sub-module, mutably (for an optimiser of its own).
     fn head_mut(&mut self) -> &mut Self::Head;
 
-    /// Visits the stem, each stage and the head (in [`Self::GROUPS`] order)
-    /// as separate sub-modules.
+    /// Visits the stem, each stage and the head (in [`Self::MODULES`] order)
+    /// as separate sub-modules, each with its [`LayerGroup`].
     fn try_visit_groups<V: LayerGroupVisitor<D>>(&mut self, visitor: &mut V) -> Result<(), V::Err>;
 
     /// torchvision's `zero_init_residual=True`: γ = 0 for the last

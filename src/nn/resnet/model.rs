@@ -10,7 +10,7 @@ use super::classifier::{
     BnMode, Features, ImageClassifier, Images, LayerGroup, LayerGroupVisitor, Logits,
 };
 use crate::nn::layers::{BatchNorm2d, Conv2d};
-use crate::nn::ops::{try_global_avg_pool2d, try_max_pool2d};
+use crate::nn::ops::try_max_pool2d;
 use crate::nn::VisionDevice;
 
 /// A ResNet stem: `conv1` (K×K, stride S, padding P, `3 → W`), `bn1`, ReLU,
@@ -190,34 +190,42 @@ where
     type ClassDim = Const<C>;
     type Head = Linear<F, C, f32, D>;
     const HEAD: &'static str = "fc";
-    const GROUPS: &'static [&'static str] = &["stem", "layer1", "layer2", "layer3", "layer4", "fc"];
+    /// fastai's `_resnet_split`: `body[:6]` (stem, `layer1`, `layer2`) |
+    /// `body[6:]` (`layer3`, `layer4`) | the head.
+    const GROUPS: &'static [&'static str] = &["stem-layer2", "layer3-layer4", "fc"];
+    const MODULES: &'static [(&'static str, usize)] = &[
+        ("stem", 0),
+        ("layer1", 0),
+        ("layer2", 0),
+        ("layer3", 1),
+        ("layer4", 1),
+        ("fc", 2),
+    ];
 
-    fn try_forward_features<T: Tape<f32, D>>(
+    fn try_forward_body<T: Tape<f32, D>>(
         &mut self,
         x: Images<D, T>,
         mode: BnMode,
-    ) -> Result<Features<Const<F>, D, T>, D::Err> {
+    ) -> Result<Img<Const<F>, D, T>, D::Err> {
         if mode == BnMode::Eval {
-            return self.try_forward_features_eval(x);
+            return self.try_forward_body_eval(x);
         }
         let x = self.stem.try_forward_train(x)?;
         let x = self.layer1.try_forward_train(x)?;
         let x = self.layer2.try_forward_train(x)?;
         let x = self.layer3.try_forward_train(x)?;
-        let x = self.layer4.try_forward_train(x)?;
-        try_global_avg_pool2d(x)
+        self.layer4.try_forward_train(x)
     }
 
-    fn try_forward_features_eval<T: Tape<f32, D>>(
+    fn try_forward_body_eval<T: Tape<f32, D>>(
         &self,
         x: Images<D, T>,
-    ) -> Result<Features<Const<F>, D, T>, D::Err> {
+    ) -> Result<Img<Const<F>, D, T>, D::Err> {
         let x = self.stem.try_forward_eval(x)?;
         let x = self.layer1.try_forward_eval(x)?;
         let x = self.layer2.try_forward_eval(x)?;
         let x = self.layer3.try_forward_eval(x)?;
-        let x = self.layer4.try_forward_eval(x)?;
-        try_global_avg_pool2d(x)
+        self.layer4.try_forward_eval(x)
     }
 
     fn try_forward_head<T: Tape<f32, D>>(
@@ -236,7 +244,7 @@ where
     }
 
     fn try_visit_groups<V: LayerGroupVisitor<D>>(&mut self, v: &mut V) -> Result<(), V::Err> {
-        let group = |index| LayerGroup::nth(Self::GROUPS, index);
+        let group = |slot| LayerGroup::nth(Self::GROUPS, Self::MODULES, slot);
         v.visit(group(0), &mut self.stem)?;
         v.visit(group(1), &mut self.layer1)?;
         v.visit(group(2), &mut self.layer2)?;
@@ -301,30 +309,32 @@ impl<const C: usize, D: VisionDevice + 'static> ImageClassifier<D> for SmallResN
     type ClassDim = Const<C>;
     type Head = Linear<16, C, f32, D>;
     const HEAD: &'static str = "fc";
-    const GROUPS: &'static [&'static str] = &["stem", "layer1", "layer2", "fc"];
+    /// The same shape as fastai's ResNet split: the early layers (stem,
+    /// `layer1`) | the last stage (`layer2`) | the head.
+    const GROUPS: &'static [&'static str] = &["stem-layer1", "layer2", "fc"];
+    const MODULES: &'static [(&'static str, usize)] =
+        &[("stem", 0), ("layer1", 0), ("layer2", 1), ("fc", 2)];
 
-    fn try_forward_features<T: Tape<f32, D>>(
+    fn try_forward_body<T: Tape<f32, D>>(
         &mut self,
         x: Images<D, T>,
         mode: BnMode,
-    ) -> Result<Features<Const<16>, D, T>, D::Err> {
+    ) -> Result<Img<Const<16>, D, T>, D::Err> {
         if mode == BnMode::Eval {
-            return self.try_forward_features_eval(x);
+            return self.try_forward_body_eval(x);
         }
         let x = self.stem.try_forward_train(x)?;
         let x = self.layer1.try_forward_train(x)?;
-        let x = self.layer2.try_forward_train(x)?;
-        try_global_avg_pool2d(x)
+        self.layer2.try_forward_train(x)
     }
 
-    fn try_forward_features_eval<T: Tape<f32, D>>(
+    fn try_forward_body_eval<T: Tape<f32, D>>(
         &self,
         x: Images<D, T>,
-    ) -> Result<Features<Const<16>, D, T>, D::Err> {
+    ) -> Result<Img<Const<16>, D, T>, D::Err> {
         let x = self.stem.try_forward_eval(x)?;
         let x = self.layer1.try_forward_eval(x)?;
-        let x = self.layer2.try_forward_eval(x)?;
-        try_global_avg_pool2d(x)
+        self.layer2.try_forward_eval(x)
     }
 
     fn try_forward_head<T: Tape<f32, D>>(
@@ -343,7 +353,7 @@ impl<const C: usize, D: VisionDevice + 'static> ImageClassifier<D> for SmallResN
     }
 
     fn try_visit_groups<V: LayerGroupVisitor<D>>(&mut self, v: &mut V) -> Result<(), V::Err> {
-        let group = |index| LayerGroup::nth(Self::GROUPS, index);
+        let group = |slot| LayerGroup::nth(Self::GROUPS, Self::MODULES, slot);
         v.visit(group(0), &mut self.stem)?;
         v.visit(group(1), &mut self.layer1)?;
         v.visit(group(2), &mut self.layer2)?;

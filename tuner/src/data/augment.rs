@@ -1,25 +1,40 @@
 //! The seed's data augmentation, fastai-style, on cached u8 images.
 //!
-//! What the seed's `aug_transforms(...)` + `Hue` + `Saturation` do to one
-//! training image, with each transform applied with probability `p`
-//! (default 0.3) and its magnitude drawn as fastai draws it:
+//! What the seed's `Resize(460)` + `aug_transforms(size=224,
+//! min_scale=0.75, …, p_affine=0.3, p_lighting=0.3, pad_mode="zeros")` +
+//! `Hue(0.3)` + `Saturation(0.3)` do to one training image, each transform
+//! applied with its probability and its magnitude drawn as fastai draws it
+//! (`fastai/vision/augment.py`):
 //!
 //! | transform  | fastai draw (when applied)                             | here            |
 //! |------------|--------------------------------------------------------|-----------------|
-//! | flip       | mirror left–right                                      | `flip`          |
-//! | warp       | perspective, corners moved by U(−w, w) in x and in y (each axis its own coin) | `max_warp` (0.1) |
+//! | resize     | `Resize(method=Crop)`: the square of side min(w, h) at a random position (training; centred in validation); `Pad`: the image in its zero-padded square | `[data] resize`, `pad_jitter` |
+//! | crop       | `RandomResizedCropGPU(ratio=(1,1))`: a square of area U(min_scale, 1) at a random place (training only) | `min_scale` (0.75) |
+//! | flip       | mirror left–right, p = 0.5 (`Flip`'s own)              | `flip`, `p_flip` |
+//! | warp       | perspective, corners moved by U(−w, w) in x and in y (each axis its own coin) | `max_warp` (0.05) |
 //! | rotate     | θ ~ U(−5°, 5°)                                          | `max_rotate`    |
 //! | zoom       | z ~ U(0.9, 1.1), centre ~ U(0,1)²                       | `min_zoom`, `max_zoom` |
 //! | brightness | b ~ U(0.5(1−l), 0.5(1+l)); logit(x) += logit(b)         | `max_lighting` (0.5) |
 //! | contrast   | c = exp U(ln(1−l), −ln(1−l)); logit(x) *= c              | `max_lighting`  |
-//! | saturation | s = exp U(ln(1−m), −ln(1−m)); in logit space, lerp to grey by s | `max_saturation` (0.3) |
-//! | hue        | h += exp U(ln(1−m), −ln(1−m)), mod 1 (a shift in [−0.3, +0.43] turns for m = 0.3) | `max_hue` (0.3) |
-//! | pad jitter | fastai's training-split `Resize(method=Pad)` places the image at a random offset in its zero-padded square (always, not with `p`) | `pad_jitter` |
+//! | saturation | s = exp U(ln(1−m), −ln(1−m)); in logit space, lerp to grey by s; p = 0.75 (`Saturation`'s default) | `max_saturation` (0.3), `p_hsv` |
+//! | hue        | h += exp U(ln(1−m), −ln(1−m)), mod 1 (a shift in [−0.3, +0.43] turns for m = 0.3); p = 0.75 (`Hue`'s default) | `max_hue` (0.3), `p_hsv` |
+//! | pad jitter | the training split's `Resize` places its crop (or the image in its padded square) at a random position (always, not with `p`) | `pad_jitter` |
+//!
+//! Rotation, zoom and warp are applied with `p` (the seed's `p_affine`),
+//! brightness and contrast with `p` too (its `p_lighting`; both 0.3). The
+//! seed passes only the magnitudes to `Hue` and `Saturation`, so their own
+//! default p = 0.75 applies, not 0.3.
 //!
 //! Order as in fastai's pipeline: hue (order 0), then one bilinear resample
-//! for all geometric transforms (affine = flip·rotate·zoom on the output
-//! grid, then the perspective warp, `align_corners=True`, reflection
-//! padding), then the lighting transforms in logit space.
+//! for all geometric transforms — the output pixel `v` is mapped through the
+//! random resized crop (`u' = c + r·v`), the affine (flip·rotate·zoom) and
+//! the perspective warp into the `Resize` output, then into the cached
+//! image (`align_corners=True`, zeros or reflection padding outside the
+//! `Resize` output) — then the lighting transforms in logit space. fastai
+//! resamples twice (affine at 460 px, then the crop to 224 px) from an image
+//! resized once to 460 px; here every map is composed into one bilinear
+//! sample of the image cached at `image_size`, so the geometry is fastai's
+//! and the interpolation differs by one resampling.
 //!
 //! Reproducibility: the parameters of sample `index` in augmentation view
 //! `view` come from their own random stream keyed by (seed, view, index), and
@@ -34,14 +49,56 @@ use super::decode::PadGeometry;
 use super::error::{DataError, Result};
 use super::rng::{stream, uniform, unit, TAG_AUGMENT};
 
+/// How an image becomes a square (`[data] resize`): fastai's
+/// `ResizeMethod.Crop` (the seed's `Resize(460)`) or `ResizeMethod.Pad`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// The square of side min(w, h): at a random position in training
+    /// (`pad_jitter`), centred in validation.
+    #[default]
+    Crop,
+    /// The whole image in its zero-padded square (at a random position in
+    /// training with `pad_jitter`).
+    Pad,
+}
+
+/// What the geometric transforms read outside the `Resize` output
+/// (`pad_mode` of `aug_transforms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PadMode {
+    /// Zeros (black), the seed's `pad_mode="zeros"`.
+    #[default]
+    Zeros,
+    /// The image mirrored at its border (fastai's default).
+    Reflection,
+}
+
 /// Augmentation settings (`[data.augment]`); defaults are the seed's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
-    /// Probability with which each transform is applied to a sample.
+    /// Probability of the affine (rotate, zoom, warp) and of the lighting
+    /// (brightness, contrast) transforms: the seed's `p_affine` and
+    /// `p_lighting` (both 0.3).
     pub p: f64,
     /// Whether horizontal flips are drawn.
     pub flip: bool,
+    /// Probability of a flip (fastai's `Flip(p=0.5)`).
+    pub p_flip: f64,
+    /// Probability of the hue and of the saturation transform (fastai's
+    /// `Hue` / `Saturation` default, 0.75).
+    pub p_hsv: f64,
+    /// Smallest area fraction of `RandomResizedCropGPU`'s square crop (1 disables).
+    pub min_scale: f64,
+    /// What the geometric transforms read outside the image.
+    pub pad_mode: PadMode,
+    /// How the image was made square: set from `[data] resize` by
+    /// [`DataConfig::augment_config`](super::DataConfig::augment_config),
+    /// not a key of `[data.augment]`.
+    #[serde(skip)]
+    pub resize: ResizeMode,
     /// Largest rotation in degrees (0 disables).
     pub max_rotate: f64,
     /// Smallest zoom factor (1 with `max_zoom` 1 disables zoom).
@@ -50,13 +107,14 @@ pub struct AugmentConfig {
     pub max_zoom: f64,
     /// Brightness and contrast magnitude, in [0, 1) (0 disables).
     pub max_lighting: f64,
-    /// Perspective warp magnitude, in [0, 1) (0 disables; fastai's default is 0.2, the seed's "small warp" is 0.1).
+    /// Perspective warp magnitude, in [0, 1) (0 disables; fastai's default is 0.2, the seed's 0.05).
     pub max_warp: f64,
     /// Hue magnitude, in [0, 1) (0 disables).
     pub max_hue: f64,
     /// Saturation magnitude, in [0, 1) (0 disables).
     pub max_saturation: f64,
-    /// Random placement inside the padded square, as fastai's training `Resize(method=Pad)`.
+    /// Random position of the `Resize` crop (or of the image in its padded
+    /// square), as fastai's training-split `Resize`; centred without.
     pub pad_jitter: bool,
 }
 
@@ -65,11 +123,16 @@ impl Default for AugmentConfig {
         AugmentConfig {
             p: 0.3,
             flip: true,
+            p_flip: 0.5,
+            p_hsv: 0.75,
+            min_scale: 0.75,
+            pad_mode: PadMode::Zeros,
+            resize: ResizeMode::Crop,
             max_rotate: 5.0,
             min_zoom: 0.9,
             max_zoom: 1.1,
             max_lighting: 0.5,
-            max_warp: 0.1,
+            max_warp: 0.05,
             max_hue: 0.3,
             max_saturation: 0.3,
             pad_jitter: true,
@@ -78,11 +141,17 @@ impl Default for AugmentConfig {
 }
 
 impl AugmentConfig {
-    /// Settings that leave every image unchanged.
+    /// Settings that leave every image unchanged (with `resize = "pad"`;
+    /// with `"crop"` they are the validation split's centre crop).
     pub fn none() -> Self {
         AugmentConfig {
             p: 0.0,
             flip: false,
+            p_flip: 0.0,
+            p_hsv: 0.0,
+            min_scale: 1.0,
+            pad_mode: PadMode::Zeros,
+            resize: ResizeMode::Pad,
             max_rotate: 0.0,
             min_zoom: 1.0,
             max_zoom: 1.0,
@@ -104,11 +173,24 @@ impl AugmentConfig {
             }
             Ok(())
         };
-        if !(0.0..=1.0).contains(&self.p) {
+        for (k, v) in [
+            ("p", self.p),
+            ("p_flip", self.p_flip),
+            ("p_hsv", self.p_hsv),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(DataError::config(
+                    key(k),
+                    v,
+                    "must be a probability in [0, 1]",
+                ));
+            }
+        }
+        if !(self.min_scale > 0.0 && self.min_scale <= 1.0) {
             return Err(DataError::config(
-                key("p"),
-                self.p,
-                "must be a probability in [0, 1]",
+                key("min_scale"),
+                self.min_scale,
+                "must be in (0, 1]",
             ));
         }
         if !(0.0..=180.0).contains(&self.max_rotate) {
@@ -161,8 +243,16 @@ pub struct AugmentParams {
     pub saturation: f64,
     /// Hue shift in turns (0 = none).
     pub hue_shift: f64,
-    /// Placement of the image in its padded square (0.5, 0.5 = centred).
+    /// Position of the `Resize` crop / of the image in its padded square
+    /// (fastai's `pcts`; 0.5, 0.5 = centred).
     pub pad_pct: (f64, f64),
+    /// The random resized crop: half-side `r` ∈ (0, 1] and centre `c` of the
+    /// square window in the `Resize` output's [−1, 1]² (1, (0, 0) = all of it).
+    pub crop: (f64, (f64, f64)),
+    /// How the cached image was made square (see [`ResizeMode`]).
+    pub resize: ResizeMode,
+    /// Zeros (true) or reflection outside the `Resize` output.
+    pub zeros: bool,
 }
 
 impl AugmentParams {
@@ -179,6 +269,18 @@ impl AugmentParams {
             saturation: 1.0,
             hue_shift: 0.0,
             pad_pct: (0.5, 0.5),
+            crop: (1.0, (0.0, 0.0)),
+            resize: ResizeMode::Pad,
+            zeros: true,
+        }
+    }
+
+    /// The validation split's transform: `Resize`'s centre crop (or the
+    /// padded square) and nothing else, as fastai's validation path.
+    pub fn validation(resize: ResizeMode) -> Self {
+        AugmentParams {
+            resize,
+            ..Self::identity()
         }
     }
 
@@ -189,7 +291,7 @@ impl AugmentParams {
         let p = cfg.p;
         // Every draw is made unconditionally, in a fixed order.
         let coin = |r: &mut _| unit(r) < p;
-        let flip = coin(&mut r) & cfg.flip;
+        let flip = (unit(&mut r) < cfg.p_flip) & cfg.flip;
         let sym = |r: &mut _, m: f64| -> f64 {
             let on = coin(r);
             let v = uniform(r, -m, m);
@@ -211,11 +313,17 @@ impl AugmentParams {
         let log_uniform = |r: &mut _, m: f64| uniform(r, (1.0 - m).ln(), -(1.0 - m).ln()).exp();
         let c_on = unit(&mut r) < p;
         let c_v = log_uniform(&mut r, ml);
-        let s_on = unit(&mut r) < p;
+        let s_on = unit(&mut r) < cfg.p_hsv;
         let s_v = log_uniform(&mut r, cfg.max_saturation);
-        let h_on = unit(&mut r) < p;
+        let h_on = unit(&mut r) < cfg.p_hsv;
         let h_v = log_uniform(&mut r, cfg.max_hue);
         let pad_pct = (unit(&mut r), unit(&mut r));
+        // RandomResizedCropGPU with ratio 1: area fraction U(min_scale, 1),
+        // the square's top-left uniform over the free space.
+        let area = uniform(&mut r, cfg.min_scale, 1.0);
+        let (tx, ty) = (unit(&mut r), unit(&mut r));
+        let half = area.sqrt().min(1.0);
+        let centre = |t: f64| -1.0 + half + 2.0 * (1.0 - half) * t;
         AugmentParams {
             flip,
             rotate_deg,
@@ -233,6 +341,13 @@ impl AugmentParams {
                 0.0
             },
             pad_pct: if cfg.pad_jitter { pad_pct } else { (0.5, 0.5) },
+            crop: if cfg.min_scale < 1.0 {
+                (half, (centre(tx), centre(ty)))
+            } else {
+                (1.0, (0.0, 0.0))
+            },
+            resize: cfg.resize,
+            zeros: cfg.pad_mode == PadMode::Zeros,
         }
     }
 
@@ -287,22 +402,39 @@ pub fn augment_into(
 
 /// The geometric part: output grid → source coordinates.
 struct GridMap {
+    /// The random resized crop: half-side and centre in the `Resize` output.
+    crop: (f64, (f64, f64)),
     /// Affine rows (flip·rotate·zoom) acting on normalised (x, y, 1).
     m: [[f64; 3]; 2],
     /// Perspective coefficients c0..c7 (c8 = 1), if warping.
     persp: Option<[f64; 8]>,
-    /// Pad-jitter translation in output pixels.
+    /// The `Resize` output inside the cached image: origin and extent in
+    /// cached pixels (normalised −1 ↦ origin, +1 ↦ origin + extent).
+    window: ((f64, f64), (f64, f64)),
+    /// Pad-jitter translation in output pixels (pad mode).
     shift: (f64, f64),
+    /// Zeros (true) or reflection outside the `Resize` output.
+    zeros: bool,
 }
 
 impl GridMap {
     fn new(p: &AugmentParams, size: usize, orig: (u32, u32)) -> Option<Self> {
-        let shift = jitter_shift(p.pad_pct, size, orig);
+        let last = size.saturating_sub(1) as f64;
+        let (shift, window) = match p.resize {
+            ResizeMode::Pad => (
+                jitter_shift(p.pad_pct, size, orig),
+                ((0.0, 0.0), (last, last)),
+            ),
+            ResizeMode::Crop => ((0.0, 0.0), crop_window(p.pad_pct, size, orig)),
+        };
+        let full = window == ((0.0, 0.0), (last, last));
         if !p.flip
             && p.rotate_deg == 0.0
             && p.zoom == 1.0
             && p.warp == (0.0, 0.0)
+            && p.crop == (1.0, (0.0, 0.0))
             && shift == (0.0, 0.0)
+            && full
         {
             return None;
         }
@@ -333,11 +465,19 @@ impl GridMap {
         } else {
             None
         };
-        Some(GridMap { m, persp, shift })
+        Some(GridMap {
+            crop: p.crop,
+            m,
+            persp,
+            window,
+            shift,
+            zeros: p.zeros,
+        })
     }
 
-    /// Bilinear resampling of `src` (HWC f32) into `dst` with reflection at
-    /// the borders (PyTorch `grid_sample`, `align_corners=True`).
+    /// Bilinear resampling of `src` (HWC f32) into `dst` (PyTorch
+    /// `grid_sample`, `align_corners=True`), zeros or reflection outside the
+    /// `Resize` output.
     fn sample(&self, src: &[f32], dst: &mut [f32], size: usize) {
         let last = (size - 1) as f64;
         let norm = |i: usize| {
@@ -347,10 +487,12 @@ impl GridMap {
                 0.0
             }
         };
+        let (half, (cx, cy)) = self.crop;
+        let ((ox, oy), (ew, eh)) = self.window;
         for i in 0..size {
-            let yo = norm(i);
+            let yo = cy + half * norm(i);
             for j in 0..size {
-                let xo = norm(j);
+                let xo = cx + half * norm(j);
                 let mut x = self.m[0][0] * xo + self.m[0][1] * yo + self.m[0][2];
                 let mut y = self.m[1][0] * xo + self.m[1][1] * yo + self.m[1][2];
                 if let Some(c) = &self.persp {
@@ -360,26 +502,63 @@ impl GridMap {
                     x = nx;
                     y = ny;
                 }
-                // Reflection acts on the jittered image's frame; the jitter
-                // itself moves the centred image with zero fill (fastai pads
-                // with zeros before the affine resample).
-                let px = reflect((x + 1.0) * 0.5 * last, last) - self.shift.0;
-                let py = reflect((y + 1.0) * 0.5 * last, last) - self.shift.1;
                 let o = (i * size + j) * 3;
-                bilinear(src, size, px, py, &mut dst[o..o + 3]);
+                // (x, y) in the `Resize` output's [−1, 1]²: to its pixels,
+                // padded, then into the cached image.
+                let (mut px, mut py) = ((x + 1.0) * 0.5 * ew, (y + 1.0) * 0.5 * eh);
+                if !self.zeros {
+                    px = reflect(px, ew);
+                    py = reflect(py, eh);
+                }
+                // The jitter moves the centred image with zero fill (fastai
+                // pads with zeros before the affine resample).
+                let px = ox + px - self.shift.0;
+                let py = oy + py - self.shift.1;
+                let rect = (ox.floor(), oy.floor(), (ox + ew).ceil(), (oy + eh).ceil());
+                bilinear(src, size, px, py, rect, &mut dst[o..o + 3]);
             }
         }
     }
 }
 
+/// The `Resize(method=Crop)` square inside the cached (centred, padded)
+/// image of an original `w`×`h`: fastai crops the square of side min(w, h)
+/// at `pct` of the free space. Returns its origin and extent in cached
+/// pixels.
+fn crop_window(pct: (f64, f64), size: usize, orig: (u32, u32)) -> ((f64, f64), (f64, f64)) {
+    let last = size.saturating_sub(1) as f64;
+    let (w, h) = orig;
+    if size < 2 || w == 0 || h == 0 {
+        return ((0.0, 0.0), (last, last));
+    }
+    let g = PadGeometry::fastai(w, h, size as u32, (0.5, 0.5));
+    let scale = size as f64 / g.side as f64; // source px -> cached px
+    let side = w.min(h) as f64;
+    // fastai: tl = int(pct * (dim - side)) in source pixels.
+    let tl = |p: f64, dim: u32| (p * (dim as f64 - side)).trunc();
+    let x0 = (g.pad_left as f64 - g.crop_x as f64 + tl(pct.0, w)) * scale;
+    let y0 = (g.pad_top as f64 - g.crop_y as f64 + tl(pct.1, h)) * scale;
+    let extent = (side * scale - 1.0).max(0.0);
+    ((x0, y0), (extent, extent))
+}
+
 /// Bilinear sample of the HWC image `src` at pixel coordinates (px, py);
-/// taps outside the image count as 0 (inside [0, size-1] none are).
+/// taps outside the image or outside `rect` (x0, y0, x1, y1, inclusive)
+/// count as 0 (inside it none are).
 #[inline]
-fn bilinear(src: &[f32], size: usize, px: f64, py: f64, out: &mut [f32]) {
+fn bilinear(
+    src: &[f32],
+    size: usize,
+    px: f64,
+    py: f64,
+    rect: (f64, f64, f64, f64),
+    out: &mut [f32],
+) {
     let (fx, fy) = (px.floor(), py.floor());
     let (wx, wy) = ((px - fx) as f32, (py - fy) as f32);
     let (x0, y0) = (fx as i64, fy as i64);
     let n = size as i64;
+    let (rx0, ry0, rx1, ry1) = (rect.0 as i64, rect.1 as i64, rect.2 as i64, rect.3 as i64);
     // Four taps: (offset into src, weight); outside taps get weight 0.
     let mut taps = [(0usize, 0.0f32); 4];
     let corners = [
@@ -389,7 +568,9 @@ fn bilinear(src: &[f32], size: usize, px: f64, py: f64, out: &mut [f32]) {
         (x0 + 1, y0 + 1, wx * wy),
     ];
     for (t, &(x, y, w)) in taps.iter_mut().zip(&corners) {
-        if x >= 0 && y >= 0 && x < n && y < n && w != 0.0 {
+        let inside =
+            x >= rx0.max(0) && y >= ry0.max(0) && x <= rx1.min(n - 1) && y <= ry1.min(n - 1);
+        if inside && w != 0.0 {
             *t = (((y * n + x) as usize) * 3, w);
         }
     }

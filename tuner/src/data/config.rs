@@ -8,18 +8,23 @@
 //! cache_dir = ".polytune-cache"  # preprocessed-image cache
 //! skip_corrupt = false           # skip undecodable images with a warning instead of failing
 //! threads = 0                    # decoding threads (0 = all cores)
+//! resize = "crop"                # fastai's Resize method: crop (the seed's) | pad
 //!
 //! [data.augment]                 # the seed's augmentation (these are the defaults)
-//! p = 0.3
+//! p = 0.3                        # p_affine and p_lighting
 //! flip = true
+//! p_flip = 0.5
+//! p_hsv = 0.75                   # Hue / Saturation's own default p
+//! min_scale = 0.75               # RandomResizedCropGPU, ratio 1
+//! pad_mode = "zeros"             # zeros | reflection
 //! max_rotate = 5.0
 //! min_zoom = 0.9
 //! max_zoom = 1.1
 //! max_lighting = 0.5
-//! max_warp = 0.1
+//! max_warp = 0.05
 //! max_hue = 0.3
 //! max_saturation = 0.3
-//! pad_jitter = true
+//! pad_jitter = true              # random Resize position in training
 //! ```
 //!
 //! Unknown keys are rejected by serde (`deny_unknown_fields`); impossible
@@ -29,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::augment::AugmentConfig;
+use super::augment::{AugmentConfig, ResizeMode};
 use super::error::{DataError, Result};
 
 /// Which data set to load.
@@ -98,6 +103,11 @@ pub struct DataConfig {
     /// so every trial validates on the same images).
     #[serde(default = "default_split_seed")]
     pub split_seed: u64,
+    /// How images are made square: fastai's `Resize` `crop` (the seed's:
+    /// the square of side min(w, h), at a random position in training,
+    /// centred in validation) or `pad` (the whole image, zero-padded).
+    #[serde(default)]
+    pub resize: ResizeMode,
     /// Augmentation of training batches.
     #[serde(default)]
     pub augment: AugmentConfig,
@@ -126,6 +136,7 @@ impl Default for DataConfig {
             threads: 0,
             valid_fraction: default_valid_fraction(),
             split_seed: default_split_seed(),
+            resize: ResizeMode::default(),
             augment: AugmentConfig::default(),
         }
     }
@@ -147,6 +158,14 @@ impl DataConfig {
             SourceKind::Digits => super::digits::NATIVE_SIZE,
             _ => 224,
         })
+    }
+
+    /// The training augmentation with `resize` in effect.
+    pub fn augment_config(&self) -> AugmentConfig {
+        AugmentConfig {
+            resize: self.resize,
+            ..self.augment.clone()
+        }
     }
 
     /// Parses the *contents* of a `[data]` table (as it would appear under

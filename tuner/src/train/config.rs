@@ -21,7 +21,9 @@
 //! weight_decay = 0.01         # decoupled (AdamW)
 //! label_smoothing = 0.0
 //! bn_mode = "train"           # batch-norm in the unfrozen phase: train | eval
-//! feature_cache = true        # cache the frozen body's features on disk
+//! head = "fastai"             # fastai's create_head | linear (one Linear on average-pooled features)
+//! frozen_bn = "train"         # frozen phase: body BN trains (fastai's train_bn) | frozen (eval mode, cacheable)
+//! feature_cache = true        # cache the frozen body's features on disk (frozen_bn = "frozen" only)
 //! views = 1                   # augmentation views in the feature cache (default: freeze_epochs)
 //! threads = 0                 # compute threads (0: all cores)
 //! ```
@@ -150,7 +152,19 @@ pub struct TrainConfig {
     /// Batch-norm in the unfrozen phase: `train` (batch statistics, as
     /// fastai) or `eval` (running statistics, frozen).
     pub bn_mode: String,
-    /// Cache the frozen body's features on disk (next to the image cache).
+    /// The classification head: `fastai` (fastai's `create_head`: concat
+    /// pool, batch-norm, dropout, 512 hidden units) or `linear` (one linear
+    /// layer on average-pooled features).
+    pub head: String,
+    /// The body's batch-norm in the frozen phase: `train` (fastai's
+    /// `train_bn=True`: batch statistics, running statistics updated, γ and
+    /// β trained at `base_lr/10`; every frozen step runs the body forward and
+    /// backward, so no feature cache is possible) or `frozen` (eval mode,
+    /// nothing in the body changes, so its features are computed once and
+    /// cached: much faster).
+    pub frozen_bn: String,
+    /// Cache the frozen body's features on disk (next to the image cache);
+    /// only used with `frozen_bn = "frozen"`.
     pub feature_cache: bool,
     /// Augmentation views in the feature cache: frozen epoch `e` uses view
     /// `e % views` (1..=256; default: `freeze_epochs`, i.e. one view per
@@ -215,6 +229,8 @@ impl Default for TrainConfig {
             weight_decay: 0.01,
             label_smoothing: 0.0,
             bn_mode: "train".into(),
+            head: HeadKind::Fastai.name().into(),
+            frozen_bn: FrozenBn::Train.name().into(),
             feature_cache: true,
             views: None,
             threads: 0,
@@ -225,6 +241,41 @@ impl Default for TrainConfig {
 
 /// Batch-norm behaviour in the unfrozen phase.
 pub use poly_loss::nn::resnet::BnMode;
+
+pub use super::head::HeadKind;
+
+/// The body's batch-norm while the body is frozen (`[train] frozen_bn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrozenBn {
+    /// fastai (`train_bn=True`): batch statistics, running statistics
+    /// updated, γ and β trained; no feature cache.
+    Train,
+    /// Eval mode, nothing changes: the body's features are cacheable.
+    Frozen,
+}
+
+impl FrozenBn {
+    /// The name used in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrozenBn::Train => "train",
+            FrozenBn::Frozen => "frozen",
+        }
+    }
+}
+
+impl std::str::FromStr for FrozenBn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "train" => Ok(FrozenBn::Train),
+            "frozen" => Ok(FrozenBn::Frozen),
+            _ => Err(
+                "is not a frozen-phase batch-norm mode (expected \"train\" or \"frozen\")".into(),
+            ),
+        }
+    }
+}
 
 impl TrainConfig {
     /// Parses a `[train]` table (e.g. [`crate::study::StudyConfig::train`] or
@@ -287,6 +338,12 @@ impl TrainConfig {
         }
         if let Err(why) = parse_bn_mode(&self.bn_mode) {
             return bad("bn_mode", format!("{:?}", self.bn_mode), &why);
+        }
+        if let Err(why) = self.head.parse::<HeadKind>() {
+            return bad("head", format!("{:?}", self.head), &why);
+        }
+        if let Err(why) = self.frozen_bn.parse::<FrozenBn>() {
+            return bad("frozen_bn", format!("{:?}", self.frozen_bn), &why);
         }
         match self.device.parse::<ComputeDevice>() {
             Err(why) => return bad("device", format!("{:?}", self.device), &why),
@@ -411,6 +468,23 @@ impl TrainConfig {
     /// Batch-norm mode of the unfrozen phase (the config must be valid).
     pub fn bn(&self) -> BnMode {
         parse_bn_mode(&self.bn_mode).expect("validated bn_mode")
+    }
+
+    /// The head (the config must be valid).
+    pub fn head_kind(&self) -> HeadKind {
+        self.head.parse().expect("validated head")
+    }
+
+    /// The frozen phase's batch-norm (the config must be valid).
+    pub fn frozen_bn_mode(&self) -> FrozenBn {
+        self.frozen_bn.parse().expect("validated frozen_bn")
+    }
+
+    /// Whether the frozen phase reads its features from the cache:
+    /// `feature_cache` with `frozen_bn = "frozen"` (a body whose batch-norm
+    /// trains gives other features at every step).
+    pub fn uses_feature_cache(&self) -> bool {
+        self.feature_cache && self.frozen_bn_mode() == FrozenBn::Frozen
     }
 
     /// F as a count.
@@ -554,6 +628,9 @@ mod tests {
         );
         assert_eq!(c.feature_views(), 1);
         assert_eq!(c.bn(), BnMode::Train);
+        assert_eq!(c.head_kind(), HeadKind::Fastai);
+        assert_eq!(c.frozen_bn_mode(), FrozenBn::Train);
+        assert!(!c.uses_feature_cache(), "train-mode BN cannot cache");
         let back = TrainConfig::from_table(&c.to_table(), "x").unwrap();
         assert_eq!(back, c);
     }
@@ -575,6 +652,14 @@ mod tests {
             (
                 "bn_mode = \"frozen\"",
                 "c.toml: key `train.bn_mode`: \"frozen\" is not a batch-norm mode (expected \"train\" or \"eval\")",
+            ),
+            (
+                "head = \"mlp\"",
+                "c.toml: key `train.head`: \"mlp\" is not a head (expected \"fastai\" or \"linear\")",
+            ),
+            (
+                "frozen_bn = \"eval\"",
+                "c.toml: key `train.frozen_bn`: \"eval\" is not a frozen-phase batch-norm mode (expected \"train\" or \"frozen\")",
             ),
             (
                 "epochs = 0\nfreeze_epochs = 0",

@@ -1,17 +1,29 @@
 //! The frozen-phase feature cache.
 //!
-//! While the body is frozen its output for a given input never changes, so
+//! While the body is frozen with its batch-norm in eval mode
+//! (`frozen_bn = "frozen"`) its output for a given input never changes, so
 //! the trainer computes the pooled features of every training image (in
 //! each augmentation view) and every validation image once, stores them on
 //! disk next to the image cache, and trains the head on them: the frozen
 //! phase of every later trial with the same key costs no body forward pass.
+//! (With fastai's `frozen_bn = "train"` the body's batch-norm normalises
+//! with batch statistics and trains, so the features change every step and
+//! nothing can be cached.)
+//!
+//! What is stored is the head's input before any trained layer: the global
+//! pooling of the body's feature map ([`Pool`]) — the mean over h×w for the
+//! linear head, fastai's `[max, mean]` (2C floats) for fastai's head. Every
+//! layer after the pooling trains, the pooling has no parameters, so the
+//! pooled vector determines the head's output exactly as the map does, at
+//! `h·w/2` times less space (ResNet-50 at 224 px: 4096 instead of
+//! 2048 × 7 × 7 floats per image).
 //!
 //! **Key.** Everything that decides the features: the model, a hash of the
 //! body's tensors (pretrained weights or a seeded initialisation, running
 //! statistics included), the fingerprints of the train and valid
 //! [`ImageSet`]s (source files, image size, preprocessing), the augmentation
 //! settings, the seed (augmentation is drawn per seed, view and sample), the
-//! number of views, and the sizes. The key is written into the file in full
+//! number of views, the pooling, and the sizes. The key is written into the file in full
 //! and compared on open, and its hash names the file.
 //!
 //! **Safety.** Files are written to a temporary name, synced and renamed, so
@@ -32,6 +44,8 @@ use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 use poly_loss::nn::pretrained::{visit_model, ModelItem};
 use poly_loss::nn::resnet::{ImageClassifier, Images};
+
+use super::head::Pool;
 use poly_loss::nn::VisionDevice;
 
 use super::error::TrainError;
@@ -39,7 +53,7 @@ use crate::data::{Augment, ImageSet};
 
 const MAGIC: &[u8; 8] = b"PTUNEFEA";
 const TRAILER: &[u8; 8] = b"PTFEAEND";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// File extension of feature cache files.
 pub const FEATURE_EXT: &str = "f32feat";
 
@@ -134,6 +148,8 @@ pub struct FeatureKey {
     pub seed: u64,
     /// Augmentation views of the training split.
     pub views: u64,
+    /// The pooling ([`Pool::name`]).
+    pub pool: String,
     /// Feature width.
     pub dim: usize,
     /// Training images.
@@ -146,7 +162,7 @@ impl FeatureKey {
     /// The key as the text stored in the file.
     pub fn text(&self) -> String {
         format!(
-            "polytune frozen-body features v{VERSION}\nmodel={}\nbody={:016x}\ntrain={:016x}\nvalid={:016x}\nimage_size={}\naugment={}\nseed={}\nviews={}\ndim={}\nn_train={}\nn_valid={}\n",
+            "polytune frozen-body features v{VERSION}\nmodel={}\nbody={:016x}\ntrain={:016x}\nvalid={:016x}\nimage_size={}\naugment={}\nseed={}\nviews={}\npool={}\ndim={}\nn_train={}\nn_valid={}\n",
             self.model,
             self.body,
             self.train,
@@ -155,6 +171,7 @@ impl FeatureKey {
             self.augment,
             self.seed,
             self.views,
+            self.pool,
             self.dim,
             self.n_train,
             self.n_valid
@@ -372,9 +389,9 @@ impl FrozenFeatures {
     }
 }
 
-/// The body's pooled features (eval-mode batch-norm, no tape) of `indices`
-/// of `set`, augmented with `augment` if given, in batches of `batch`:
-/// `indices.len() × F` floats, sample-major.
+/// The body's features (eval-mode batch-norm, no tape) of `indices` of
+/// `set`, augmented with `augment` if given, in batches of `batch`, pooled
+/// with `pool`: `indices.len() × pool.width(F)` floats, sample-major.
 pub fn extract_features<M, D>(
     model: &M,
     dev: &D,
@@ -382,19 +399,19 @@ pub fn extract_features<M, D>(
     indices: &[usize],
     augment: Option<&Augment>,
     batch: usize,
+    pool: Pool,
 ) -> Result<Vec<f32>, TrainError>
 where
     D: VisionDevice,
     M: ImageClassifier<D>,
 {
-    let dim = M::FeatureDim::SIZE;
+    let dim = pool.width(M::FeatureDim::SIZE);
     let mut out = Vec::with_capacity(indices.len() * dim);
     for chunk in indices.chunks(batch.max(1)) {
         let mut b = set.assemble(chunk, augment)?;
         let x: Images<D> = images_tensor(dev, &mut b)?;
-        let f = model
-            .try_forward_features_eval(x)
-            .map_err(TrainError::device)?;
+        let map = model.try_forward_body_eval(x).map_err(TrainError::device)?;
+        let f = pool.try_apply(map).map_err(TrainError::device)?;
         out.extend(f.as_vec());
     }
     Ok(out)

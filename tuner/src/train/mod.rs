@@ -5,8 +5,8 @@
 //! | --- | --- |
 //! | [`config`] | the `[train]` section ([`TrainConfig`]) |
 //! | [`schedule`] | one-cycle learning rate and momentum, discriminative rates |
-//! | [`head`] | the runtime-sized classification head ([`Head`]) |
-//! | [`optimiser`] | AdamW per layer group |
+//! | [`head`] | the classification head, fastai's or linear ([`Head`]) |
+//! | [`optimiser`] | fastai's Adam per layer group |
 //! | [`features`] | the frozen body's feature cache |
 //! | [`metrics`] | top-1 / top-5 / CE, the epoch CSV |
 //! | [`trainer`] | the fine-tune loop ([`train`]) |
@@ -34,10 +34,10 @@ pub mod trainer;
 pub mod trial;
 pub mod weights;
 
-pub use config::{ComputeDevice, ModelKind, TrainConfig};
+pub use config::{ComputeDevice, FrozenBn, ModelKind, TrainConfig};
 pub use error::TrainError;
 pub use features::{FeatureKey, FeatureOrigin, FrozenFeatures};
-pub use head::Head;
+pub use head::{Head, HeadKind, Pool};
 pub use metrics::{EpochMetrics, EvalMetrics, Phase};
 pub use trainer::{
     epoch_batches, train, BatchInfo, Loss, Quiet, TrainObserver, TrainOptions, TrainReport,

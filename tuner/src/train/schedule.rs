@@ -11,10 +11,21 @@
 //! ```
 //!
 //! `fine_tune(U, base_lr, freeze_epochs = F, lr_mult)` runs one cycle of F
-//! epochs with the body frozen (`pct_start = 0.99`, head rate `base_lr`),
-//! then one of U epochs unfrozen with `base_lr / 2` and `div = 5`, the layer
-//! groups' peak rates spread geometrically from `base_lr/2/lr_mult` (first
-//! group) to `base_lr/2` (the head), as fastai's `slice(lo, hi)` does.
+//! epochs with the body frozen, `fit_one_cycle(F, slice(base_lr),
+//! pct_start = 0.99)`, then one of U epochs unfrozen,
+//! `fit_one_cycle(U, slice(base_lr/2/lr_mult, base_lr/2), pct_start, div = 5)`.
+//! fastai's `Optimizer.set_hyper` turns a `slice` into one peak rate per
+//! layer group (n groups, the head last):
+//!
+//! ```text
+//! slice(hi)     → [hi/10, …, hi/10, hi]                       (frozen_group_lrs)
+//! slice(lo, hi) → lo · (hi/lo)^(g/(n−1)),  g = 0 … n−1       (even_mults, unfrozen_group_lrs)
+//! ```
+//!
+//! so with fastai's 3-group ResNet split and `lr_mult = 100` the unfrozen
+//! peaks are `base_lr/2 · [1/100, 1/10, 1]`. While frozen only the head and
+//! (with `train_bn`) the body's batch-norm parameters train, the latter at
+//! `base_lr/10`.
 //!
 //! ```
 //! use polytune::train::schedule::{even_mults, OneCycle};
@@ -106,6 +117,17 @@ pub fn even_mults(start: f64, stop: f64, n: usize) -> Vec<f64> {
             (0..n).map(|i| start * step.powi(i as i32)).collect()
         }
     }
+}
+
+/// Peak learning rates of `groups` layer groups (the head last) in the
+/// frozen phase: fastai's `slice(base_lr)`, i.e. `base_lr / 10` for every
+/// body group and `base_lr` for the head.
+pub fn frozen_group_lrs(base_lr: f64, groups: usize) -> Vec<f64> {
+    let mut v = vec![base_lr / 10.0; groups.saturating_sub(1)];
+    if groups > 0 {
+        v.push(base_lr);
+    }
+    v
 }
 
 /// Peak learning rates of `groups` layer groups (the head last) in the

@@ -1,20 +1,30 @@
 //! The fine-tune: fastai's `fine_tune` schedule with `PolyLoss<N>`.
 //!
-//! 1. **Frozen** (F epochs): the body's features (eval-mode batch-norm) are
-//!    taken from the feature cache ([`super::features`]) — or computed per
-//!    batch when caching is off — and only the [`Head`] trains, one cycle
-//!    with `lr_max = base_lr`, `div = frozen_div`, `pct_start =
-//!    frozen_pct_start`. Epoch `e` uses augmentation view `e % views`.
+//! 1. **Frozen** (F epochs), one cycle with peak rates `slice(base_lr)`
+//!    (head `base_lr`, body groups `base_lr/10`), `div = frozen_div`,
+//!    `pct_start = frozen_pct_start`:
+//!    - `frozen_bn = "train"` (fastai's `train_bn=True`): every step runs the
+//!      body with batch-norm in train mode (batch statistics, running
+//!      statistics updated) under the tape, and the head and the body's
+//!      batch-norm γ/β train; convolution weights stay fixed. Epoch `e`
+//!      uses augmentation view `e`.
+//!    - `frozen_bn = "frozen"`: the body is in eval mode and nothing in it
+//!      changes, so its pooled features are taken from the feature cache
+//!      ([`super::features`]) — or computed per batch when caching is off —
+//!      and only the [`Head`] trains. Epoch `e` uses view `e % views`.
 //! 2. **Unfrozen** (U epochs): everything trains with batch-norm in
 //!    `bn_mode`, one cycle with `div`, `pct_start`, and peak rates
 //!    `slice(base_lr/2/lr_mult, base_lr/2)` over the layer groups (head
 //!    last). Epoch `e` (counted over the whole run) uses view `e`.
 //!
-//! Every step sets each group's AdamW learning rate and β₁ from the cycle.
+//! The head is `[train] head` ([`Head`]: fastai's or linear) on the pooling
+//! it needs ([`Pool`]). Every step sets each group's learning rate and β₁
+//! from the cycle (fastai's `Adam`, [`super::optimiser`]).
 //! The data order of epoch `e` is [`epoch_order`]`(n, seed, e)` with the last
 //! partial batch dropped, and augmentation is drawn per (seed, view, sample),
-//! so two runs that differ only in ε see the same batches; the body is
-//! initialised from `seed` (or loaded), the head from `seed`.
+//! so two runs that differ only in ε see the same batches and dropout
+//! masks; the body is initialised from `seed` (or loaded), the head from
+//! `seed`.
 //!
 //! A NaN or infinite training loss stops the run with
 //! [`TrainError::NonFinite`].
@@ -25,21 +35,22 @@ use std::time::Instant;
 use dfdx::nn::BuildModule;
 use dfdx::prelude::*;
 use poly_loss::loss::PolyDevice;
-use poly_loss::nn::resnet::{ImageClassifier, ResNet18, ResNet50, SmallResNet};
+use poly_loss::nn::resnet::{BnMode, ImageClassifier, ResNet18, ResNet50, SmallResNet};
 use poly_loss::nn::VisionDevice;
 use poly_loss::PolyLoss;
 
-use super::config::{ComputeDevice, ModelKind, TrainConfig};
+use super::config::{ComputeDevice, FrozenBn, ModelKind, TrainConfig};
 use super::error::TrainError;
 use super::features::{
     extract_features, images_tensor, tensor_hash, FeatureKey, FeatureOrigin, FrozenFeatures,
 };
-use super::head::Head;
+use super::head::{Head, Pool, RuntimeFeatures, SeededDropout};
 use super::metrics::{Accumulator, EpochMetrics, EvalMetrics, MetricsCsv, Phase};
-use super::optimiser::{AdamW, GroupOptimisers};
-use super::schedule::{unfrozen_group_lrs, OneCycle};
+use super::optimiser::{AdamW, BodyUpdate, GroupOptimisers};
+use super::schedule::{frozen_group_lrs, unfrozen_group_lrs, OneCycle};
 use super::weights::{load_body, save_model};
-use crate::data::{epoch_order, Augment, Dataset, ImageSet};
+use crate::data::augment::ResizeMode;
+use crate::data::{epoch_order, Augment, AugmentConfig, Dataset, ImageSet};
 
 /// Most ε terms a run accepts (`PolyLoss<1>` … `PolyLoss<8>`).
 pub const MAX_TERMS: usize = 8;
@@ -157,8 +168,9 @@ pub struct TrainReport {
     pub unfrozen_seconds: f64,
     /// Wall time of the whole run (model build and loading included), seconds.
     pub seconds: f64,
-    /// The weights of the head after training, `(classes × F)` row-major, then the bias.
-    pub head: (Vec<f32>, Vec<f32>),
+    /// The head after training: every tensor's name, shape and values
+    /// ([`Head::export`]; the linear head's `fc.weight` first, then `fc.bias`).
+    pub head: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
 /// The training loss: `PolyLoss<N>` with N fixed at run time by ε's length.
@@ -359,7 +371,9 @@ struct Run<'a, M: ImageClassifier<D>, D: VisionDevice + PolyDevice> {
     data: &'a Dataset,
     dev: D,
     model: M,
-    head: Head<M::FeatureDim, f32, D>,
+    head: Head<D>,
+    pool: Pool,
+    drop: SeededDropout,
     opt: GroupOptimisers<D>,
     loss: Loss,
     seed: u64,
@@ -386,13 +400,21 @@ where
         if let Some(w) = &cfg.weights {
             load_body(&mut model, kind, w)?;
         }
-        let head = Head::new(&dev, data.num_classes(), opts.seed).map_err(TrainError::device)?;
+        let head_kind = cfg.head_kind();
+        let head = Head::new(
+            &dev,
+            head_kind,
+            M::FeatureDim::SIZE,
+            data.num_classes(),
+            opts.seed,
+        )
+        .map_err(TrainError::device)?;
         let hyper = AdamW {
             beta2: cfg.beta2,
             eps: cfg.adam_eps,
             weight_decay: cfg.weight_decay,
         };
-        let opt = GroupOptimisers::new(M::GROUPS.len(), hyper);
+        let opt = GroupOptimisers::new(M::MODULES.len(), hyper);
         let bs = cfg.batch_size as usize;
         let steps = epoch_batches(data.train().len(), bs, 0, 0).len();
         let csv = opts
@@ -406,6 +428,8 @@ where
             dev,
             model,
             head,
+            pool: head_kind.pool(),
+            drop: SeededDropout::new(opts.seed),
             opt,
             loss,
             seed: opts.seed,
@@ -423,7 +447,7 @@ where
         if cfg.frozen_epochs() > 0 {
             let t = Instant::now();
             observer.phase_start(Phase::Frozen, cfg.frozen_epochs());
-            let f = if cfg.feature_cache {
+            let f = if cfg.uses_feature_cache() {
                 Some(run.frozen_features()?)
             } else {
                 None
@@ -467,12 +491,13 @@ where
             feature_seconds: feature_s,
             unfrozen_seconds: unfrozen_s,
             seconds: start.elapsed().as_secs_f64(),
-            head: (run.head.weight.as_vec(), run.head.bias.as_vec()),
+            head: run.head.export(M::HEAD),
         })
     }
 
-    fn dim() -> usize {
-        M::FeatureDim::SIZE
+    /// Width of the pooled features the head reads.
+    fn dim(&self) -> usize {
+        self.pool.width(M::FeatureDim::SIZE)
     }
 
     fn feature_key(&self) -> FeatureKey {
@@ -483,11 +508,16 @@ where
             train: data.train().fingerprint(),
             valid: data.valid().fingerprint(),
             image_size: data.image_size(),
-            augment: serde_json::to_string(&data.config().augment)
-                .expect("augmentation settings serialise"),
+            augment: format!(
+                "{} resize={:?}",
+                serde_json::to_string(&data.config().augment)
+                    .expect("augmentation settings serialise"),
+                data.config().resize
+            ),
             seed: self.seed,
             views: self.cfg.feature_views(),
-            dim: Self::dim(),
+            pool: self.pool.name().into(),
+            dim: self.dim(),
             n_train: data.train().len(),
             n_valid: data.valid().len(),
         }
@@ -513,11 +543,20 @@ where
                     &all,
                     Some(&aug),
                     eval_bs,
+                    self.pool,
                 )?);
             }
             let valid_set = self.data.valid();
             let idx: Vec<usize> = (0..valid_set.len()).collect();
-            let valid = extract_features(&self.model, &self.dev, valid_set, &idx, None, eval_bs)?;
+            let valid = extract_features(
+                &self.model,
+                &self.dev,
+                valid_set,
+                &idx,
+                self.eval_transform().as_ref(),
+                eval_bs,
+                self.pool,
+            )?;
             tracing::info!(
                 "computed frozen-body features: {} views x {} train + {} valid images in {:.2} s",
                 key.views,
@@ -531,9 +570,25 @@ where
 
     fn augment(&self, view: u64) -> Augment {
         Augment {
-            config: self.data.config().augment.clone(),
+            config: self.data.config().augment_config(),
             seed: self.seed,
             view,
+        }
+    }
+
+    /// fastai's validation path: `Resize`'s centre crop with `resize =
+    /// "crop"` (a resample), the cached square as it is with `"pad"`.
+    fn eval_transform(&self) -> Option<Augment> {
+        match self.data.config().resize {
+            ResizeMode::Pad => None,
+            ResizeMode::Crop => Some(Augment {
+                config: AugmentConfig {
+                    resize: ResizeMode::Crop,
+                    ..AugmentConfig::none()
+                },
+                seed: self.seed,
+                view: 0,
+            }),
         }
     }
 
@@ -564,15 +619,21 @@ where
     ) -> Result<(), TrainError> {
         let cfg = self.cfg;
         let epochs = cfg.frozen_epochs();
+        let peaks = frozen_group_lrs(cfg.base_lr, M::GROUPS.len());
         let sched = OneCycle {
-            lr_max: cfg.base_lr,
+            lr_max: 1.0,
             div: cfg.frozen_div,
             div_final: cfg.div_final,
             pct_start: cfg.frozen_pct_start,
             moms: cfg.moms,
             total_steps: epochs * self.steps,
         };
-        let views = cfg.feature_views();
+        let train_bn = cfg.frozen_bn_mode() == FrozenBn::Train;
+        let views = if train_bn {
+            u64::MAX
+        } else {
+            cfg.feature_views()
+        };
         let bs = cfg.batch_size as usize;
         let train_set = self.data.train();
         for e in 0..epochs {
@@ -582,36 +643,74 @@ where
             let batches = epoch_batches(train_set.len(), bs, self.seed, e as u64);
             observer.epoch_start(Phase::Frozen, e + 1, batches.len());
             let (mut loss_sum, mut seen, mut lr) = (0.0f64, 0usize, 0.0);
+            let mut lrs = peaks.clone();
             for (b, idx) in batches.iter().enumerate() {
-                let feats = match features {
-                    Some(f) => idx
-                        .iter()
-                        .flat_map(|&i| f.train(view, i))
-                        .copied()
-                        .collect(),
-                    None => {
-                        extract_features(&self.model, &self.dev, train_set, idx, Some(&aug), bs)?
-                    }
-                };
-                let x = self
-                    .dev
-                    .try_tensor_from_vec(feats, (idx.len(), M::FeatureDim::default()))
-                    .map_err(TrainError::device)?;
-                let labels: Vec<usize> = idx.iter().map(|&i| train_set.label(i)).collect();
-                let logits = self
-                    .head
-                    .try_forward(x.traced(Gradients::leaky()))
-                    .map_err(TrainError::device)?;
-                let loss = self.loss.forward(logits, &labels)?;
-                let value = loss.as_vec()[0];
-                self.check(Phase::Frozen, e + 1, b + 1, value)?;
-                let mut grads = loss.backward();
                 let step = e * self.steps + b;
-                lr = sched.lr(step);
+                for (lr, &peak) in lrs.iter_mut().zip(&peaks) {
+                    *lr = sched.lr_scaled(step, peak);
+                }
+                lr = *lrs.last().expect("head rate");
                 let mom = sched.momentum(step);
-                self.opt
-                    .step_head(&mut self.head, &mut grads, lr, mom)
-                    .map_err(TrainError::device)?;
+                let labels: Vec<usize> = idx.iter().map(|&i| train_set.label(i)).collect();
+                let value = if train_bn {
+                    // fastai's frozen body with train_bn: batch statistics,
+                    // the tape through the body for its γ/β.
+                    let mut batch = train_set.assemble(idx, Some(&aug))?;
+                    let x = images_tensor(&self.dev, &mut batch)?;
+                    let map = self
+                        .model
+                        .try_forward_body(x.traced(Gradients::leaky()), BnMode::Train)
+                        .map_err(TrainError::device)?;
+                    let f = self.pool.try_apply(map).map_err(TrainError::device)?;
+                    let logits = self
+                        .head
+                        .try_forward_train(f, &mut self.drop)
+                        .map_err(TrainError::device)?;
+                    let loss = self.loss.forward(logits, &labels)?;
+                    let value = loss.as_vec()[0];
+                    self.check(Phase::Frozen, e + 1, b + 1, value)?;
+                    let mut grads = loss.backward();
+                    self.opt
+                        .step_body(&mut self.model, &mut grads, &lrs, mom, BodyUpdate::NormOnly)
+                        .map_err(TrainError::device)?;
+                    self.opt
+                        .step_head(&mut self.head, &mut grads, lr, mom)
+                        .map_err(TrainError::device)?;
+                    value
+                } else {
+                    let feats = match features {
+                        Some(f) => idx
+                            .iter()
+                            .flat_map(|&i| f.train(view, i))
+                            .copied()
+                            .collect(),
+                        None => extract_features(
+                            &self.model,
+                            &self.dev,
+                            train_set,
+                            idx,
+                            Some(&aug),
+                            bs,
+                            self.pool,
+                        )?,
+                    };
+                    let x: RuntimeFeatures<D> = self
+                        .dev
+                        .try_tensor_from_vec(feats, (idx.len(), self.dim()))
+                        .map_err(TrainError::device)?;
+                    let logits = self
+                        .head
+                        .try_forward_train(x.traced(Gradients::leaky()), &mut self.drop)
+                        .map_err(TrainError::device)?;
+                    let loss = self.loss.forward(logits, &labels)?;
+                    let value = loss.as_vec()[0];
+                    self.check(Phase::Frozen, e + 1, b + 1, value)?;
+                    let mut grads = loss.backward();
+                    self.opt
+                        .step_head(&mut self.head, &mut grads, lr, mom)
+                        .map_err(TrainError::device)?;
+                    value
+                };
                 loss_sum += value as f64 * idx.len() as f64;
                 seen += idx.len();
                 observer.batch_end(&BatchInfo {
@@ -675,11 +774,15 @@ where
                 let x = images_tensor(&self.dev, &mut batch)?;
                 // Leaky: the head's gradients must survive the backward pass
                 // (see `Head`); the vision ops free their own intermediates.
-                let f = self
+                let map = self
                     .model
-                    .try_forward_features(x.traced(Gradients::leaky()), bn)
+                    .try_forward_body(x.traced(Gradients::leaky()), bn)
                     .map_err(TrainError::device)?;
-                let logits = self.head.try_forward(f).map_err(TrainError::device)?;
+                let f = self.pool.try_apply(map).map_err(TrainError::device)?;
+                let logits = self
+                    .head
+                    .try_forward_train(f, &mut self.drop)
+                    .map_err(TrainError::device)?;
                 let loss = self.loss.forward(logits, &batch.labels)?;
                 let value = loss.as_vec()[0];
                 self.check(Phase::Unfrozen, e + 1, b + 1, value)?;
@@ -745,20 +848,23 @@ where
         Ok(())
     }
 
-    /// Model and head on every image of `set` (eval-mode batch-norm, no augmentation).
+    /// Model and head on every image of `set` (eval-mode batch-norm, no
+    /// augmentation; `Resize`'s centre crop with `resize = "crop"`).
     fn evaluate(&self, set: &ImageSet) -> Result<EvalMetrics, TrainError> {
         let eval_bs = self.cfg.eval_batch_size as usize;
         let classes = self.head.classes();
         let mut acc = Accumulator::default();
         let all: Vec<usize> = (0..set.len()).collect();
+        let transform = self.eval_transform();
         for chunk in all.chunks(eval_bs) {
-            let mut batch = set.assemble(chunk, None)?;
+            let mut batch = set.assemble(chunk, transform.as_ref())?;
             let x = images_tensor(&self.dev, &mut batch)?;
-            let f = self
+            let map = self
                 .model
-                .try_forward_features_eval(x)
+                .try_forward_body_eval(x)
                 .map_err(TrainError::device)?;
-            let logits = self.head.try_forward(f).map_err(TrainError::device)?;
+            let f = self.pool.try_apply(map).map_err(TrainError::device)?;
+            let logits = self.head.try_forward_eval(f).map_err(TrainError::device)?;
             acc.add(&logits.as_vec(), classes, &batch.labels);
         }
         Ok(acc.finish())
@@ -771,15 +877,15 @@ where
         labels: &[usize],
     ) -> Result<EvalMetrics, TrainError> {
         let eval_bs = self.cfg.eval_batch_size as usize;
-        let dim = Self::dim();
+        let dim = self.dim();
         let classes = self.head.classes();
         let mut acc = Accumulator::default();
         for (rows, ys) in feats.chunks(eval_bs * dim).zip(labels.chunks(eval_bs)) {
             let x = self
                 .dev
-                .try_tensor_from_vec(rows.to_vec(), (ys.len(), M::FeatureDim::default()))
+                .try_tensor_from_vec(rows.to_vec(), (ys.len(), dim))
                 .map_err(TrainError::device)?;
-            let logits = self.head.try_forward(x).map_err(TrainError::device)?;
+            let logits = self.head.try_forward_eval(x).map_err(TrainError::device)?;
             acc.add(&logits.as_vec(), classes, ys);
         }
         Ok(acc.finish())

@@ -7,7 +7,7 @@ use ::safetensors::tensor::{Dtype as FileDtype, TensorView};
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 use poly_loss::nn::pretrained::{
-    load_pretrained, visit_model, KeyProblem, LoadOptions, ModelItem, PretrainedError,
+    load_pretrained_from_bytes, visit_model, KeyProblem, LoadOptions, ModelItem, PretrainedError,
 };
 use poly_loss::nn::resnet::ImageClassifier;
 use poly_loss::nn::VisionDevice;
@@ -17,7 +17,8 @@ use super::error::TrainError;
 use super::head::Head;
 
 /// Loads a torchvision-layout `state_dict` (safetensors) into the body of
-/// `model`. The file's `fc` may have any class count (the trainer trains a
+/// `model`. The file's `fc` may have any class count, or be replaced by the
+/// `head.*` of a model polytune saved with fastai's head (the trainer trains a
 /// head of its own); anything else that does not fit — another
 /// architecture, missing or extra tensors, other shapes — is an error that
 /// names the file, the model and the first offending keys.
@@ -26,7 +27,14 @@ where
     D: VisionDevice,
     M: ImageClassifier<D>,
 {
-    match load_pretrained(model, path, &LoadOptions::head(M::HEAD)) {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Weights {
+        path: path.to_path_buf(),
+        message: format!("cannot read weights: {source}"),
+    })?;
+    // A model polytune saved with fastai's head (`head.*`, no `fc`): load
+    // its body, with the model's own placeholder `fc` standing in.
+    let bytes = without_fastai_head(model, &bytes, M::HEAD).unwrap_or(bytes);
+    match load_pretrained_from_bytes(model, &bytes, path, &LoadOptions::head(M::HEAD)) {
         Ok(report) => {
             tracing::info!(
                 "{}: loaded {} tensors into {kind}{}",
@@ -89,6 +97,49 @@ where
     }
 }
 
+/// The file without its `head.*` tensors and with `model`'s own `<fc>.*`
+/// added where the file has none, when it holds a fastai head; `None`
+/// otherwise (or when it is not a safetensors file: the loader reports that).
+fn without_fastai_head<M, D>(model: &M, bytes: &[u8], fc: &str) -> Option<Vec<u8>>
+where
+    M: TensorCollection<f32, D>,
+    D: Device<f32>,
+{
+    let file = ::safetensors::SafeTensors::deserialize(bytes).ok()?;
+    let names = file.names();
+    if !names.iter().any(|n| n.starts_with("head.")) {
+        return None;
+    }
+    let fc_prefix = format!("{fc}.");
+    let has_fc = names.iter().any(|n| n.starts_with(&fc_prefix));
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for name in names {
+        if name.starts_with("head.") {
+            continue;
+        }
+        let view = file.tensor(name).ok()?;
+        owned.push((
+            name.to_string(),
+            view.shape().to_vec(),
+            view.data().to_vec(),
+        ));
+    }
+    if !has_fc {
+        let mut all = Vec::new();
+        collect(model, "\u{0}", &mut all); // a prefix no name has: everything
+        owned.extend(
+            all.into_iter()
+                .filter(|(n, _, _)| n.starts_with(&fc_prefix)),
+        );
+    }
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, s, b)| TensorView::new(FileDtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    ::safetensors::tensor::serialize(views, &None).ok()
+}
+
 fn collect<M: TensorCollection<f32, D>, D: Device<f32>>(
     model: &M,
     skip: &str,
@@ -110,14 +161,12 @@ fn collect<M: TensorCollection<f32, D>, D: Device<f32>>(
 }
 
 /// Saves the body of `model` and `head` as one safetensors file with
-/// torchvision's names (`conv1.weight`, …, `fc.weight`, `fc.bias`), written
-/// to a temporary name and renamed. `torchvision.models.resnet50(num_classes=C)
-/// .load_state_dict(safetensors.torch.load_file(path))` accepts it.
-pub fn save_model<M, D>(
-    model: &M,
-    head: &Head<M::FeatureDim, f32, D>,
-    path: &Path,
-) -> Result<(), TrainError>
+/// torchvision's names (`conv1.weight`, …) and the head's
+/// ([`Head::export`]: `fc.weight`, `fc.bias` for the linear head, which
+/// `torchvision.models.resnet50(num_classes=C).load_state_dict(..)`
+/// accepts; fastai's `create_head` indices under `head.` for fastai's),
+/// written to a temporary name and renamed.
+pub fn save_model<M, D>(model: &M, head: &Head<D>, path: &Path) -> Result<(), TrainError>
 where
     D: VisionDevice,
     M: ImageClassifier<D>,
@@ -125,18 +174,10 @@ where
     let mut tensors = Vec::new();
     let head_prefix = format!("{}.", M::HEAD);
     collect(model, &head_prefix, &mut tensors);
-    let classes = head.classes();
     let f32_bytes = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    tensors.push((
-        format!("{head_prefix}weight"),
-        vec![classes, M::FeatureDim::SIZE],
-        f32_bytes(head.weight.as_vec()),
-    ));
-    tensors.push((
-        format!("{head_prefix}bias"),
-        vec![classes],
-        f32_bytes(head.bias.as_vec()),
-    ));
+    for (name, shape, values) in head.export(M::HEAD) {
+        tensors.push((name, shape, f32_bytes(values)));
+    }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, s, b)| {

@@ -76,8 +76,9 @@ pub fn report_bits(r: &TrainReport) -> Vec<u64> {
             m.lr.to_bits(),
         ]);
     }
-    out.extend(r.head.0.iter().map(|x| x.to_bits() as u64));
-    out.extend(r.head.1.iter().map(|x| x.to_bits() as u64));
+    for (_, _, values) in &r.head {
+        out.extend(values.iter().map(|x| x.to_bits() as u64));
+    }
     out
 }
 
