@@ -66,7 +66,11 @@ fn parse_args() -> Result<Args, String> {
         seeds: None,
         confirm: 5,
         workers: None,
-        solvers: vec![SolverKind::Bayes, SolverKind::NelderMead, SolverKind::Random],
+        solvers: vec![
+            SolverKind::Bayes,
+            SolverKind::NelderMead,
+            SolverKind::Random,
+        ],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -213,8 +217,9 @@ fn surrogate_mode(args: &Args, scratch: &std::path::Path) {
             (Vec::new(), 0, Vec::new(), 0, 0, 0, 0usize);
         for curve in [Curve::Peaked, Curve::Flat] {
             for seed in 0..seeds {
-                let runner: Arc<dyn TrialRunner> =
-                    Arc::new(FnRunner::new(move |s: &TrialSpec| surrogate(curve, seed, s)));
+                let runner: Arc<dyn TrialRunner> = Arc::new(FnRunner::new(move |s: &TrialSpec| {
+                    surrogate(curve, seed, s)
+                }));
                 let tag = format!("{curve:?}");
                 let Some((r, secs)) = run_one(&base, solver, seed, args, runner, scratch, &tag)
                 else {
@@ -299,7 +304,8 @@ fn real_mode(args: &Args, path: &str, scratch: &std::path::Path) {
     );
     for &solver in &args.solvers {
         for seed in 0..seeds {
-            let Some((r, secs)) = run_one(&cfg, solver, seed, args, runner.clone(), scratch, "real")
+            let Some((r, secs)) =
+                run_one(&cfg, solver, seed, args, runner.clone(), scratch, "real")
             else {
                 continue;
             };

@@ -27,8 +27,8 @@ use crate::search::SolverKind;
 use crate::search::MAX_ABS_BOUND;
 use crate::study::guard::same_target;
 use crate::study::{
-    child_runner, init_logging, trial_program, multi_progress, run_study_blocking, StudyConfig, StudyError,
-    StudyOptions,
+    child_runner, init_logging, multi_progress, run_study_blocking, trial_program, StudyConfig,
+    StudyError, StudyOptions,
 };
 use crate::study::{MAX_BUDGET, MAX_SEED, MAX_WORKERS};
 use crate::train::config::check_batch_memory;

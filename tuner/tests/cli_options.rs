@@ -41,7 +41,7 @@ const SMALL: &str = r#"
 [study]
 budget = 3
 seed = 5
-rerun_seeds = 0
+confirm_seeds = 2
 workers = 1
 
 [search]

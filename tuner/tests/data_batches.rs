@@ -3,7 +3,7 @@
 use polytune::data::augment::augment_into;
 use polytune::data::{
     digits, epoch_order, Augment, AugmentConfig, AugmentParams, AugmentScratch, BatchPlan,
-    DataConfig, Dataset, ImageSet, IMAGENET_MEAN, IMAGENET_STD,
+    DataConfig, Dataset, Evaluation, ImageSet, IMAGENET_MEAN, IMAGENET_STD,
 };
 
 /// A small in-memory set of 7 images of 5×5 with varied pixels.
@@ -54,14 +54,38 @@ fn digits_split_is_stratified_fixed_and_documented() {
     assert_ne!(digits::split_indices(&labels, 0.2, 1).1, valid);
 
     // The data set serves them as RGB with grey replicated.
+    // Without a test split the 359 validation digits are cut in two: the
+    // search scores one half, the confirmation the other (held out).
     let data = Dataset::load(&DataConfig::default()).unwrap();
+    let held = Dataset::load_for(&DataConfig::default(), Evaluation::Holdout).unwrap();
     assert_eq!(
-        (data.train().len(), data.valid().len(), data.num_classes()),
-        (1438, 359, 10)
+        (
+            data.train().len(),
+            data.valid().len(),
+            held.valid().len(),
+            data.num_classes()
+        ),
+        (1438, 178, 181, 10)
     );
+    assert_eq!(held.train().labels(), data.train().labels());
+    let mut halves: Vec<usize> = (0..data.valid().len())
+        .map(|i| data.valid().source_index(i))
+        .chain((0..held.valid().len()).map(|i| held.valid().source_index(i)))
+        .collect();
+    halves.sort_unstable();
+    assert_eq!(
+        halves,
+        (0..359).collect::<Vec<_>>(),
+        "disjoint halves of the validation split"
+    );
+    // Stratified: each class splits as evenly as its count allows.
+    for c in 0..10 {
+        let n = |set: &polytune::data::ImageSet| set.labels().iter().filter(|&&l| l == c).count();
+        assert!(n(data.valid()).abs_diff(n(held.valid())) <= 1, "class {c}");
+    }
     assert!(!data.has_test());
     assert!(data.load_test().is_err());
-    let first_valid = valid[0];
+    let first_valid = valid[data.valid().source_index(0)];
     let img = data.valid().image(0);
     for p in 0..64 {
         assert_eq!(&img[p * 3..p * 3 + 3], &[grey[first_valid * 64 + p]; 3]);

@@ -30,7 +30,7 @@ use polytune::data::{DataConfig, Dataset, Origin, SourceKind};
 use polytune::study::{run_study_blocking, write_atomic, StudyConfig, StudyDir, StudyError};
 use polytune::train::{check_weights, TrainConfig};
 
-const ANALYTIC: &str = "[study]\nbudget = 3\nrerun_seeds = 0\n";
+const ANALYTIC: &str = "[study]\nbudget = 3\nconfirm_seeds = 2\n";
 
 // ---------------------------------------------------------------- item 1
 
@@ -236,7 +236,8 @@ fn a_replaced_weights_or_label_file_is_a_foreign_study_naming_the_file() {
     // Everything as it was: the study resumes from its journal.
     let (runner, ran) = counting_runner(analytic);
     let r = run_study_blocking(config(&text), options(&study), runner).unwrap();
-    assert_eq!((r.replayed, ran.load(Ordering::SeqCst)), (3, 0));
+    // 3 search trials and 2 × 2 confirmation runs, all from the journal.
+    assert_eq!((r.replayed, ran.load(Ordering::SeqCst)), (7, 0));
 
     // A study recorded by an older polytune (no fingerprint version) is
     // refused cleanly rather than resumed unchecked.
@@ -332,9 +333,9 @@ fn every_size_from_the_config_is_range_checked_naming_the_key() {
             "2000 must be in 1..=1024",
         ),
         (
-            "[study]\nrerun_seeds = 5000\n",
-            "study.rerun_seeds",
-            "0..=1000",
+            "[study]\nconfirm_seeds = 5000\n",
+            "study.confirm_seeds",
+            "5000 must be in 2..=100",
         ),
         (
             "[search]\nsolver = \"random\"\n[search.random]\nbatch = 100000000000\n",
@@ -461,7 +462,7 @@ fn the_plot_is_replaced_atomically_not_rewritten_in_place() {
     );
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.contains("validation accuracy"),
+        svg.starts_with("<svg") && svg.contains("model mean"),
         "{svg}"
     );
     assert_ne!(

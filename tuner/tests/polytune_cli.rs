@@ -184,7 +184,10 @@ fn search_writes_the_best_epsilon_and_resumes_after_sigkill_to_the_same_result()
         assert!((result.difference.unwrap() - mean).abs() < 1e-9);
         assert!((result.ci_low.unwrap() - (mean - half)).abs() < 1e-9);
         assert!((result.ci_high.unwrap() - (mean + half)).abs() < 1e-9);
-        assert_eq!(result.significant, Some(mean - half > 0.0 || mean + half < 0.0));
+        assert_eq!(
+            result.significant,
+            Some(mean - half > 0.0 || mean + half < 0.0)
+        );
         assert_eq!(result.n_seeds, Some(2));
     }
 

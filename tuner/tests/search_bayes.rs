@@ -32,7 +32,12 @@ struct Noisy {
 }
 
 impl Noisy {
-    fn new(f: fn(&[f64]) -> Option<f64>, lower: Vec<f64>, upper: Vec<f64>, study: u64) -> Arc<Self> {
+    fn new(
+        f: fn(&[f64]) -> Option<f64>,
+        lower: Vec<f64>,
+        upper: Vec<f64>,
+        study: u64,
+    ) -> Arc<Self> {
         Arc::new(Self {
             f,
             lower,
@@ -44,7 +49,13 @@ impl Noisy {
         })
     }
     fn all(&self) -> Vec<TrialRequest> {
-        self.batches.lock().unwrap().iter().flatten().cloned().collect()
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 }
 
@@ -117,7 +128,10 @@ fn finds_a_noisy_1d_optimum_on_most_study_seeds() {
             hits += 1;
         }
     }
-    assert!(hits >= 16, "{hits}/20 studies near the optimum; regrets {regrets:?}");
+    assert!(
+        hits >= 16,
+        "{hits}/20 studies near the optimum; regrets {regrets:?}"
+    );
 }
 
 #[test]
@@ -135,7 +149,10 @@ fn finds_a_noisy_2d_optimum_on_most_study_seeds() {
             hits += 1;
         }
     }
-    assert!(hits >= 16, "{hits}/20 studies near the optimum; regrets {regrets:?}");
+    assert!(
+        hits >= 16,
+        "{hits}/20 studies near the optimum; regrets {regrets:?}"
+    );
 }
 
 #[test]

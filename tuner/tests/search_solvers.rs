@@ -43,7 +43,10 @@ impl Analytic {
 
 impl TrialBackend for Analytic {
     fn run_trials(&self, trials: &[TrialRequest]) -> Option<Vec<f64>> {
-        let trials: Vec<(u64, Vec<f64>)> = trials.iter().map(|t| (t.index, t.epsilon.clone())).collect();
+        let trials: Vec<(u64, Vec<f64>)> = trials
+            .iter()
+            .map(|t| (t.index, t.epsilon.clone()))
+            .collect();
         let mut b = self.batches.lock().unwrap();
         if let Some(k) = self.stop_after {
             if b.iter().map(Vec::len).sum::<usize>() >= k {

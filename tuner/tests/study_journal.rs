@@ -165,18 +165,40 @@ fn metrics_out_of_range_are_an_error_naming_file_line_and_value() {
     // the chosen trial; 1.5 was written out as `best = 1.5`).
     let tmp = tempfile::tempdir().unwrap();
     for (field, bad, want) in [
-        ("val_accuracy", "NaN", "val_accuracy = NaN is outside [0, 1]"),
-        ("val_accuracy", "1.5", "val_accuracy = 1.5 is outside [0, 1]"),
+        (
+            "val_accuracy",
+            "NaN",
+            "val_accuracy = NaN is outside [0, 1]",
+        ),
+        (
+            "val_accuracy",
+            "1.5",
+            "val_accuracy = 1.5 is outside [0, 1]",
+        ),
         ("val_accuracy", "-3", "val_accuracy = -3 is outside [0, 1]"),
-        ("val_loss", "inf", "val_loss = inf is not a finite number >= 0"),
-        ("val_loss", "-0.5", "val_loss = -0.5 is not a finite number >= 0"),
-        ("duration_s", "NaN", "duration_s = NaN is not a finite number >= 0"),
+        (
+            "val_loss",
+            "inf",
+            "val_loss = inf is not a finite number >= 0",
+        ),
+        (
+            "val_loss",
+            "-0.5",
+            "val_loss = -0.5 is not a finite number >= 0",
+        ),
+        (
+            "duration_s",
+            "NaN",
+            "duration_s = NaN is not a finite number >= 0",
+        ),
         ("eps_1", "inf", "an epsilon of inf is not finite"),
     ] {
         let path = tmp.path().join(format!("{field}-{bad}.csv"));
         let mut j = Journal::open(&path, 1).unwrap().journal;
-        j.append(&row(0, vec![0.0], RowState::Finished, "")).unwrap();
-        j.append(&row(1, vec![2.0], RowState::Finished, "")).unwrap();
+        j.append(&row(0, vec![0.0], RowState::Finished, ""))
+            .unwrap();
+        j.append(&row(1, vec![2.0], RowState::Finished, ""))
+            .unwrap();
         drop(j);
         let text = std::fs::read_to_string(&path).unwrap();
         let header_line = text.lines().next().unwrap();

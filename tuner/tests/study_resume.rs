@@ -110,11 +110,17 @@ fn run_with_kills(dir: &Path, solver: &str, workers: usize, kills: &[(usize, u64
                 assert!(status.success(), "{solver}: harness failed: {status:?}");
                 let last = complete_journal(dir);
                 for prefix in &kept {
-                    assert!(last.starts_with(prefix.as_str()), "{solver}: journaled rows changed after a kill");
+                    assert!(
+                        last.starts_with(prefix.as_str()),
+                        "{solver}: journaled rows changed after a kill"
+                    );
                 }
                 return partway;
             }
-            assert!(t.elapsed() < Duration::from_secs(120), "{solver}: harness hangs");
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{solver}: harness hangs"
+            );
             if reached.is_none() && rows_in(dir) >= rows {
                 reached = Some(Instant::now());
             }
@@ -174,7 +180,10 @@ fn sigkill_at_random_points_then_resume_equals_an_uninterrupted_run() {
             kills.push((row.min(15), next(40)));
         }
         let partway = run_with_kills(tmp.path(), solver, workers, &kills);
-        assert!(partway >= 3, "{solver}: only {partway} kills landed partway");
+        assert!(
+            partway >= 3,
+            "{solver}: only {partway} kills landed partway"
+        );
         assert_eq!(
             journal_rows(tmp.path()),
             journal_rows(reference.path()),

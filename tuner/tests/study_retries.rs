@@ -11,7 +11,8 @@ use common::*;
 use polytune::orchestrator::{ChildCommand, FnRunner};
 use polytune::study::{child_runner, run_study_blocking, StudyError};
 
-const STUDY: &str = "[study]\nbudget = 6\nconfirm_seeds = 2\nworkers = 2\n[search]\nsolver = \"nelder-mead\"\n";
+const STUDY: &str =
+    "[study]\nbudget = 6\nconfirm_seeds = 2\nworkers = 2\n[search]\nsolver = \"nelder-mead\"\n";
 
 #[test]
 fn a_trial_killed_from_outside_is_retried_and_the_result_is_unchanged() {
@@ -42,7 +43,10 @@ fn a_trial_killed_from_outside_is_retried_and_the_result_is_unchanged() {
     assert!(retries
         .iter()
         .all(|r| r.last().unwrap().contains("killed by signal 9")));
-    assert!(report.trials.iter().all(|t| t.is_finished() && t.attempt == 2));
+    assert!(report
+        .trials
+        .iter()
+        .all(|t| t.is_finished() && t.attempt == 2));
     // Without the retry rows, the journal and the answer are the reference's.
     let finished: Vec<Vec<String>> = rows
         .into_iter()
@@ -80,8 +84,8 @@ fn a_study_whose_trials_timed_out_completes_after_raising_the_timeout() {
     short.study.trial_timeout_s = 0.2;
     short.study.max_retries = 1;
     short.study.budget = 2;
-    let err = run_study_blocking(short.clone(), options(tmp.path()), Arc::new(slow(&short)))
-        .unwrap_err();
+    let err =
+        run_study_blocking(short.clone(), options(tmp.path()), Arc::new(slow(&short))).unwrap_err();
     assert!(matches!(err, StudyError::NoFinishedTrial { .. }), "{err}");
     // Two attempts per trial: one `retry`, one `failed`.
     let rows = journal_rows(tmp.path());
@@ -91,8 +95,8 @@ fn a_study_whose_trials_timed_out_completes_after_raising_the_timeout() {
     // retries the timed-out trials and finishes.
     let mut long = short.clone();
     long.study.trial_timeout_s = 30.0;
-    let report = run_study_blocking(long.clone(), options(tmp.path()), Arc::new(slow(&long)))
-        .unwrap();
+    let report =
+        run_study_blocking(long.clone(), options(tmp.path()), Arc::new(slow(&long))).unwrap();
     assert_eq!(report.trials.len(), 2);
     assert!(report.trials.iter().all(|t| t.is_finished()));
 }
@@ -113,8 +117,15 @@ fn retries_are_bounded_and_counted_across_a_resume() {
     let t1 = &report.trials[1];
     assert!(!t1.is_finished());
     assert_eq!(t1.attempt, 3);
-    assert!(t1.error.contains("gave up after 3 attempts"), "{}", t1.error);
+    assert!(
+        t1.error.contains("gave up after 3 attempts"),
+        "{}",
+        t1.error
+    );
     let rows = journal_rows(tmp.path());
-    let of_t1: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "1" && r[1] == "search").collect();
+    let of_t1: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| r[0] == "1" && r[1] == "search")
+        .collect();
     assert_eq!(of_t1.len(), 3);
 }

@@ -77,7 +77,8 @@ fn end_to_end_with_crashing_and_nan_children() {
     assert!(
         search
             .iter()
-            .any(|r| &r[col("state")] == "finished" && r[col("eps_1")].parse::<f64>().unwrap() == rec),
+            .any(|r| &r[col("state")] == "finished"
+                && r[col("eps_1")].parse::<f64>().unwrap() == rec),
         "recommended {rec} was not a finished trial"
     );
     assert!(rec <= 6.0 && !(3.2..3.3).contains(&rec), "{rec}");
@@ -100,8 +101,8 @@ fn end_to_end_with_crashing_and_nan_children() {
                     && r[col("seed")].parse::<u64>().unwrap() == seed
             })
             .unwrap()[col("val_accuracy")]
-            .parse::<f64>()
-            .unwrap()
+        .parse::<f64>()
+        .unwrap()
     };
     let d: Vec<f64> = seeds
         .iter()
@@ -136,7 +137,10 @@ fn end_to_end_with_crashing_and_nan_children() {
         assert!((res.ci_low.unwrap() - (mean - half)).abs() < 1e-9);
         assert!((res.ci_high.unwrap() - (mean + half)).abs() < 1e-9);
         assert_eq!(res.n_seeds, Some(3));
-        assert_eq!(res.significant, Some(mean - half > 0.0 || mean + half < 0.0));
+        assert_eq!(
+            res.significant,
+            Some(mean - half > 0.0 || mean + half < 0.0)
+        );
         let verdict = res.verdict.unwrap();
         assert_eq!(verdict, report.verdict.sentence);
         let prov = tuned.provenance.unwrap();
@@ -148,7 +152,10 @@ fn end_to_end_with_crashing_and_nan_children() {
     let summary = std::fs::read_to_string(dir.join("summary.txt")).unwrap();
     assert!(summary.contains("recommended "), "{summary}");
     assert!(summary.contains("verdict: "), "{summary}");
-    assert!(summary.contains("fine-tunes: 10 search + 6 confirmation = 16"), "{summary}");
+    assert!(
+        summary.contains("fine-tunes: 10 search + 6 confirmation = 16"),
+        "{summary}"
+    );
     assert!(summary.contains("out of memory"), "{summary}");
     let svg = std::fs::read_to_string(dir.join("plot.svg")).unwrap();
     assert!(
@@ -209,7 +216,12 @@ fn a_study_dir_of_another_config_is_refused_naming_both() {
         run_study_blocking(more, options(tmp.path()), Arc::new(FnRunner::new(analytic))).unwrap();
     // 3 search trials replayed, 2 new; the confirmation reuses what it can.
     assert_eq!(r.trials.len(), 5);
-    assert!(r.replayed >= 3 && r.ran >= 2, "{} replayed, {} ran", r.replayed, r.ran);
+    assert!(
+        r.replayed >= 3 && r.ran >= 2,
+        "{} replayed, {} ran",
+        r.replayed,
+        r.ran
+    );
 }
 
 #[test]

@@ -39,7 +39,10 @@ fn flowers102_resnet50_is_the_real_study() {
     assert_eq!(d.image_size(), 224);
 
     let s = &cfg.study;
-    assert_eq!((s.budget, s.workers, s.confirm_seeds, s.seed), (20, 1, 5, 0));
+    assert_eq!(
+        (s.budget, s.workers, s.confirm_seeds, s.seed),
+        (20, 1, 5, 0)
+    );
     assert_eq!(cfg.search.solver, SolverKind::Bayes);
     assert_eq!(cfg.search.terms, 1);
     let b = cfg.search.bounds();

@@ -19,7 +19,7 @@ fn embedded_default_reaches_95_percent() {
     );
     let cache = tempfile::tempdir().unwrap();
     let data = digits_in(&data_cfg, cache.path());
-    assert_eq!((data.train().len(), data.valid().len()), (1438, 359));
+    assert_eq!((data.train().len(), data.valid().len()), (1438, 178));
     // ε = 2: `polytune train`'s default.
     let report = train(&cfg, &data, TrainOptions::new(vec![2.0], seed)).unwrap();
     eprintln!(
@@ -34,7 +34,7 @@ fn embedded_default_reaches_95_percent() {
         report.unfrozen_seconds
     );
     assert_eq!(report.epochs.len(), 11);
-    assert_eq!(report.valid.count, 359);
+    assert_eq!(report.valid.count, 178);
     assert!(
         report.valid.top1 >= 0.95,
         "val top-1 {} < 0.95",

@@ -169,7 +169,7 @@ fn saved_model_loads_back_and_classifies_alike() {
         acc.add(&logits.as_vec(), 10, &b.labels);
     }
     let m = acc.finish();
-    assert_eq!(m.count, 359);
+    assert_eq!(m.count, 178);
     assert_eq!(m.top1, report.valid.top1);
     assert!(
         (m.loss - report.valid.loss).abs() < 1e-5,

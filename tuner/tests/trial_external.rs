@@ -43,7 +43,11 @@ fn the_readme_example_program_runs_a_whole_study() {
     let runner = child_runner(&cfg, trial_program(&cfg).unwrap());
     let report = run_study_blocking(cfg, options(tmp.path()), Arc::new(runner)).unwrap();
     assert_eq!(report.trials.len(), 6);
-    assert!(report.trials.iter().all(|t| t.is_finished()), "{:?}", report.trials);
+    assert!(
+        report.trials.iter().all(|t| t.is_finished()),
+        "{:?}",
+        report.trials
+    );
     // The program reports the epochs it got from [train] and the spec's seed.
     assert!(report.trials.iter().all(|t| t.epochs == Some(12)));
     let tuned = poly_loss::PolyConfig::load(tmp.path().join("tuned.toml")).unwrap();
@@ -51,7 +55,10 @@ fn the_readme_example_program_runs_a_whole_study() {
     assert!(res.verdict.is_some() && res.significant.is_some());
     if !report.recommends_baseline() {
         assert_eq!(report.confirm.len(), 4);
-        assert!(report.confirm.iter().all(|r| r.is_finished() && r.seed >= 1_000_000));
+        assert!(report
+            .confirm
+            .iter()
+            .all(|r| r.is_finished() && r.seed >= 1_000_000));
     }
 }
 
@@ -71,10 +78,16 @@ fn crashing_garbage_and_hanging_programs_fail_their_trials_and_the_study_goes_on
     for t in &report.trials {
         let e = t.epsilon[0];
         if e > 8.0 {
-            assert!(t.error.contains("exit status 3") && t.error.contains("flaky: crashed"), "{t:?}");
+            assert!(
+                t.error.contains("exit status 3") && t.error.contains("flaky: crashed"),
+                "{t:?}"
+            );
             seen[0] += 1;
         } else if e > 6.0 {
-            assert!(t.error.contains("not a trial result") && t.error.contains("no JSON"), "{t:?}");
+            assert!(
+                t.error.contains("not a trial result") && t.error.contains("no JSON"),
+                "{t:?}"
+            );
             seen[1] += 1;
         } else if e > 4.0 {
             assert!(t.error.contains("timed out after 2.0 s"), "{t:?}");

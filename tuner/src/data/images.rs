@@ -115,6 +115,47 @@ impl ImageSet {
         })
     }
 
+    /// The images `idx` of this set, in that order, as a new in-memory set
+    /// that keeps this set's origin (it is cut from it: e.g. the held-out
+    /// half of a cached validation split) and source indices; its
+    /// fingerprint derives from this set's and `idx`.
+    ///
+    /// ```
+    /// use polytune::data::ImageSet;
+    /// let set = ImageSet::from_pixels(1, vec![1, 1, 1, 2, 2, 2, 3, 3, 3], vec![0, 1, 2]).unwrap();
+    /// let cut = set.subset(&[2, 0]).unwrap();
+    /// assert_eq!((cut.labels(), cut.image(0)), (&[2, 0][..], &[3u8, 3, 3][..]));
+    /// assert_ne!(cut.fingerprint(), set.fingerprint());
+    /// assert!(set.subset(&[3]).is_err());
+    /// ```
+    pub fn subset(&self, idx: &[usize]) -> Result<ImageSet> {
+        if let Some(&bad) = idx.iter().find(|&&i| i >= self.len()) {
+            return Err(DataError::Batch(format!(
+                "ImageSet::subset: index {bad} is out of range for {} images",
+                self.len()
+            )));
+        }
+        let mut pixels = Vec::with_capacity(idx.len() * self.image_bytes());
+        for &i in idx {
+            pixels.extend_from_slice(self.image(i));
+        }
+        let mut h = super::cache::Fnv::new();
+        h.u64(self.fingerprint);
+        for &i in idx {
+            h.u64(i as u64);
+        }
+        Ok(ImageSet {
+            image_size: self.image_size,
+            pixels: Pixels::Owned(pixels),
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            orig_sizes: idx.iter().map(|&i| self.orig_sizes[i]).collect(),
+            source_index: idx.iter().map(|&i| self.source_index[i]).collect(),
+            skipped: self.skipped.clone(),
+            fingerprint: h.finish(),
+            origin: self.origin.clone(),
+        })
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()

@@ -348,7 +348,11 @@ mod tests {
             (-1.281_551_565_544_600_5, 0.1),
             (-3.0, 0.001_349_898_031_630_094_6),
         ] {
-            assert!((normal_cdf(z) - want).abs() < 1e-15, "{z}: {}", normal_cdf(z));
+            assert!(
+                (normal_cdf(z) - want).abs() < 1e-15,
+                "{z}: {}",
+                normal_cdf(z)
+            );
         }
     }
 

@@ -70,8 +70,8 @@ mod swarm;
 use std::sync::{Arc, Mutex};
 
 use argmin::core::{
-    CostFunction, Error as ArgminError, Executor, Problem, Solver, State,
-    TerminationReason, TerminationStatus, KV,
+    CostFunction, Error as ArgminError, Executor, Problem, Solver, State, TerminationReason,
+    TerminationStatus, KV,
 };
 use argmin::solver::brent::BrentOpt;
 use argmin::solver::neldermead::NelderMead;

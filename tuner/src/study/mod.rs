@@ -78,9 +78,9 @@ pub use journal::{
     format_row, header, parse_row, rfc3339, Journal, JournalError, Opened, RowState, TrialRecord,
 };
 pub use output::{seed_stats, SeedStats};
-pub use verdict::{verdict, Verdict};
 pub use plot::write_plot;
 pub use progress::{init_logging, multi_progress, LogWriter, Progress};
+pub use verdict::{verdict, Verdict};
 
 use crate::orchestrator::{
     ChildCommand, ChildRunner, Orchestrator, Shutdown, TrialOutcome, TrialPhase, TrialRun,
@@ -451,9 +451,9 @@ impl Backend {
                 .find(|row| row.seed == seed && self.bounds.same_point(&row.epsilon, eps))
         };
         let same_round = self.confirm_memo.values().all(|row| {
-            pairs.get(row.trial as usize).is_some_and(|(e, s)| {
-                *s == row.seed && self.bounds.same_point(e, &row.epsilon)
-            })
+            pairs
+                .get(row.trial as usize)
+                .is_some_and(|(e, s)| *s == row.seed && self.bounds.same_point(e, &row.epsilon))
         });
         let base = if same_round {
             0
@@ -735,11 +735,12 @@ async fn drive(
         .collect();
     debug_assert!(trials.iter().enumerate().all(|(i, t)| t.trial == i as u64));
     let bounds = cfg.search.bounds();
-    let recommendation =
-        recommend(&outcome.trials, &bounds, st.seed).ok_or_else(|| StudyError::NoFinishedTrial {
+    let recommendation = recommend(&outcome.trials, &bounds, st.seed).ok_or_else(|| {
+        StudyError::NoFinishedTrial {
             trials: trials.len(),
             journal: journal_path.clone(),
-        })?;
+        }
+    })?;
     tracing::info!(
         "recommended ε = {} (posterior mean {:.4} ± {:.4}, {} seed(s), mean over seeds {:.4})",
         fmt_eps(&recommendation.epsilon),

@@ -11,9 +11,7 @@ use super::dir::{StudyDir, TUNED_FILE};
 use super::journal::{rfc3339, TrialRecord};
 use super::verdict::verdict;
 use super::{Confirmation, StudyError, StudyOptions, StudyReport};
-use crate::search::{
-    search_seed, Bounds, Recommendation, SearchEnd, Surrogate, LOSS_TIE_WEIGHT,
-};
+use crate::search::{search_seed, Bounds, Recommendation, SearchEnd, Surrogate, LOSS_TIE_WEIGHT};
 use crate::stats::paired_ci;
 
 /// Mean and sample standard deviation of the finished runs of one ε.
@@ -94,9 +92,12 @@ fn confirmation(
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for &s in seeds {
         if let (Some(t), Some(c)) = (arm(recommended, s), arm(&base, s)) {
-            if let (true, true, Some(x), Some(y)) =
-                (t.is_finished(), c.is_finished(), t.val_accuracy, c.val_accuracy)
-            {
+            if let (true, true, Some(x), Some(y)) = (
+                t.is_finished(),
+                c.is_finished(),
+                t.val_accuracy,
+                c.val_accuracy,
+            ) {
                 a.push(100.0 * x);
                 b.push(100.0 * y);
             }
@@ -128,7 +129,11 @@ pub(super) fn finish(
     let rec = &found.recommendation;
     let recommends_baseline = bounds.same_point(&rec.epsilon, &bounds.baseline());
     let confirmation = confirmation(&bounds, &rec.epsilon, &found.confirm_seeds, &found.confirm);
-    let verdict = verdict(&rec.epsilon, confirmation.paired.as_ref(), recommends_baseline);
+    let verdict = verdict(
+        &rec.epsilon,
+        confirmation.paired.as_ref(),
+        recommends_baseline,
+    );
     tracing::info!("verdict: {}", verdict.sentence);
 
     // The model's estimate at ε = 0 (the same surrogate the recommendation used).
@@ -198,15 +203,15 @@ pub(super) fn finish(
         "searched_epsilon",
         toml::Value::Array(rec.epsilon.iter().map(|&e| toml::Value::Float(e)).collect()),
     );
-    put("search_trials", toml::Value::Integer(found.trials.len() as i64));
+    put(
+        "search_trials",
+        toml::Value::Integer(found.trials.len() as i64),
+    );
     put(
         "confirm_trials",
         toml::Value::Integer(found.confirm.len() as i64),
     );
-    put(
-        "recommended_seeds",
-        toml::Value::Integer(rec.seeds as i64),
-    );
+    put("recommended_seeds", toml::Value::Integer(rec.seeds as i64));
     put(
         "objective",
         toml::Value::String(format!(

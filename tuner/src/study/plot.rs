@@ -65,13 +65,17 @@ pub fn render(report: &StudyReport) -> Result<String, String> {
     let panels = n.min(4);
     let mut svg = String::new();
     {
-        let root =
-            SVGBackend::with_string(&mut svg, (440 * panels.max(2) as u32, 760)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (440 * panels.max(2) as u32, 760))
+            .into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let (top, bottom) = root.split_vertically(400);
         for (j, area) in top.split_evenly((1, panels)).iter().enumerate() {
             let (xlo, xhi) = (model_bounds.lower[j], model_bounds.upper[j]);
-            let (xlo, xhi) = if xhi > xlo { (xlo, xhi) } else { (xlo - 1.0, xlo + 1.0) };
+            let (xlo, xhi) = if xhi > xlo {
+                (xlo, xhi)
+            } else {
+                (xlo - 1.0, xlo + 1.0)
+            };
             // The model along ε_j.
             let curve: Vec<(f64, f64, f64)> = match &model {
                 Some(m) => (0..=120)
@@ -114,7 +118,9 @@ pub fn render(report: &StudyReport) -> Result<String, String> {
                     .draw_series(std::iter::once(Polygon::new(band, BLUE.mix(0.15))))
                     .map_err(|e| err(&e))?
                     .label("model ± 2σ")
-                    .legend(|(x, y)| Rectangle::new([(x - 8, y - 4), (x + 8, y + 4)], BLUE.mix(0.15).filled()));
+                    .legend(|(x, y)| {
+                        Rectangle::new([(x - 8, y - 4), (x + 8, y + 4)], BLUE.mix(0.15).filled())
+                    });
                 chart
                     .draw_series(LineSeries::new(
                         curve.iter().map(|c| (c.0, c.1)),
@@ -122,7 +128,9 @@ pub fn render(report: &StudyReport) -> Result<String, String> {
                     ))
                     .map_err(|e| err(&e))?
                     .label("model mean")
-                    .legend(|(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], BLUE.stroke_width(2)));
+                    .legend(|(x, y)| {
+                        PathElement::new(vec![(x - 8, y), (x + 8, y)], BLUE.stroke_width(2))
+                    });
             }
             chart
                 .draw_series(finished.iter().map(|t| {
@@ -153,7 +161,9 @@ pub fn render(report: &StudyReport) -> Result<String, String> {
                 )))
                 .map_err(|e| err(&e))?
                 .label("recommended")
-                .legend(|(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], GREEN.stroke_width(2)));
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x - 8, y), (x + 8, y)], GREEN.stroke_width(2))
+                });
             chart
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.8))
@@ -172,13 +182,17 @@ pub fn render(report: &StudyReport) -> Result<String, String> {
             .filter_map(|(k, &s)| {
                 let arm = |base: bool| {
                     report.confirm.iter().find(|r| {
-                        r.seed == s && r.is_finished() && (r.epsilon.iter().all(|e| *e == 0.0)) == base
+                        r.seed == s
+                            && r.is_finished()
+                            && (r.epsilon.iter().all(|e| *e == 0.0)) == base
                     })
                 };
                 match (arm(false), arm(true)) {
                     (Some(t), Some(b)) => Some((
                         k,
-                        100.0 * (t.val_accuracy.unwrap_or_default() - b.val_accuracy.unwrap_or_default()),
+                        100.0
+                            * (t.val_accuracy.unwrap_or_default()
+                                - b.val_accuracy.unwrap_or_default()),
                     )),
                     _ => None,
                 }
@@ -234,9 +248,15 @@ pub fn render(report: &StudyReport) -> Result<String, String> {
                 ])
                 .map_err(|e| err(&e))?
                 .label("mean, 95 % CI")
-                .legend(|(x, y)| PathElement::new(vec![(x, y - 6), (x, y + 6)], GREEN.stroke_width(2)));
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y - 6), (x, y + 6)], GREEN.stroke_width(2))
+                });
             chart
-                .draw_series(std::iter::once(TriangleMarker::new((x, mid), 7, GREEN.filled())))
+                .draw_series(std::iter::once(TriangleMarker::new(
+                    (x, mid),
+                    7,
+                    GREEN.filled(),
+                )))
                 .map_err(|e| err(&e))?;
         }
         chart

@@ -18,7 +18,7 @@ pub const SMALL: &str = r#"
 [study]
 budget = 2
 seed = 0
-rerun_seeds = 0
+confirm_seeds = 2
 workers = 1
 interrupt_grace_s = 0
 
