@@ -202,7 +202,7 @@ pub fn render(report: &StudyReport) -> Result<String, String> {
             diffs
                 .iter()
                 .map(|d| d.1)
-                .chain([0.0, v.ci_low, v.ci_high].into_iter()),
+                .chain([0.0, v.ci_low, v.ci_high]),
         );
         let width = c.seeds.len().max(1) as f64 + 1.0;
         let mut chart = ChartBuilder::on(&bottom)
