@@ -198,12 +198,7 @@ pub fn render(report: &StudyReport) -> Result<String, String> {
                 }
             })
             .collect();
-        let (dlo, dhi) = range(
-            diffs
-                .iter()
-                .map(|d| d.1)
-                .chain([0.0, v.ci_low, v.ci_high]),
-        );
+        let (dlo, dhi) = range(diffs.iter().map(|d| d.1).chain([0.0, v.ci_low, v.ci_high]));
         let width = c.seeds.len().max(1) as f64 + 1.0;
         let mut chart = ChartBuilder::on(&bottom)
             .caption(
