@@ -215,3 +215,16 @@ fn metrics_out_of_range_are_an_error_naming_file_line_and_value() {
         );
     }
 }
+
+#[test]
+fn a_symlink_at_the_journal_name_is_refused_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim.txt");
+    // Empty: a followed link would get the header written into it.
+    std::fs::write(&victim, "").unwrap();
+    let path = tmp.path().join("trials.csv");
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    let e = Journal::open(&path, 1).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}: ", path.display())), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "");
+}

@@ -12,6 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::orchestrator::TrialPhase;
@@ -161,10 +162,13 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
+        // O_NOFOLLOW: a symlink planted at the journal's name is refused
+        // (ELOOP), never followed to append rows to another file.
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(io)?;
         let mut bytes = Vec::new();
