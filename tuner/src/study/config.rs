@@ -426,6 +426,15 @@ mod tests {
             e.contains("key `search.lower`") && e.contains("must contain 0"),
             "{e}"
         );
+        // Poly-1 below ε₁ = -1 rewards wrong answers: the bound is refused.
+        let e = StudyConfig::from_toml_str("[search]\nlower = [-1.0001]\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `search.lower`") && e.contains("lower[0] = -1.0001 is below -1"),
+            "{e}"
+        );
+        assert!(StudyConfig::from_toml_str("[search]\nlower = [-1.0]\n", "c.toml").is_ok());
         let e = StudyConfig::from_toml_str("[search]\nterms = 2\nupper = [3.0]\n", "c.toml")
             .unwrap_err()
             .to_string();
