@@ -69,7 +69,7 @@ pub struct TrialSpec {
     /// Trial number within its phase (search trials count from 0; trial 0 is
     /// the cross-entropy baseline).
     pub trial: u64,
-    /// Search or confirmation re-run.
+    /// Search or confirmation.
     pub phase: TrialPhase,
     /// ε₁..ε_N of `PolyLoss<N>` (all zero: plain cross-entropy).
     pub epsilon: Vec<f64>,

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! <study dir>/
-//!   config.toml   the resolved study config (refused if a rerun differs)
+//!   config.toml   the resolved study config (a later run with another is refused)
 //!   study.toml    where it came from, its fingerprint, when
 //!   trials.csv    one fsynced row per (ε, seed) fine-tune (the journal)
 //!   tuned.toml    the recommended ε and the verdict as a poly_loss PolyConfig
@@ -594,7 +594,7 @@ pub fn run_study_blocking(
 }
 
 /// Runs (or resumes) a study: the search within the budget, the K
-/// confirmation re-runs, then `tuned.toml` (and `opts.out`), `summary.txt`
+/// confirmation runs, then `tuned.toml` (and `opts.out`), `summary.txt`
 /// and `plot.svg`. On Ctrl-C / SIGTERM returns [`StudyError::Interrupted`]
 /// with the journal consistent; running the same study again resumes it.
 pub async fn run_study(
