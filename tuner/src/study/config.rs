@@ -67,9 +67,10 @@ pub enum ConfigError {
 /// Largest `study.budget` (fine-tunes; far beyond any practical study, and
 /// small enough for every counter and the TOML outputs).
 pub const MAX_BUDGET: u64 = 1_000_000;
-/// Largest `study.seed`: 2^53, so the seed and the re-run seeds
-/// `seed + 1 ..= seed + K` are exact in TOML (i64), JSON readers (f64) and
-/// the journal.
+/// Largest `study.seed`: 2^53, so the seed, the search seeds `seed + k`
+/// and the confirmation seeds `seed + 1000000 + k` are exact in TOML (i64)
+/// and the journal (an external trial program that parses JSON numbers as
+/// f64 sees seeds above 2^53 rounded: keep seeds small for those).
 pub const MAX_SEED: u64 = 1 << 53;
 /// Largest `study.workers`.
 pub const MAX_WORKERS: usize = 1024;
