@@ -6,7 +6,14 @@
 //! polytune train [--config FILE] [--epsilon 2.0[,e2..]] [--seed S] [--data-dir DIR] [--device D]
 //!                [--weights FILE] [--save model.safetensors] [--metrics metrics.csv] [--test]
 //! polytune trial --spec FILE|-
+//! polytune worker --storage URL [--device D] [--max-trials N] [--data-root DIR] [--study NAME]
+//! polytune status [--storage URL] [STUDY]
 //! ```
+//!
+//! `--storage postgresql://…` keeps the study's trials in PostgreSQL
+//! (see [`crate::storage`]): `polytune [search]` coordinates and runs
+//! `--local-workers` (default `--workers`) workers itself; `polytune worker`
+//! adds workers on any machine.
 //!
 //! Without `--config` the embedded default ([`EMBEDDED_DEFAULT`]: the small
 //! ResNet on the embedded digits set) is used. A config is a study config
@@ -24,6 +31,8 @@ use crate::data::Dataset;
 use crate::orchestrator::stop_signal;
 use crate::orchestrator::TrialSpec;
 use crate::search::SolverKind;
+use crate::storage::worker::{run_worker, WorkerOptions};
+use crate::storage::{status, PgStore, PgTarget};
 use crate::search::MAX_ABS_BOUND;
 use crate::study::guard::same_target;
 use crate::study::{
@@ -65,6 +74,52 @@ pub enum Command {
     Train(TrainArgs),
     /// One trial of a study: reads a trial spec, prints one result line (JSON).
     Trial(TrialArgs),
+    /// Runs queued trials of PostgreSQL-stored studies (any machine).
+    Worker(WorkerArgs),
+    /// Where a study stands: trials by state, best so far, workers, ETA.
+    Status(StatusArgs),
+}
+
+/// `polytune worker`.
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// The study database: postgresql://user[:password]@host[:port]/db (or PG* variables, PGPASSFILE).
+    #[arg(long)]
+    pub storage: String,
+    /// Compute device for every trial: cpu, cuda or cuda:N (overrides the study's [train].device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Stop after this many trials (default: run until SIGINT / SIGTERM).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_BUDGET))]
+    pub max_trials: Option<u64>,
+    /// Where the studies' relative data and weights paths resolve (default: the current directory).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Only run trials of this study.
+    #[arg(long)]
+    pub study: Option<String>,
+    /// Seconds a running trial gets to finish after SIGINT / SIGTERM before it is killed and given back; 0..=10^7.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_grace)]
+    pub grace_s: f64,
+}
+
+/// `polytune status`.
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// The study database (without it STUDY is a study directory with a journal).
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// A study name (with --storage; default: all studies) or directory (default: studies/digits-small-resnet).
+    pub study: Option<String>,
+}
+
+fn parse_grace(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if (0.0..=crate::study::MAX_SECONDS).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be in [0, 1e7] seconds"))
+    }
 }
 
 /// `polytune [search]`.
@@ -100,6 +155,12 @@ pub struct SearchArgs {
     /// Seed shared by the search trials; 0..=2^53 [config: study.seed].
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=MAX_SEED))]
     pub seed: Option<u64>,
+    /// Keep the trials in PostgreSQL (postgresql://user[:password]@host[:port]/db) for workers on any machine; the study's name is the study directory's name.
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// With --storage: workers this process runs itself; 0..=1024 (default: --workers).
+    #[arg(long, requires = "storage", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_WORKERS as u64))]
+    pub local_workers: Option<usize>,
 }
 
 /// `polytune train`.
@@ -155,6 +216,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Search(a)) => search(a),
         Some(Command::Train(a)) => train_command(a),
         Some(Command::Trial(a)) => trial_command(a),
+        Some(Command::Worker(a)) => worker_command(a),
+        Some(Command::Status(a)) => status_command(a),
     }
 }
 
@@ -210,6 +273,7 @@ fn set_threads(threads: i64) {
 }
 
 fn search(a: SearchArgs) -> anyhow::Result<u8> {
+    let storage = a.storage.as_deref().map(PgTarget::parse).transpose()?;
     let (mut cfg, source, name) = load_config(a.config.as_deref())?;
     if let Some(b) = a.budget {
         cfg.study.budget = b;
@@ -275,6 +339,8 @@ fn search(a: SearchArgs) -> anyhow::Result<u8> {
     opts.config_source = source;
     opts.out = a.out.clone();
     opts.resume_command = Some(std::env::args().collect::<Vec<_>>().join(" "));
+    opts.storage = storage;
+    opts.local_workers = a.local_workers;
     if let Some((train_cfg, data_cfg)) = &train_cfg {
         opts.provenance.weights = train_cfg.weights.clone();
         if cfg.provenance.model.is_none() {
@@ -468,6 +534,93 @@ fn trial_command(a: TrialArgs) -> anyhow::Result<u8> {
         )
     })?;
     result.print()?;
+    Ok(0)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn worker_command(a: WorkerArgs) -> anyhow::Result<u8> {
+    let target = PgTarget::parse(&a.storage)?;
+    if let Some(root) = &a.data_root {
+        if !root.is_dir() {
+            bail!("--data-root {}: not a directory", root.display());
+        }
+    }
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let mut opts = WorkerOptions::new();
+        let store = PgStore::open(&target, &format!("polytune worker {}", opts.id)).await?;
+        if let Some(name) = &a.study {
+            let row = store.study(name).await?.ok_or_else(|| {
+                crate::storage::StorageError::UnknownStudy {
+                    study: name.clone(),
+                    target: target.redacted().into(),
+                }
+            })?;
+            opts.study = Some(row.id);
+        }
+        opts.device = a.device.clone();
+        opts.max_trials = a.max_trials;
+        opts.data_root = a.data_root.clone();
+        let shutdown = crate::orchestrator::Shutdown::new();
+        let listener = shutdown
+            .listen_for_signals(std::time::Duration::from_secs_f64(a.grace_s))
+            .context("cannot install signal handlers")?;
+        tracing::info!("worker {} polling {}", opts.id, target.redacted());
+        let report = run_worker(&store, &opts, &shutdown).await;
+        listener.abort();
+        anyhow::Ok(report?)
+    })?;
+    print_stdout(&format!(
+        "worker: {} trial(s) run, {} given back, {} result(s) discarded after a lost lease\n",
+        report.trials, report.given_back, report.lost_claims
+    ))?;
+    Ok(stop_signal::exit_code().unwrap_or(0))
+}
+
+fn status_command(a: StatusArgs) -> anyhow::Result<u8> {
+    let text = match &a.storage {
+        None => {
+            let dir = a
+                .study
+                .clone()
+                .unwrap_or_else(|| format!("studies/{EMBEDDED_NAME}"));
+            status::render(&status::journal_status(Path::new(&dir))?, &[])
+        }
+        Some(url) => {
+            let target = PgTarget::parse(url)?;
+            runtime()?.block_on(async {
+                let store = PgStore::open(&target, "polytune status").await?;
+                let workers = store.workers().await?;
+                let studies = match &a.study {
+                    Some(name) => vec![store.study(name).await?.ok_or_else(|| {
+                        crate::storage::StorageError::UnknownStudy {
+                            study: name.clone(),
+                            target: target.redacted().into(),
+                        }
+                    })?],
+                    None => store.studies().await?,
+                };
+                if studies.is_empty() {
+                    return anyhow::Ok(format!("{}: no studies yet\n", target.redacted()));
+                }
+                let mut text = String::new();
+                for (i, s) in studies.iter().enumerate() {
+                    let st = status::pg_study_status(&store, s).await?;
+                    // Workers once, after the last study.
+                    let w: &[_] = if i + 1 == studies.len() { &workers } else { &[] };
+                    text += &status::render(&st, w);
+                }
+                anyhow::Ok(text)
+            })?
+        }
+    };
+    print_stdout(&text)?;
     Ok(0)
 }
 

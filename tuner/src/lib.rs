@@ -9,5 +9,6 @@ pub mod data;
 pub mod orchestrator;
 pub mod search;
 pub mod stats;
+pub mod storage;
 pub mod study;
 pub mod train;

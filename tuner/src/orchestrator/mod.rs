@@ -121,6 +121,30 @@ impl Shutdown {
         let _ = rx.wait_for(|l| *l >= level).await;
     }
 
+    /// A switch that follows this one (every level this one reaches) and
+    /// can also be raised on its own: stops one part (a trial, the local
+    /// workers) without stopping everything. Must be called inside a tokio
+    /// runtime; the forwarding task ends when either reaches `Kill`.
+    pub fn child(&self) -> Shutdown {
+        let child = Shutdown::new();
+        let (outer, inner) = (self.clone(), child.clone());
+        tokio::spawn(async move {
+            let mut rx = outer.subscribe();
+            loop {
+                let level = *rx.borrow_and_update();
+                inner.raise(level);
+                if inner.level() == StopLevel::Kill {
+                    break;
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { break },
+                    _ = inner.reached(StopLevel::Kill) => break,
+                }
+            }
+        });
+        child
+    }
+
     /// Listens for SIGINT and SIGTERM: the first one starts draining and
     /// schedules [`StopLevel::Kill`] after `grace`; a second one kills at
     /// once. Must be called inside a tokio runtime; the task ends when the

@@ -106,6 +106,11 @@ pub struct StudySettings {
     /// After Ctrl-C / SIGTERM, running trials get this long to finish before
     /// they are terminated; seconds in [0, 10⁷].
     pub interrupt_grace_s: f64,
+    /// With PostgreSQL storage: a running trial whose worker has not
+    /// heartbeaten for this long goes back to the queue (the attempt counts
+    /// toward `max_retries`). Workers heartbeat every `lease_s / 4`.
+    /// Seconds in [1, 86400].
+    pub lease_s: f64,
 }
 
 impl Default for StudySettings {
@@ -118,6 +123,7 @@ impl Default for StudySettings {
             trial_timeout_s: 3600.0,
             max_retries: 2,
             interrupt_grace_s: 30.0,
+            lease_s: 60.0,
         }
     }
 }
@@ -283,6 +289,12 @@ impl StudyConfig {
                     "{} must be a number of seconds in [0, {MAX_SECONDS:e}]",
                     s.interrupt_grace_s
                 ),
+            ));
+        }
+        if !(1.0..=86400.0).contains(&s.lease_s) {
+            return Err(bad(
+                "study.lease_s",
+                format!("{} must be a number of seconds in [1, 86400]", s.lease_s),
             ));
         }
         self.search.validate().map_err(|e| bad(&e.key, e.message))

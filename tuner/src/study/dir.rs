@@ -55,6 +55,7 @@ struct Meta {
 pub struct StudyDir {
     root: PathBuf,
     fingerprint: String,
+    inputs: BTreeMap<String, String>,
     resumed: bool,
     _lock: StudyLock,
 }
@@ -248,7 +249,7 @@ impl StudyDir {
                 source: source.to_string(),
                 created: rfc3339(std::time::SystemTime::now()),
                 polytune_version: env!("CARGO_PKG_VERSION").to_string(),
-                inputs,
+                inputs: inputs.clone(),
             };
             let text = toml::to_string_pretty(&meta).map_err(|e| {
                 io(&meta_path)(std::io::Error::other(format!("cannot serialise: {e}")))
@@ -264,6 +265,7 @@ impl StudyDir {
         Ok(Self {
             root: root.to_path_buf(),
             fingerprint,
+            inputs,
             resumed,
             _lock: lock,
         })
@@ -282,6 +284,11 @@ impl StudyDir {
     /// The config fingerprint.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// Content digests of the study's inputs (`label → digest`).
+    pub fn inputs(&self) -> &BTreeMap<String, String> {
+        &self.inputs
     }
 
     /// True when the directory already held this study.

@@ -189,3 +189,44 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
         _ => false,
     }
 }
+
+/// The role part of a digest label (`train.weights`, `data index`, `data
+/// images`): labels also hold paths, which differ between machines.
+fn role_of(label: &str) -> &str {
+    ["train.weights", "data index", "data images"]
+        .into_iter()
+        .find(|r| label.starts_with(r))
+        .unwrap_or(label)
+}
+
+/// Like [`digest_differences`], but matching inputs by role and content,
+/// not by path: a worker finds the same files under another root.
+pub(crate) fn digest_differences_by_role(
+    stored: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let by_role = |m: &BTreeMap<String, String>| {
+        let mut v: Vec<(String, String, String)> = m
+            .iter()
+            .map(|(k, d)| (role_of(k).to_string(), d.clone(), k.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (by_role(stored), by_role(now));
+    let mut out = Vec::new();
+    for (ra, da, ka) in &a {
+        if !b.iter().any(|(rb, db, _)| rb == ra && db == da) {
+            match b.iter().find(|(rb, _, _)| rb == ra) {
+                Some((_, db, kb)) => out.push(format!("{ka}: {da} at the coordinator, {kb}: {db} here")),
+                None => out.push(format!("{ka}: {da} at the coordinator, no such input here")),
+            }
+        }
+    }
+    for (rb, db, kb) in &b {
+        if !a.iter().any(|(ra, _, _)| ra == rb) {
+            out.push(format!("{kb}: {db} here, not an input at the coordinator"));
+        }
+    }
+    out
+}

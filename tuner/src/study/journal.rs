@@ -234,6 +234,32 @@ impl Journal {
         })
     }
 
+    /// The complete rows of a journal's text (read only: a torn last line
+    /// is left out, not cut off), for readers such as `polytune status`.
+    pub fn parse_rows(path: &Path, text: &str, terms: usize) -> Result<Vec<TrialRecord>, JournalError> {
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        let mut lines = complete.lines();
+        let want = header(terms);
+        match lines.next() {
+            None => Ok(Vec::new()),
+            Some(h) if h == want => lines
+                .enumerate()
+                .map(|(i, line)| {
+                    parse_row(line, terms).map_err(|message| JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: i + 2,
+                        message,
+                    })
+                })
+                .collect(),
+            Some(h) => Err(JournalError::Corrupt {
+                path: path.to_path_buf(),
+                line: 1,
+                message: format!("header {h:?} is not the header of a {terms}-term study ({want:?})"),
+            }),
+        }
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -53,6 +53,7 @@ mod config;
 mod dir;
 pub(crate) mod guard;
 mod inputs;
+pub(crate) use inputs::{digest_differences_by_role, digest_inputs};
 mod journal;
 mod output;
 mod plot;
@@ -83,14 +84,17 @@ pub use progress::{init_logging, multi_progress, LogWriter, Progress};
 pub use verdict::{verdict, Verdict};
 
 use crate::orchestrator::{
-    ChildCommand, ChildRunner, Orchestrator, Shutdown, TrialOutcome, TrialPhase, TrialRun,
-    TrialRunner, TrialSpec,
+    ChildCommand, ChildRunner, Orchestrator, Shutdown, StopLevel, TrialOutcome, TrialPhase,
+    TrialRun, TrialRunner, TrialSpec,
 };
 use crate::search::{
     confirm_seed, recommend, run_search, Bounds, Recommendation, SearchEnd, SearchError,
     TrialBackend, TrialRequest,
 };
 use crate::stats::PairedCi;
+use crate::storage::pg::{StudyLock, StudyRegistration};
+use crate::storage::worker::{run_worker, WorkerOptions};
+use crate::storage::{PgStore, PgTarget, StorageError};
 
 /// Anything that stops a study. Messages name the file, key or trial.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +173,9 @@ pub enum StudyError {
         /// What went wrong.
         message: String,
     },
+    /// The PostgreSQL storage failed or refused the study.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// The tokio runtime failed.
     #[error("runtime: {0}")]
     Runtime(String),
@@ -196,6 +203,14 @@ pub struct StudyOptions {
     pub provenance: ProvenanceConfig,
     /// Write `plot.svg`.
     pub plot: bool,
+    /// Keep the trials in PostgreSQL instead of the journal: this process
+    /// coordinates, `polytune worker`s (and the local workers) run them.
+    pub storage: Option<PgTarget>,
+    /// With `storage`: workers this process runs itself (default
+    /// `study.workers`; 0 = only outside workers).
+    pub local_workers: Option<usize>,
+    /// With `storage`: pause between polls for results.
+    pub poll: Duration,
 }
 
 impl StudyOptions {
@@ -211,6 +226,9 @@ impl StudyOptions {
             shutdown: None,
             provenance: ProvenanceConfig::default(),
             plot: true,
+            storage: None,
+            local_workers: None,
+            poll: Duration::from_millis(20),
         }
     }
 }
@@ -291,10 +309,28 @@ impl StudyReport {
     }
 }
 
-/// The study's [`TrialBackend`]: journal memo, worker pool, journal writes.
+/// Where trials run and are recorded.
+enum Exec {
+    /// The worker pool of this process; attempts appended to the journal.
+    Local {
+        orch: Orchestrator,
+        journal: Mutex<Journal>,
+    },
+    /// Queued in PostgreSQL for workers; this process polls for results.
+    Queue {
+        store: PgStore,
+        study_id: i64,
+        lock: Arc<StudyLock>,
+        handle: tokio::runtime::Handle,
+        shutdown: Shutdown,
+        poll: Duration,
+    },
+}
+
+/// The study's [`TrialBackend`]: memo of recorded trials, then the pool
+/// and journal, or the PostgreSQL queue.
 struct Backend {
-    orch: Orchestrator,
-    journal: Mutex<Journal>,
+    exec: Exec,
     journal_path: PathBuf,
     bounds: Bounds,
     train: toml::Table,
@@ -379,13 +415,94 @@ impl Backend {
     /// `max_retries` more times, counting attempts journaled before a
     /// resume). `None` if any was cancelled or the journal failed.
     fn dispatch(&self, specs: Vec<TrialSpec>) -> Option<Vec<TrialRecord>> {
+        match &self.exec {
+            Exec::Local { orch, journal } => self.dispatch_local(orch, journal, specs),
+            Exec::Queue { handle, .. } => {
+                let handle = handle.clone();
+                match handle.block_on(self.dispatch_queue(specs)) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        self.set_fatal(e);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues `specs` in PostgreSQL and waits until each has ended
+    /// (finished or failed; retries happen in the queue). `None` on a
+    /// shutdown: the queued trials stay for the next coordinator.
+    async fn dispatch_queue(&self, specs: Vec<TrialSpec>) -> Result<Option<Vec<TrialRecord>>, StudyError> {
+        let Exec::Queue { store, study_id, lock, shutdown, poll, .. } = &self.exec else {
+            unreachable!("dispatch_queue on a local backend")
+        };
+        let stored = store.enqueue(*study_id, &specs).await?;
+        for (s, (eps, seed)) in specs.iter().zip(&stored) {
+            if *seed != s.seed || !self.bounds.same_point(eps, &s.epsilon) {
+                return Err(StudyError::Corrupt {
+                    path: PathBuf::from(store.target().redacted()),
+                    message: format!(
+                        "{} trial {} is queued with ε = {eps:?}, seed {seed}, but the replayed search asks for ε = {:?}, seed {}; the database's study belongs to another config or polytune version",
+                        s.phase.as_str(), s.trial, s.epsilon, s.seed
+                    ),
+                });
+            }
+        }
+        let phase = specs.first().map_or(TrialPhase::Search, |s| s.phase);
+        let index: Vec<u64> = specs.iter().map(|s| s.trial).collect();
+        let mut done: HashMap<u64, TrialRecord> = HashMap::new();
+        let mut last_requeue = std::time::Instant::now();
+        let mut waiting_note = std::time::Instant::now();
+        loop {
+            if shutdown.is_stopping() {
+                return Ok(None);
+            }
+            lock.ensure().await?;
+            let open: Vec<u64> = index.iter().copied().filter(|i| !done.contains_key(i)).collect();
+            for rec in store.ended(*study_id, phase, &open).await? {
+                self.note(&rec, false);
+                if rec.phase == TrialPhase::Search {
+                    self.used.lock().expect("lock").insert(rec.trial, rec.clone());
+                }
+                done.insert(rec.trial, rec);
+            }
+            if done.len() == index.len() {
+                return Ok(Some(index.iter().map(|i| done[i].clone()).collect()));
+            }
+            if last_requeue.elapsed() >= Duration::from_millis(500) {
+                store.requeue_lost(Some(*study_id)).await?;
+                last_requeue = std::time::Instant::now();
+            }
+            if waiting_note.elapsed() >= Duration::from_secs(60) {
+                tracing::info!(
+                    "waiting for {} queued trial(s) in {}; workers: `polytune worker --storage {}`",
+                    index.len() - done.len(),
+                    store.target().redacted(),
+                    store.target().redacted()
+                );
+                waiting_note = std::time::Instant::now();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(*poll) => {}
+                _ = shutdown.reached(StopLevel::Draining) => {}
+            }
+        }
+    }
+
+    fn dispatch_local(
+        &self,
+        orch: &Orchestrator,
+        journal: &Mutex<Journal>,
+        specs: Vec<TrialSpec>,
+    ) -> Option<Vec<TrialRecord>> {
         let n = specs.len();
         let mut out: Vec<Option<TrialRecord>> = vec![None; n];
         let mut pending: Vec<(usize, TrialSpec)> = specs.into_iter().enumerate().collect();
         let mut stop = false;
         while !pending.is_empty() && !stop {
             let batch: Vec<TrialSpec> = pending.iter().map(|(_, s)| s.clone()).collect();
-            let rx = self.orch.run_batch_blocking(batch.clone());
+            let rx = orch.run_batch_blocking(batch.clone());
             let mut again = Vec::new();
             for (i, run) in rx.iter().take(batch.len()) {
                 let (slot, spec) = &pending[i];
@@ -407,7 +524,7 @@ impl Backend {
                 // Trials that never started leave no row; started-and-cancelled
                 // ones leave a `cancelled` row (ignored on resume).
                 if run.launched {
-                    if let Err(e) = self.journal.lock().expect("lock").append(&rec) {
+                    if let Err(e) = journal.lock().expect("lock").append(&rec) {
                         self.set_fatal(e.into());
                         stop = true;
                     }
@@ -543,7 +660,7 @@ fn fmt_eps(eps: &[f64]) -> String {
 }
 
 /// The journal row of a trial run.
-fn record(spec: &TrialSpec, run: &TrialRun) -> TrialRecord {
+pub(crate) fn record(spec: &TrialSpec, run: &TrialRun) -> TrialRecord {
     let mut rec = TrialRecord {
         trial: spec.trial,
         phase: spec.phase,
@@ -604,22 +721,64 @@ pub async fn run_study(
 ) -> Result<StudyReport, StudyError> {
     cfg.validate_named(&opts.config_source)?;
     guard::check_outputs(&cfg, &opts)?;
+    // The database first: a wrong URL, password or schema writes nothing.
+    let app_name = format!("polytune coordinator {}", crate::storage::worker::default_worker_id());
+    let store = match &opts.storage {
+        Some(target) => Some(PgStore::open(target, &app_name).await?),
+        None => None,
+    };
     let dir = StudyDir::open(&opts.study_dir, &cfg, &opts.config_source)?;
-    let journal_path = dir.file(TRIALS_FILE);
-    let terms = cfg.search.terms;
-    let opened = Journal::open(&journal_path, terms)?;
-    if let Some(torn) = &opened.dropped_torn_line {
-        tracing::warn!(
-            "{}: dropped a torn last line from an interrupted write ({} bytes); that trial runs again",
-            journal_path.display(),
-            torn.len()
-        );
+    let st = &cfg.study;
+    let shutdown = opts.shutdown.clone().unwrap_or_default();
+    let journal_path;
+    let rows;
+    let mut queue = None;
+    let exec_local;
+    match &store {
+        None => {
+            journal_path = dir.file(TRIALS_FILE);
+            let opened = Journal::open(&journal_path, cfg.search.terms)?;
+            if let Some(torn) = &opened.dropped_torn_line {
+                tracing::warn!(
+                    "{}: dropped a torn last line from an interrupted write ({} bytes); that trial runs again",
+                    journal_path.display(),
+                    torn.len()
+                );
+            }
+            rows = opened.rows;
+            exec_local = Some(opened.journal);
+        }
+        Some(store) => {
+            let name = dir
+                .root()
+                .file_name()
+                .map_or("study".into(), |n| n.to_string_lossy().into_owned());
+            journal_path = PathBuf::from(format!("{} study {name:?}", store.target().redacted()));
+            let reg = StudyRegistration {
+                name,
+                fingerprint: dir.fingerprint().to_string(),
+                source: opts.config_source.clone(),
+                config: cfg.to_toml_string(),
+                inputs: toml::to_string(dir.inputs()).map_err(|e| StudyError::Runtime(format!("cannot serialise the input digests: {e}")))?,
+                terms: cfg.search.terms,
+                budget: st.budget,
+                confirm_runs: 2 * st.confirm_seeds,
+                lease_s: st.lease_s,
+                max_retries: st.max_retries,
+            };
+            let row = store.register_study(&reg).await?;
+            let lock = store.lock_study(&row, &app_name).await?;
+            store.update_study(row.id, &reg).await?;
+            rows = store.final_records(row.id).await?;
+            queue = Some((row.id, Arc::new(lock)));
+            exec_local = None;
+        }
     }
     let mut search_memo = HashMap::new();
     let mut confirm_memo = HashMap::new();
     let mut attempts: HashMap<(TrialPhase, u64), u32> = HashMap::new();
     let timeout_now = cfg.study.trial_timeout_s;
-    for row in opened.rows {
+    for row in rows {
         if row.state != RowState::Cancelled {
             let a = attempts.entry((row.phase, row.trial)).or_insert(0);
             *a = (*a).max(row.attempt);
@@ -628,7 +787,8 @@ pub async fn run_study(
             (RowState::Cancelled | RowState::Retry, _) => {}
             // Timed out under a lower limit than today's: run it again.
             (RowState::Failed, _)
-                if timed_out_after(&row.error).is_some_and(|t| t < timeout_now - 0.05) =>
+                if exec_local.is_some()
+                    && timed_out_after(&row.error).is_some_and(|t| t < timeout_now - 0.05) =>
             {
                 attempts.insert((row.phase, row.trial), 0);
             }
@@ -640,15 +800,13 @@ pub async fn run_study(
             }
         }
     }
-    if dir.resumed() {
+    if dir.resumed() || !search_memo.is_empty() {
         tracing::info!(
             "resuming the study in {} ({} search trials recorded)",
-            dir.root().display(),
+            journal_path.display(),
             search_memo.len()
         );
     }
-    let st = &cfg.study;
-    let shutdown = opts.shutdown.clone().unwrap_or_default();
     let listener = if opts.handle_signals {
         Some(
             shutdown
@@ -659,9 +817,48 @@ pub async fn run_study(
         None
     };
     let progress = Progress::new(st.budget, opts.progress);
+    let mut local_workers = Vec::new();
+    let workers_stop = shutdown.child();
+    let exec = match (exec_local, &store, &queue) {
+        (Some(journal), _, _) => Exec::Local {
+            orch: Orchestrator::new(runner, st.workers, shutdown.clone()),
+            journal: Mutex::new(journal),
+        },
+        (None, Some(store), Some((study_id, lock))) => {
+            let k = opts.local_workers.unwrap_or(st.workers);
+            for slot in 0..k {
+                let mut w = WorkerOptions::new();
+                w.id = format!("{}/{slot}", w.id);
+                w.slot = Some(slot);
+                w.study = Some(*study_id);
+                let r = runner.clone();
+                w.runner = Arc::new(move |_: &StudyConfig| Ok(r.clone()));
+                let (store, stop) = (store.clone(), workers_stop.clone());
+                local_workers.push(tokio::spawn(async move {
+                    if let Err(e) = run_worker(&store, &w, &stop).await {
+                        tracing::error!("local worker {}: {e}", w.id);
+                    }
+                }));
+            }
+            if k == 0 {
+                tracing::info!(
+                    "no local workers: start `polytune worker --storage {}` on the machines that should run trials",
+                    store.target().redacted()
+                );
+            }
+            Exec::Queue {
+                store: store.clone(),
+                study_id: *study_id,
+                lock: lock.clone(),
+                handle: tokio::runtime::Handle::current(),
+                shutdown: shutdown.clone(),
+                poll: opts.poll,
+            }
+        }
+        _ => unreachable!("a journal or a queue"),
+    };
     let backend = Arc::new(Backend {
-        orch: Orchestrator::new(runner, st.workers, shutdown.clone()),
-        journal: Mutex::new(opened.journal),
+        exec,
         journal_path: journal_path.clone(),
         bounds: cfg.search.bounds(),
         train: cfg.train.clone(),
@@ -677,6 +874,26 @@ pub async fn run_study(
     });
     let result = drive(&cfg, &opts, &dir, backend.clone(), &shutdown).await;
     progress.finish();
+    // Local workers: on a normal end they are idle; on a stop they give
+    // their trials back (after the grace period) before the lock goes.
+    workers_stop.raise(StopLevel::Draining);
+    for w in local_workers {
+        let _ = w.await;
+    }
+    if let (Some(store), Some((study_id, lock))) = (&store, queue) {
+        let (state, words) = match &result {
+            Ok(r) => ("finished", r.verdict.sentence.clone()),
+            Err(StudyError::Interrupted { .. }) => ("interrupted", String::new()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        if let Err(e) = store.set_study_state(study_id, state, &words).await {
+            tracing::warn!("{e}");
+        }
+        drop(backend);
+        if let Ok(lock) = Arc::try_unwrap(lock) {
+            lock.release().await;
+        }
+    }
     if let Some(l) = listener {
         l.abort();
     }

@@ -66,7 +66,7 @@ impl StudyReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "search: {}, budget {}, {} fine-tunes ({} run now, {} from the journal)",
+            "search: {}, budget {}, {} fine-tunes ({} run now, {} recorded before)",
             self.solver,
             self.budget,
             self.trials.len(),
