@@ -46,7 +46,7 @@ case "$cmd" in
     run_pg "$bin/psql" -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
       -c "CREATE ROLE polytune LOGIN CREATEDB PASSWORD 'polytune-test'" \
       -c "CREATE DATABASE polytune OWNER polytune" >/dev/null
-    restart="$bin/pg_ctl -D $dir/data -w -t 60 -m fast restart"
+    restart="$bin/pg_ctl -D $dir/data -l $dir/data/server.log -w -t 60 -m fast restart"
     if [[ $(id -u) == 0 ]]; then restart="runuser -u postgres -- $restart"; fi
     cat >"$dir/env" <<ENV
 export POLYTUNE_TEST_PG_URL='postgresql://polytune:polytune-test@127.0.0.1:$port/polytune'

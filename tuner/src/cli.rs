@@ -31,9 +31,9 @@ use crate::data::Dataset;
 use crate::orchestrator::stop_signal;
 use crate::orchestrator::TrialSpec;
 use crate::search::SolverKind;
+use crate::search::MAX_ABS_BOUND;
 use crate::storage::worker::{run_worker, WorkerOptions};
 use crate::storage::{status, PgStore, PgTarget};
-use crate::search::MAX_ABS_BOUND;
 use crate::study::guard::same_target;
 use crate::study::{
     child_runner, init_logging, multi_progress, run_study_blocking, trial_program, StudyConfig,
@@ -114,7 +114,9 @@ pub struct StatusArgs {
 }
 
 fn parse_grace(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if (0.0..=crate::study::MAX_SECONDS).contains(&v) {
         Ok(v)
     } else {
@@ -613,7 +615,11 @@ fn status_command(a: StatusArgs) -> anyhow::Result<u8> {
                 for (i, s) in studies.iter().enumerate() {
                     let st = status::pg_study_status(&store, s).await?;
                     // Workers once, after the last study.
-                    let w: &[_] = if i + 1 == studies.len() { &workers } else { &[] };
+                    let w: &[_] = if i + 1 == studies.len() {
+                        &workers
+                    } else {
+                        &[]
+                    };
                     text += &status::render(&st, w);
                 }
                 anyhow::Ok(text)

@@ -10,12 +10,15 @@
 //! Kill points are events (rows in the database), never sleeps.
 
 mod common;
+#[path = "pg_support/load.rs"]
+mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, journal_rows, tuned_core};
+use common::{fixture, tuned_core};
+use load::{run_load, LoadTrial};
 use polytune::orchestrator::TrialPhase;
 use polytune::storage::pg::{PgStore, StudyRow};
 use polytune::storage::PgTarget;
@@ -134,24 +137,39 @@ fn ok(out: Output) -> String {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     );
-    assert!(out.status.success(), "failed: {:?}\nstdout:\n{o}\nstderr:\n{e}", out.status);
+    assert!(
+        out.status.success(),
+        "failed: {:?}\nstdout:\n{o}\nstderr:\n{e}",
+        out.status
+    );
     o
 }
 
 fn spawn(mut c: Command) -> Child {
-    c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn store(url: &str) -> (tokio::runtime::Runtime, PgStore) {
     let rt = rt();
     let s = rt
-        .block_on(PgStore::open(&PgTarget::parse(url).unwrap(), "polytune test"))
+        .block_on(PgStore::open(
+            &PgTarget::parse(url).unwrap(),
+            "polytune test",
+        ))
         .unwrap();
     (rt, s)
 }
 
 /// Waits (polling the database) until `pred` holds for the study's rows.
-fn wait_for(url: &str, study: &str, what: &str, pred: impl Fn(&[polytune::storage::pg::QueueRow]) -> bool) {
+fn wait_for(
+    url: &str,
+    study: &str,
+    what: &str,
+    pred: impl Fn(&[polytune::storage::pg::QueueRow]) -> bool,
+) {
     let (rt, store) = store(url);
     let start = Instant::now();
     loop {
@@ -164,7 +182,10 @@ fn wait_for(url: &str, study: &str, what: &str, pred: impl Fn(&[polytune::storag
         if pred(&rows) {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -199,7 +220,9 @@ fn pg_results(url: &str, name: &str) -> Vec<(String, u64, String, u64, String)> 
 fn journal_results(dir: &Path) -> Vec<(String, u64, String, u64, String)> {
     let cfg = polytune::study::StudyConfig::load(dir.join("config.toml")).unwrap();
     let text = std::fs::read_to_string(dir.join("trials.csv")).unwrap();
-    let rows = polytune::study::Journal::parse_rows(&dir.join("trials.csv"), &text, cfg.search.terms).unwrap();
+    let rows =
+        polytune::study::Journal::parse_rows(&dir.join("trials.csv"), &text, cfg.search.terms)
+            .unwrap();
     let mut v: Vec<_> = rows
         .into_iter()
         .filter(|r| r.is_finished() || r.state == polytune::study::RowState::Failed)
@@ -237,7 +260,10 @@ fn three_workers_give_the_trials_and_result_of_the_journal_study() {
     let stdout = ok(s.search("eq", Some(&url), &[], "0").output().unwrap());
     assert!(stdout.contains("verdict:"), "{stdout}");
     assert_eq!(pg_results(&url, "eq"), want);
-    assert_eq!(tuned_core(&s.dir("eq").join("tuned.toml")), tuned_core(&reference.dir("ref").join("tuned.toml")));
+    assert_eq!(
+        tuned_core(&s.dir("eq").join("tuned.toml")),
+        tuned_core(&reference.dir("ref").join("tuned.toml"))
+    );
     // No journal in PostgreSQL mode; every launch is one recorded attempt.
     assert!(!s.dir("eq").join("trials.csv").exists());
     let row = study_row(&url, "eq");
@@ -247,7 +273,8 @@ fn three_workers_give_the_trials_and_result_of_the_journal_study() {
     assert_eq!(attempts.len(), want.len());
     assert_eq!(s.launches(), want.len());
     // Three local workers ran them.
-    let workers: std::collections::BTreeSet<String> = attempts.iter().map(|a| a.worker.clone()).collect();
+    let workers: std::collections::BTreeSet<String> =
+        attempts.iter().map(|a| a.worker.clone()).collect();
     assert!(workers.len() >= 2, "{workers:?}");
 
     // A second run resumes everything from the database: nothing runs.
@@ -256,7 +283,10 @@ fn three_workers_give_the_trials_and_result_of_the_journal_study() {
     assert_eq!(s.launches(), want.len());
 
     // `polytune status` reads the same numbers.
-    let st = ok(s.command(&["status", "--storage", &url, "eq"], "0").output().unwrap());
+    let st = ok(s
+        .command(&["status", "--storage", &url, "eq"], "0")
+        .output()
+        .unwrap());
     assert!(st.contains("study eq: finished"), "{st}");
     assert!(st.contains("search finished    12"), "{st}");
     assert!(st.contains("confirm finished   4"), "{st}");
@@ -270,12 +300,14 @@ fn a_killed_worker_s_trial_is_requeued_and_finished_by_another() {
     let cfg = config(6, 2);
     let (_reference, want) = journal_reference(&cfg);
     let s = Study::new(&cfg);
-    let mut coord = spawn(s.search("wk", Some(&url), &["--local-workers", "0"], "0.3"));
+    let coord = spawn(s.search("wk", Some(&url), &["--local-workers", "0"], "0.3"));
     let mut victim = spawn(s.command(&["worker", "--storage", &url], "0.3"));
     let victim_id = format!(":{}", victim.id());
     // Kill the victim while it runs a trial; then a second worker joins.
     wait_for(&url, "wk", "the victim to run a trial", |rows| {
-        rows.iter().any(|r| r.state == "running" && r.worker.as_deref().is_some_and(|w| w.ends_with(&victim_id)))
+        rows.iter().any(|r| {
+            r.state == "running" && r.worker.as_deref().is_some_and(|w| w.ends_with(&victim_id))
+        })
     });
     victim.kill().unwrap();
     victim.wait().unwrap();
@@ -294,7 +326,11 @@ fn a_killed_worker_s_trial_is_requeued_and_finished_by_another() {
         .filter(|a| a.worker.ends_with(&victim_id) && a.state == "retry")
         .collect();
     assert_eq!(lost.len(), 1, "{attempts:?}");
-    assert!(lost[0].error.contains("lost: no heartbeat for 2 s"), "{}", lost[0].error);
+    assert!(
+        lost[0].error.contains("lost: no heartbeat for 2 s"),
+        "{}",
+        lost[0].error
+    );
     // The same trial then finished on its second attempt, by the rescuer.
     let redo = attempts
         .iter()
@@ -316,7 +352,10 @@ fn a_killed_coordinator_resumes_without_losing_or_repeating_trials() {
     let s = Study::new(&cfg);
     let mut first = spawn(s.search("ck", Some(&url), &[], "0.2"));
     wait_for(&url, "ck", "4 finished search trials", |rows| {
-        rows.iter().filter(|r| r.phase == TrialPhase::Search && r.state == "finished").count() >= 4
+        rows.iter()
+            .filter(|r| r.phase == TrialPhase::Search && r.state == "finished")
+            .count()
+            >= 4
     });
     first.kill().unwrap();
     first.wait().unwrap();
@@ -324,7 +363,10 @@ fn a_killed_coordinator_resumes_without_losing_or_repeating_trials() {
     let stdout = ok(out);
     assert!(stdout.contains("verdict:"), "{stdout}");
     assert_eq!(pg_results(&url, "ck"), want);
-    assert_eq!(tuned_core(&s.dir("ck").join("tuned.toml")), tuned_core(&reference.dir("ref").join("tuned.toml")));
+    assert_eq!(
+        tuned_core(&s.dir("ck").join("tuned.toml")),
+        tuned_core(&reference.dir("ref").join("tuned.toml"))
+    );
     let row = study_row(&url, "ck");
     let (rt, store) = store(&url);
     let attempts = rt.block_on(store.attempts(row.id)).unwrap();
@@ -332,8 +374,18 @@ fn a_killed_coordinator_resumes_without_losing_or_repeating_trials() {
     // a trial the kill orphaned; every launch left an attempt row.
     let finished = attempts.iter().filter(|a| a.state == "finished").count();
     assert_eq!(finished, want.len(), "{attempts:?}");
-    assert!(attempts.iter().all(|a| a.state == "finished" || a.state == "retry"), "{attempts:?}");
-    assert!(s.launches() <= attempts.len(), "{} launches, {} attempts", s.launches(), attempts.len());
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.state == "finished" || a.state == "retry"),
+        "{attempts:?}"
+    );
+    assert!(
+        s.launches() <= attempts.len(),
+        "{} launches, {} attempts",
+        s.launches(),
+        attempts.len()
+    );
     assert!(s.launches() >= want.len());
 }
 
@@ -353,14 +405,24 @@ fn workers_and_coordinator_ride_out_a_server_restart() {
     let s = Study::new(&cfg);
     let coord = spawn(s.search("rs", Some(&url), &[], "0.3"));
     wait_for(&url, "rs", "3 finished search trials", |rows| {
-        rows.iter().filter(|r| r.phase == TrialPhase::Search && r.state == "finished").count() >= 3
+        rows.iter()
+            .filter(|r| r.phase == TrialPhase::Search && r.state == "finished")
+            .count()
+            >= 3
     });
     let st = Command::new("sh").args(["-c", &restart]).output().unwrap();
-    assert!(st.status.success(), "restart failed: {}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "restart failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let out = coord.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     ok(out);
-    assert!(stderr.contains("retrying in") || stderr.contains("reconnected"), "no reconnect seen:\n{stderr}");
+    assert!(
+        stderr.contains("retrying in") || stderr.contains("reconnected"),
+        "no reconnect seen:\n{stderr}"
+    );
     assert_eq!(pg_results(&url, "rs"), want);
 }
 
@@ -370,7 +432,9 @@ fn a_second_coordinator_of_the_same_study_is_refused() {
     let url = fresh_db(&url, "pt_second");
     let s = Study::new(&config(6, 1));
     let mut first = spawn(s.search("two", Some(&url), &[], "0.5"));
-    wait_for(&url, "two", "a running trial", |rows| rows.iter().any(|r| r.state == "running"));
+    wait_for(&url, "two", "a running trial", |rows| {
+        rows.iter().any(|r| r.state == "running")
+    });
     let out = s.search("two", Some(&url), &[], "0").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success());
@@ -385,8 +449,14 @@ fn a_second_coordinator_of_the_same_study_is_refused() {
     let out = other.search("two", Some(&url), &[], "0").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("study \"two\" is already being coordinated by polytune coordinator"), "{stderr}");
-    assert!(!stderr.contains("polytune-test"), "password leaked: {stderr}");
+    assert!(
+        stderr.contains("study \"two\" is already being coordinated by polytune coordinator"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("polytune-test"),
+        "password leaked: {stderr}"
+    );
     first.kill().unwrap();
     first.wait().unwrap();
 }
@@ -396,9 +466,18 @@ fn bad_urls_passwords_and_newer_schemas_fail_clearly_and_write_nothing() {
     let Some(url) = server() else { return };
     let s = Study::new(&config(4, 1));
     let cases: Vec<(String, &str)> = vec![
-        ("postgresql://polytune:x@127.0.0.1:1/polytune".into(), "cannot connect"),
-        (url.replace("polytune-test", "wrong-pass-123"), "authentication failed"),
-        ("mysql://polytune:secret-9@127.0.0.1/x".into(), "a storage URL starts with postgresql://"),
+        (
+            "postgresql://polytune:x@127.0.0.1:1/polytune".into(),
+            "cannot connect",
+        ),
+        (
+            url.replace("polytune-test", "wrong-pass-123"),
+            "authentication failed",
+        ),
+        (
+            "mysql://polytune:secret-9@127.0.0.1/x".into(),
+            "a storage URL starts with postgresql://",
+        ),
     ];
     for (bad, want) in &cases {
         let out = s.search("bad", Some(bad), &[], "0").output().unwrap();
@@ -408,7 +487,10 @@ fn bad_urls_passwords_and_newer_schemas_fail_clearly_and_write_nothing() {
         for secret in ["wrong-pass-123", "secret-9", "polytune-test"] {
             assert!(!stderr.contains(secret), "password shown: {stderr}");
         }
-        assert!(!s.dir("bad").exists(), "{bad}: the study directory was created");
+        assert!(
+            !s.dir("bad").exists(),
+            "{bad}: the study directory was created"
+        );
     }
     // A database from a newer polytune: refused before anything is written.
     let newer = fresh_db(&url, "pt_newer");
@@ -422,7 +504,10 @@ fn bad_urls_passwords_and_newer_schemas_fail_clearly_and_write_nothing() {
     let out = s.search("bad", Some(&newer), &[], "0").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success());
-    assert!(stderr.contains("schema version 999, newer than this polytune's 1"), "{stderr}");
+    assert!(
+        stderr.contains("schema version 999, newer than this polytune's 1"),
+        "{stderr}"
+    );
     assert!(!s.dir("bad").exists());
     let tables: i64 = rt().block_on(async {
         let c = target.connect("polytune test").await.unwrap();
@@ -433,7 +518,10 @@ fn bad_urls_passwords_and_newer_schemas_fail_clearly_and_write_nothing() {
     });
     assert_eq!(tables, 0, "a migration ran on a newer schema");
     // A worker too.
-    let out = s.command(&["worker", "--storage", &newer], "0").output().unwrap();
+    let out = s
+        .command(&["worker", "--storage", &newer], "0")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("newer than this polytune's"));
 }
@@ -442,92 +530,15 @@ fn bad_urls_passwords_and_newer_schemas_fail_clearly_and_write_nothing() {
 fn many_trials_through_eight_workers_none_lost_none_twice() {
     let Some(url) = server() else { return };
     let url = fresh_db(&url, "pt_load");
-    let report = polytune_pg_load(&url, 200, 8);
-    assert_eq!(report.finished, 200);
-    assert_eq!(report.attempts, 200, "duplicated or lost attempts");
-}
-
-struct LoadReport {
-    finished: usize,
-    attempts: usize,
-}
-
-/// Queues `n` trials of a fresh study and runs them with `workers`
-/// in-process workers whose trials sleep 5 ms (the storage path only).
-fn polytune_pg_load(url: &str, n: u64, workers: usize) -> LoadReport {
-    use polytune::orchestrator::{FnRunner, Shutdown, TrialOutcome, TrialResult, TrialRunner, TrialSpec};
-    use polytune::storage::pg::StudyRegistration;
-    use polytune::storage::worker::{run_worker, WorkerOptions};
-    use std::sync::Arc;
-    let (rt, store) = store(url);
-    rt.block_on(async {
-        let reg = StudyRegistration {
-            name: "load".into(),
-            fingerprint: "f".into(),
-            source: "test".into(),
-            config: config(n, workers),
-            inputs: String::new(),
-            terms: 1,
-            budget: n,
-            confirm_runs: 0,
-            lease_s: 30.0,
-            max_retries: 2,
-        };
-        let row = store.register_study(&reg).await.unwrap();
-        let specs: Vec<TrialSpec> = (0..n)
-            .map(|i| TrialSpec {
-                trial: i,
-                phase: TrialPhase::Search,
-                epsilon: vec![i as f64 / n as f64],
-                seed: i,
-                train: Default::default(),
-                data: Default::default(),
-                worker: None,
-            })
-            .collect();
-        store.enqueue(row.id, &specs).await.unwrap();
-        let runner: Arc<dyn TrialRunner> = Arc::new(FnRunner::new(|spec: &TrialSpec| {
-            std::thread::sleep(Duration::from_millis(5));
-            TrialOutcome::Finished(TrialResult {
-                val_accuracy: 0.5,
-                val_loss: 1.0,
-                train_loss: None,
-                epochs: None,
-                seed: Some(spec.seed),
-                duration_s: None,
-            })
-        }));
-        let shutdown = Shutdown::new();
-        let mut handles = Vec::new();
-        for k in 0..workers {
-            let mut w = WorkerOptions::new();
-            w.id = format!("load/{k}");
-            w.study = Some(row.id);
-            w.max_trials = None;
-            let r = runner.clone();
-            w.runner = Arc::new(move |_: &polytune::study::StudyConfig| Ok(r.clone()));
-            let (store, stop) = (store.clone(), shutdown.clone());
-            handles.push(tokio::spawn(async move { run_worker(&store, &w, &stop).await }));
-        }
-        let all: Vec<u64> = (0..n).collect();
-        loop {
-            if store.ended(row.id, TrialPhase::Search, &all).await.unwrap().len() == n as usize {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        shutdown.raise(polytune::orchestrator::StopLevel::Draining);
-        for h in handles {
-            h.await.unwrap().unwrap();
-        }
-        let attempts = store.attempts(row.id).await.unwrap();
-        let mut keys: Vec<u64> = attempts.iter().map(|a| a.trial).collect();
-        keys.sort();
-        keys.dedup();
-        assert_eq!(keys.len(), attempts.len(), "a trial ran twice");
-        LoadReport {
-            finished: store.ended(row.id, TrialPhase::Search, &all).await.unwrap().len(),
-            attempts: attempts.len(),
-        }
-    })
+    let (rt, store) = store(&url);
+    for (name, trial) in [
+        ("inproc", LoadTrial::InProcess),
+        ("child", LoadTrial::Command(fixture("trial_sleep5ms.sh"))),
+    ] {
+        let r = rt.block_on(run_load(&store, name, 200, 8, trial));
+        assert_eq!(r.finished, 200, "{name}: {r:?}");
+        assert_eq!(r.attempts, 200, "{name}: {r:?}");
+        assert_eq!(r.duplicated, 0, "{name}: {r:?}");
+        eprintln!("{name}: 200 trials in {:.2} s", r.seconds);
+    }
 }

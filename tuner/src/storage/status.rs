@@ -70,13 +70,17 @@ fn summarise(
             (e, a.iter().sum::<f64>() / n as f64, n)
         })
         .max_by(|a, b| a.1.total_cmp(&b.1));
-    let mean_trial_s = (!durations.is_empty())
-        .then(|| durations.iter().sum::<f64>() / durations.len() as f64);
+    let mean_trial_s =
+        (!durations.is_empty()).then(|| durations.iter().sum::<f64>() / durations.len() as f64);
     let ended = |phase: &str| {
-        counts.get(&format!("{phase} finished")).copied().unwrap_or(0)
+        counts
+            .get(&format!("{phase} finished"))
+            .copied()
+            .unwrap_or(0)
             + counts.get(&format!("{phase} failed")).copied().unwrap_or(0)
     };
-    let left = budget.saturating_sub(ended("search")) + confirm_runs.saturating_sub(ended("confirm"));
+    let left =
+        budget.saturating_sub(ended("search")) + confirm_runs.saturating_sub(ended("confirm"));
     let eta_s = match (state.as_str(), mean_trial_s) {
         ("running" | "recorded", Some(m)) => Some(left as f64 * m / busy_workers.max(1) as f64),
         _ => None,
@@ -95,7 +99,10 @@ fn summarise(
 }
 
 /// The status of one PostgreSQL study.
-pub async fn pg_study_status(store: &PgStore, study: &StudyRow) -> Result<StudyStatus, StorageError> {
+pub async fn pg_study_status(
+    store: &PgStore,
+    study: &StudyRow,
+) -> Result<StudyStatus, StorageError> {
     let rows = store.queue(study.id).await?;
     let busy = rows.iter().filter(|r| r.state == "running").count();
     Ok(summarise(
@@ -163,13 +170,20 @@ pub fn render(s: &StudyStatus, workers: &[WorkerRow]) -> String {
     if !s.result.is_empty() {
         let _ = writeln!(out, "  result: {}", s.result);
     }
-    let _ = writeln!(out, "  budget {} search trials + {} confirmation runs", s.budget, s.confirm_runs);
+    let _ = writeln!(
+        out,
+        "  budget {} search trials + {} confirmation runs",
+        s.budget, s.confirm_runs
+    );
     for (k, v) in &s.counts {
         let _ = writeln!(out, "  {k:<18} {v}");
     }
     match &s.best {
         Some((e, acc, n)) => {
-            let _ = writeln!(out, "  best so far: ε = {e:?}, mean val acc {acc:.4} over {n} seed(s)");
+            let _ = writeln!(
+                out,
+                "  best so far: ε = {e:?}, mean val acc {acc:.4} over {n} seed(s)"
+            );
         }
         None => {
             let _ = writeln!(out, "  best so far: none finished");
@@ -217,7 +231,14 @@ fn words_s(s: f64) -> String {
 mod tests {
     use super::*;
 
-    fn row(phase: TrialPhase, trial: u64, state: &str, eps: f64, acc: Option<f64>, d: f64) -> QueueRow {
+    fn row(
+        phase: TrialPhase,
+        trial: u64,
+        state: &str,
+        eps: f64,
+        acc: Option<f64>,
+        d: f64,
+    ) -> QueueRow {
         QueueRow {
             phase,
             trial,

@@ -144,7 +144,10 @@ pub async fn run_worker(
             if last_requeue.elapsed() >= Duration::from_millis(500) {
                 let n = store.requeue_lost(opts.study).await?;
                 if n > 0 {
-                    tracing::warn!("{}: requeued {n} trial(s) whose worker stopped heartbeating", opts.id);
+                    tracing::warn!(
+                        "{}: requeued {n} trial(s) whose worker stopped heartbeating",
+                        opts.id
+                    );
                 }
                 last_requeue = std::time::Instant::now();
             }
@@ -214,7 +217,11 @@ pub async fn run_worker(
 }
 
 /// Gives a claimed, not yet started trial back uncounted.
-async fn give_back(store: &PgStore, opts: &WorkerOptions, claim: &Claim) -> Result<(), StorageError> {
+async fn give_back(
+    store: &PgStore,
+    opts: &WorkerOptions,
+    claim: &Claim,
+) -> Result<(), StorageError> {
     let run = TrialRun {
         outcome: TrialOutcome::Cancelled,
         started: std::time::SystemTime::now(),
@@ -228,7 +235,11 @@ async fn give_back(store: &PgStore, opts: &WorkerOptions, claim: &Claim) -> Resu
 
 /// Loads a study's config, checks this machine's inputs against the
 /// coordinator's digests, and builds its runner.
-async fn prepare_study(store: &PgStore, opts: &WorkerOptions, id: i64) -> Result<StudyCtx, StorageError> {
+async fn prepare_study(
+    store: &PgStore,
+    opts: &WorkerOptions,
+    id: i64,
+) -> Result<StudyCtx, StorageError> {
     let row = store
         .study_by_id(id)
         .await?
@@ -237,11 +248,12 @@ async fn prepare_study(store: &PgStore, opts: &WorkerOptions, id: i64) -> Result
             target: store.target().redacted().into(),
         })?;
     let origin = format!("study {:?} in {}", row.name, store.target().redacted());
-    let mut cfg = StudyConfig::from_toml_str(&row.config, &origin).map_err(|e| StorageError::Db {
-        target: store.target().redacted().into(),
-        what: format!("reading study {:?}'s config", row.name),
-        message: e.to_string(),
-    })?;
+    let mut cfg =
+        StudyConfig::from_toml_str(&row.config, &origin).map_err(|e| StorageError::Db {
+            target: store.target().redacted().into(),
+            what: format!("reading study {:?}'s config", row.name),
+            message: e.to_string(),
+        })?;
     if let Some(root) = &opts.data_root {
         rebase(&mut cfg.data, "path", root);
         rebase(&mut cfg.train, "weights", root);
@@ -298,7 +310,8 @@ fn adapt_spec(spec: &mut TrialSpec, opts: &WorkerOptions) {
         rebase(&mut spec.train, "weights", root);
     }
     if let Some(d) = &opts.device {
-        spec.train.insert("device".into(), toml::Value::String(d.clone()));
+        spec.train
+            .insert("device".into(), toml::Value::String(d.clone()));
     }
     spec.worker = opts.slot;
 }
@@ -373,8 +386,14 @@ mod tests {
         opts.device = Some("cuda:2".into());
         opts.slot = Some(1);
         adapt_spec(&mut spec, &opts);
-        assert_eq!(spec.data["path"].as_str(), Some("/mnt/shared/data/flowers102"));
-        assert_eq!(spec.train["weights"].as_str(), Some("/mnt/shared/w/r50.safetensors"));
+        assert_eq!(
+            spec.data["path"].as_str(),
+            Some("/mnt/shared/data/flowers102")
+        );
+        assert_eq!(
+            spec.train["weights"].as_str(),
+            Some("/mnt/shared/w/r50.safetensors")
+        );
         assert_eq!(spec.train["device"].as_str(), Some("cuda:2"));
         assert_eq!(spec.worker, Some(1));
         // Absolute paths are left alone.

@@ -218,7 +218,9 @@ pub(crate) fn digest_differences_by_role(
     for (ra, da, ka) in &a {
         if !b.iter().any(|(rb, db, _)| rb == ra && db == da) {
             match b.iter().find(|(rb, _, _)| rb == ra) {
-                Some((_, db, kb)) => out.push(format!("{ka}: {da} at the coordinator, {kb}: {db} here")),
+                Some((_, db, kb)) => {
+                    out.push(format!("{ka}: {da} at the coordinator, {kb}: {db} here"))
+                }
                 None => out.push(format!("{ka}: {da} at the coordinator, no such input here")),
             }
         }

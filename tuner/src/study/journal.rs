@@ -236,7 +236,11 @@ impl Journal {
 
     /// The complete rows of a journal's text (read only: a torn last line
     /// is left out, not cut off), for readers such as `polytune status`.
-    pub fn parse_rows(path: &Path, text: &str, terms: usize) -> Result<Vec<TrialRecord>, JournalError> {
+    pub fn parse_rows(
+        path: &Path,
+        text: &str,
+        terms: usize,
+    ) -> Result<Vec<TrialRecord>, JournalError> {
         let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
         let mut lines = complete.lines();
         let want = header(terms);
@@ -255,7 +259,9 @@ impl Journal {
             Some(h) => Err(JournalError::Corrupt {
                 path: path.to_path_buf(),
                 line: 1,
-                message: format!("header {h:?} is not the header of a {terms}-term study ({want:?})"),
+                message: format!(
+                    "header {h:?} is not the header of a {terms}-term study ({want:?})"
+                ),
             }),
         }
     }

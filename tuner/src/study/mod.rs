@@ -433,8 +433,19 @@ impl Backend {
     /// Queues `specs` in PostgreSQL and waits until each has ended
     /// (finished or failed; retries happen in the queue). `None` on a
     /// shutdown: the queued trials stay for the next coordinator.
-    async fn dispatch_queue(&self, specs: Vec<TrialSpec>) -> Result<Option<Vec<TrialRecord>>, StudyError> {
-        let Exec::Queue { store, study_id, lock, shutdown, poll, .. } = &self.exec else {
+    async fn dispatch_queue(
+        &self,
+        specs: Vec<TrialSpec>,
+    ) -> Result<Option<Vec<TrialRecord>>, StudyError> {
+        let Exec::Queue {
+            store,
+            study_id,
+            lock,
+            shutdown,
+            poll,
+            ..
+        } = &self.exec
+        else {
             unreachable!("dispatch_queue on a local backend")
         };
         let stored = store.enqueue(*study_id, &specs).await?;
@@ -459,11 +470,18 @@ impl Backend {
                 return Ok(None);
             }
             lock.ensure().await?;
-            let open: Vec<u64> = index.iter().copied().filter(|i| !done.contains_key(i)).collect();
+            let open: Vec<u64> = index
+                .iter()
+                .copied()
+                .filter(|i| !done.contains_key(i))
+                .collect();
             for rec in store.ended(*study_id, phase, &open).await? {
                 self.note(&rec, false);
                 if rec.phase == TrialPhase::Search {
-                    self.used.lock().expect("lock").insert(rec.trial, rec.clone());
+                    self.used
+                        .lock()
+                        .expect("lock")
+                        .insert(rec.trial, rec.clone());
                 }
                 done.insert(rec.trial, rec);
             }
@@ -722,7 +740,10 @@ pub async fn run_study(
     cfg.validate_named(&opts.config_source)?;
     guard::check_outputs(&cfg, &opts)?;
     // The database first: a wrong URL, password or schema writes nothing.
-    let app_name = format!("polytune coordinator {}", crate::storage::worker::default_worker_id());
+    let app_name = format!(
+        "polytune coordinator {}",
+        crate::storage::worker::default_worker_id()
+    );
     let store = match &opts.storage {
         Some(target) => Some(PgStore::open(target, &app_name).await?),
         None => None,
@@ -759,7 +780,9 @@ pub async fn run_study(
                 fingerprint: dir.fingerprint().to_string(),
                 source: opts.config_source.clone(),
                 config: cfg.to_toml_string(),
-                inputs: toml::to_string(dir.inputs()).map_err(|e| StudyError::Runtime(format!("cannot serialise the input digests: {e}")))?,
+                inputs: toml::to_string(dir.inputs()).map_err(|e| {
+                    StudyError::Runtime(format!("cannot serialise the input digests: {e}"))
+                })?,
                 terms: cfg.search.terms,
                 budget: st.budget,
                 confirm_runs: 2 * st.confirm_seeds,

@@ -104,7 +104,10 @@ impl PgTarget {
         }
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| bad(e.to_string()))?;
         if config.get_hosts().is_empty() {
-            let host = env.host.clone().unwrap_or_else(|| "/var/run/postgresql".into());
+            let host = env
+                .host
+                .clone()
+                .unwrap_or_else(|| "/var/run/postgresql".into());
             for h in host.split(',') {
                 if h.starts_with('/') {
                     config.host_path(h);
@@ -171,7 +174,10 @@ impl PgTarget {
     }
 
     /// Opens one connection (its driver task runs on the current runtime).
-    pub async fn connect(&self, application_name: &str) -> Result<tokio_postgres::Client, StorageError> {
+    pub async fn connect(
+        &self,
+        application_name: &str,
+    ) -> Result<tokio_postgres::Client, StorageError> {
         let (client, connection) = self
             .config_named(application_name)
             .connect(tokio_postgres::NoTls)
@@ -239,7 +245,11 @@ fn describe(c: &tokio_postgres::Config) -> String {
         })
         .collect();
     let user = c.get_user().unwrap_or("");
-    let pw = if c.get_password().is_some() { ":***" } else { "" };
+    let pw = if c.get_password().is_some() {
+        ":***"
+    } else {
+        ""
+    };
     format!(
         "postgresql://{user}{pw}@{}/{}",
         hosts.join(","),
@@ -265,7 +275,12 @@ pub fn passfile_lookup(file: &Path, config: &tokio_postgres::Config) -> Option<S
         Some(Host::Tcp(h)) => h.clone(),
         Some(Host::Unix(_)) | None => "localhost".into(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
     let want = [
         host.as_str(),
         port.as_str(),
@@ -311,7 +326,10 @@ mod tests {
             ..PgEnv::default()
         };
         let t = PgTarget::parse_with("postgresql://", &env).unwrap();
-        assert_eq!(t.redacted(), "postgresql://alice:***@db.internal:6543/tuning");
+        assert_eq!(
+            t.redacted(),
+            "postgresql://alice:***@db.internal:6543/tuning"
+        );
         assert_eq!(t.config().get_password(), Some(&b"pw-from-env"[..]));
         // The URL wins over the environment.
         let t = PgTarget::parse_with("postgresql://bob@other/db2", &env).unwrap();
@@ -322,8 +340,14 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_without_showing_the_password() {
-        for url in ["mysql://u:hunter2@h/db", "sqlite:///x.db", "postgresql://u:hunter2@h:notaport/db"] {
-            let e = PgTarget::parse_with(url, &PgEnv::default()).unwrap_err().to_string();
+        for url in [
+            "mysql://u:hunter2@h/db",
+            "sqlite:///x.db",
+            "postgresql://u:hunter2@h:notaport/db",
+        ] {
+            let e = PgTarget::parse_with(url, &PgEnv::default())
+                .unwrap_err()
+                .to_string();
             assert!(!e.contains("hunter2"), "{e}");
             assert!(e.contains("***") || !url.contains('@'), "{e}");
         }

@@ -329,7 +329,10 @@ impl PgStore {
         &self.target
     }
 
-    async fn migrate(target: &PgTarget, mut client: tokio_postgres::Client) -> Result<(), StorageError> {
+    async fn migrate(
+        target: &PgTarget,
+        mut client: tokio_postgres::Client,
+    ) -> Result<(), StorageError> {
         let db = |what: &str| {
             let what = what.to_string();
             let t = target.redacted().to_string();
@@ -339,10 +342,16 @@ impl PgStore {
                 message: db_message(&e),
             }
         };
-        let tx = client.transaction().await.map_err(db("starting the migration"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::MIGRATION_LOCK])
+        let tx = client
+            .transaction()
             .await
-            .map_err(db("locking the schema"))?;
+            .map_err(db("starting the migration"))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&schema::MIGRATION_LOCK],
+        )
+        .await
+        .map_err(db("locking the schema"))?;
         let exists: bool = tx
             .query_one("SELECT to_regclass('polytune_schema') IS NOT NULL", &[])
             .await
@@ -375,9 +384,12 @@ impl PgStore {
             tx.batch_execute(sql)
                 .await
                 .map_err(db(&format!("applying schema migration {version}")))?;
-            tx.execute("INSERT INTO polytune_schema (version) VALUES ($1)", &[&version])
-                .await
-                .map_err(db("recording the migration"))?;
+            tx.execute(
+                "INSERT INTO polytune_schema (version) VALUES ($1)",
+                &[&version],
+            )
+            .await
+            .map_err(db("recording the migration"))?;
             tracing::info!("{}: applied schema migration {version}", target.redacted());
         }
         tx.commit().await.map_err(db("committing the migration"))?;
@@ -390,7 +402,7 @@ impl PgStore {
     /// updated to this run's.
     pub async fn register_study(&self, reg: &StudyRegistration) -> Result<StudyRow, StorageError> {
         let row = with_client!(self, "registering the study", |c| {
-                c.execute(
+            c.execute(
                     "INSERT INTO studies (name, fingerprint, source, config, inputs, terms, budget, confirm_runs, lease_s, max_retries, state)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'running') ON CONFLICT (name) DO NOTHING",
                     &[
@@ -407,8 +419,8 @@ impl PgStore {
                     ],
                 )
                 .await?;
-                c.query_one(STUDY_SELECT_BY_NAME, &[&reg.name]).await
-            })?;
+            c.query_one(STUDY_SELECT_BY_NAME, &[&reg.name]).await
+        })?;
         let stored = study_row(&row);
         if stored.fingerprint != reg.fingerprint {
             return Err(StorageError::ForeignStudy {
@@ -442,7 +454,12 @@ impl PgStore {
     }
 
     /// Sets a study's state and result words.
-    pub async fn set_study_state(&self, id: i64, state: &str, result: &str) -> Result<(), StorageError> {
+    pub async fn set_study_state(
+        &self,
+        id: i64,
+        state: &str,
+        result: &str,
+    ) -> Result<(), StorageError> {
         with_client!(self, "recording the study's state", |c| {
             c.execute(
                 "UPDATE studies SET state = $2, result = $3, updated_at = now() WHERE id = $1",
@@ -456,44 +473,48 @@ impl PgStore {
     /// Every study, oldest first.
     pub async fn studies(&self) -> Result<Vec<StudyRow>, StorageError> {
         let rows = with_client!(self, "listing studies", |c| {
-                c.query(&format!("{STUDY_SELECT} ORDER BY id"), &[]).await
-            })?;
+            c.query(&format!("{STUDY_SELECT} ORDER BY id"), &[]).await
+        })?;
         Ok(rows.iter().map(study_row).collect())
     }
 
     /// One study by name.
     pub async fn study(&self, name: &str) -> Result<Option<StudyRow>, StorageError> {
         let row = with_client!(self, "reading the study", |c| {
-                c.query_opt(STUDY_SELECT_BY_NAME, &[&name]).await
-            })?;
+            c.query_opt(STUDY_SELECT_BY_NAME, &[&name]).await
+        })?;
         Ok(row.as_ref().map(study_row))
     }
 
     /// One study by id.
     pub async fn study_by_id(&self, id: i64) -> Result<Option<StudyRow>, StorageError> {
         let row = with_client!(self, "reading the study", |c| {
-                c.query_opt(&format!("{STUDY_SELECT} WHERE id = $1"), &[&id])
-                    .await
-            })?;
+            c.query_opt(&format!("{STUDY_SELECT} WHERE id = $1"), &[&id])
+                .await
+        })?;
         Ok(row.as_ref().map(study_row))
     }
 
     /// The ended trials of a study (finished or failed), as journal records.
     pub async fn final_records(&self, study_id: i64) -> Result<Vec<TrialRecord>, StorageError> {
         let rows = with_client!(self, "reading the study's trials", |c| {
-                c.query(
+            c.query(
                     &format!("{TRIAL_SELECT} WHERE study_id = $1 AND state IN ('finished', 'failed') ORDER BY phase, trial"),
                     &[&study_id],
                 )
                 .await
-            })?;
+        })?;
         Ok(rows.iter().map(trial_record).collect())
     }
 
     /// Inserts `specs` as pending (those already present are kept) and
     /// returns, per spec, the stored (ε, seed) — which differs from the
     /// spec only if the database holds another study's replay.
-    pub async fn enqueue(&self, study_id: i64, specs: &[TrialSpec]) -> Result<Vec<(Vec<f64>, u64)>, StorageError> {
+    pub async fn enqueue(
+        &self,
+        study_id: i64,
+        specs: &[TrialSpec],
+    ) -> Result<Vec<(Vec<f64>, u64)>, StorageError> {
         let texts: Vec<String> = specs.iter().map(TrialSpec::to_json).collect();
         with_client!(self, "queueing trials", |c| {
             let tx = c.transaction().await?;
@@ -509,8 +530,11 @@ impl PgStore {
             let mut out = Vec::with_capacity(specs.len());
             for (s, text) in specs.iter().zip(&texts) {
                 let (phase, trial, seed) = (s.phase.as_str(), to_i64(s.trial), to_i64(s.seed));
-                tx.execute(&insert, &[&study_id, &phase, &trial, &s.epsilon, &seed, text])
-                    .await?;
+                tx.execute(
+                    &insert,
+                    &[&study_id, &phase, &trial, &s.epsilon, &seed, text],
+                )
+                .await?;
                 let row = tx.query_one(&select, &[&study_id, &phase, &trial]).await?;
                 out.push((row.get::<_, Vec<f64>>(0), row.get::<_, i64>(1) as u64));
             }
@@ -520,28 +544,33 @@ impl PgStore {
     }
 
     /// The ended (finished or failed) trials among `trials` of `phase`.
-    pub async fn ended(&self, study_id: i64, phase: TrialPhase, trials: &[u64]) -> Result<Vec<TrialRecord>, StorageError> {
+    pub async fn ended(
+        &self,
+        study_id: i64,
+        phase: TrialPhase,
+        trials: &[u64],
+    ) -> Result<Vec<TrialRecord>, StorageError> {
         let idx: Vec<i64> = trials.iter().map(|t| to_i64(*t)).collect();
         let rows = with_client!(self, "polling trial results", |c| {
-                c.query(
+            c.query(
                     &format!("{TRIAL_SELECT} WHERE study_id = $1 AND phase = $2 AND trial = ANY($3) AND state IN ('finished', 'failed')"),
                     &[&study_id, &phase.as_str(), &idx],
                 )
                 .await
-            })?;
+        })?;
         Ok(rows.iter().map(trial_record).collect())
     }
 
     /// Every trial of a study with its queue state, in phase and index order.
     pub async fn queue(&self, study_id: i64) -> Result<Vec<QueueRow>, StorageError> {
         let rows = with_client!(self, "reading the queue", |c| {
-                c.query(
+            c.query(
                     "SELECT phase, trial, state, epsilon, seed, val_accuracy, duration_s, attempt, worker
                      FROM trials WHERE study_id = $1 ORDER BY phase DESC, trial",
                     &[&study_id],
                 )
                 .await
-            })?;
+        })?;
         Ok(rows
             .iter()
             .map(|r| QueueRow {
@@ -561,12 +590,12 @@ impl PgStore {
     /// Every ended attempt of a study, in the order recorded.
     pub async fn attempts(&self, study_id: i64) -> Result<Vec<AttemptRow>, StorageError> {
         let rows = with_client!(self, "reading attempts", |c| {
-                c.query(
+            c.query(
                     "SELECT phase, trial, attempt, state, worker, error FROM attempts WHERE study_id = $1 ORDER BY id",
                     &[&study_id],
                 )
                 .await
-            })?;
+        })?;
         Ok(rows
             .iter()
             .map(|r| AttemptRow {
@@ -583,12 +612,12 @@ impl PgStore {
     /// Workers seen, most recent first.
     pub async fn workers(&self) -> Result<Vec<WorkerRow>, StorageError> {
         let rows = with_client!(self, "listing workers", |c| {
-                c.query(
+            c.query(
                     "SELECT id, device, extract(epoch FROM now() - last_seen)::float8, trials_done, current FROM workers ORDER BY last_seen DESC",
                     &[],
                 )
                 .await
-            })?;
+        })?;
         Ok(rows
             .iter()
             .map(|r| WorkerRow {
@@ -636,7 +665,12 @@ impl PgStore {
     }
 
     /// Records a worker (or refreshes it).
-    pub async fn register_worker(&self, id: &str, host: &str, device: &str) -> Result<(), StorageError> {
+    pub async fn register_worker(
+        &self,
+        id: &str,
+        host: &str,
+        device: &str,
+    ) -> Result<(), StorageError> {
         let pid = std::process::id() as i32;
         with_client!(self, "registering the worker", |c| {
             c.execute(
@@ -650,9 +684,13 @@ impl PgStore {
     }
 
     /// Claims the oldest pending trial (of `study`, or of any study).
-    pub async fn claim(&self, worker: &str, study: Option<i64>) -> Result<Option<Claim>, StorageError> {
+    pub async fn claim(
+        &self,
+        worker: &str,
+        study: Option<i64>,
+    ) -> Result<Option<Claim>, StorageError> {
         let row = with_client!(self, "claiming a trial", |c| {
-                c.query_opt(
+            c.query_opt(
                     "WITH next AS (
                         SELECT study_id, phase, trial FROM trials
                         WHERE state = 'pending' AND ($2::bigint IS NULL OR study_id = $2)
@@ -671,7 +709,7 @@ impl PgStore {
                     &[&worker, &study],
                 )
                 .await
-            })?;
+        })?;
         let Some(row) = row else { return Ok(None) };
         let text: String = row.get(2);
         let spec = TrialSpec::from_json(&text).map_err(|e| StorageError::Db {
@@ -699,8 +737,11 @@ impl PgStore {
                     &[&claim.study_id, &phase, &trial, &worker, &claim.attempt],
                 )
                 .await?;
-            c.execute("UPDATE workers SET last_seen = now() WHERE id = $1", &[&worker])
-                .await?;
+            c.execute(
+                "UPDATE workers SET last_seen = now() WHERE id = $1",
+                &[&worker],
+            )
+            .await?;
             Ok(n == 1)
         })
     }
@@ -709,7 +750,12 @@ impl PgStore {
     /// trial is still this worker's attempt: the trial's new state (a
     /// `retry` goes back to `pending`, a `cancelled` attempt is given back
     /// uncounted) and the attempt's row. `false` if the claim was lost.
-    pub async fn complete(&self, worker: &str, claim: &Claim, rec: &TrialRecord) -> Result<bool, StorageError> {
+    pub async fn complete(
+        &self,
+        worker: &str,
+        claim: &Claim,
+        rec: &TrialRecord,
+    ) -> Result<bool, StorageError> {
         let (phase, trial) = (claim.spec.phase.as_str(), to_i64(claim.spec.trial));
         let (trial_state, attempt_delta) = match rec.state {
             RowState::Finished => ("finished", 0),
@@ -760,7 +806,11 @@ impl PgStore {
     /// Takes the study's advisory lock on a connection of its own; fails
     /// with [`StorageError::StudyLocked`] naming the holder if another
     /// coordinator has it.
-    pub async fn lock_study(&self, study: &StudyRow, application_name: &str) -> Result<StudyLock, StorageError> {
+    pub async fn lock_study(
+        &self,
+        study: &StudyRow,
+        application_name: &str,
+    ) -> Result<StudyLock, StorageError> {
         let key = i32::try_from(study.id).map_err(|_| StorageError::Db {
             target: self.target.redacted().into(),
             what: "locking the study".into(),
@@ -795,7 +845,10 @@ impl StudyLock {
     async fn acquire_on_current(&self) -> Result<(), StorageError> {
         let client = self.client.lock().await;
         let got: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&STUDY_LOCK_CLASS, &self.key])
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[&STUDY_LOCK_CLASS, &self.key],
+            )
             .await
             .map_err(|e| self.db("locking the study", e))?
             .get(0);
@@ -848,7 +901,10 @@ impl StudyLock {
             match self.store.target.connect(&self.application_name).await {
                 Ok(c) => {
                     *self.client.lock().await = c;
-                    tracing::info!("{}: reconnected; taking the study lock again", self.store.target.redacted());
+                    tracing::info!(
+                        "{}: reconnected; taking the study lock again",
+                        self.store.target.redacted()
+                    );
                     return self.acquire_on_current().await;
                 }
                 Err(e) if start.elapsed() < self.store.reconnect => {
@@ -865,7 +921,10 @@ impl StudyLock {
     pub async fn release(self) {
         let client = self.client.lock().await;
         let _ = client
-            .execute("SELECT pg_advisory_unlock($1, $2)", &[&STUDY_LOCK_CLASS, &self.key])
+            .execute(
+                "SELECT pg_advisory_unlock($1, $2)",
+                &[&STUDY_LOCK_CLASS, &self.key],
+            )
             .await;
     }
 }
