@@ -1586,7 +1586,7 @@ pub mod profile {
     }
 
     /// Single-threaded phase timings (best of 3–5 runs, ms) of one
-    /// [`square_op`]: the weight transform, the input transform, the 36
+    /// 3×3, stride-1, padding-1 convolution: the weight transform, the input transform, the 36
     /// GEMMs and the output transform (each summed over the batch's tile
     /// groups), then the whole forward, input-gradient and weight-gradient
     /// passes.
