@@ -221,3 +221,79 @@ fn cuda_extreme_inputs_stay_finite_and_nan_propagates() {
     );
     assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
 }
+
+/// Class targets given as a `usize` tensor on the GPU reach the kernels from
+/// dfdx's own buffer (no host copy) and give the CPU's losses and gradients;
+/// the mean with an ignore index or softmax class weights (whose denominator
+/// needs the values on the host) gives them too. An out-of-range index, which
+/// the host never sees on the device path, makes that row's loss NaN.
+#[test]
+fn cuda_class_tensor_targets_match_cpu_and_out_of_range_is_nan() {
+    let (b, c) = (300, 11);
+    let mut rng = StdRng::seed_from_u64(77);
+    let z: Vec<f32> = (0..b * c).map(|_| rng.gen_range(-6.0..6.0)).collect();
+    let t: Vec<usize> = (0..b)
+        .map(|i| if i % 7 == 3 { 1 } else { rng.gen_range(0..c) })
+        .collect();
+    let w: Vec<f32> = (0..c).map(|k| 0.5 + (k % 5) as f32 * 0.3).collect();
+    let (cpu, gpu) = (Cpu::default(), Cuda::default());
+    for kind in [
+        PolyKind::Softmax,
+        PolyKind::SoftmaxFocal {
+            gamma: 2.0,
+            alpha: None,
+        },
+        PolyKind::Sigmoid,
+    ] {
+        let base = PolyLoss::new([2.0, -0.5]).with_kind(kind);
+        let variants = [
+            base.clone(),
+            base.clone()
+                .with_reduction(Reduction::Sum)
+                .with_ignore_index(1),
+            base.clone().with_ignore_index(1),
+            base.clone().with_weight(w.clone()),
+        ];
+        for loss in variants {
+            let xc: Tensor<(usize, usize), f32, _> = cpu.tensor_from_vec(z.clone(), (b, c));
+            let out_c = loss.forward(xc.leaky_trace(), &t);
+            let vc = out_c.array();
+            let gc = out_c.backward().get(&xc).as_vec();
+            let xg: Tensor<(usize, usize), f32, _> = gpu.tensor_from_vec(z.clone(), (b, c));
+            let tg: Tensor<(usize,), usize, _> = gpu.tensor_from_vec(t.clone(), (b,));
+            let out_g = loss.forward(xg.leaky_trace(), tg);
+            let vg = out_g.array();
+            let gg = out_g.backward().get(&xg).as_vec();
+            let ctx = format!("{loss:?}");
+            assert!(
+                (vc - vg).abs() <= 1e-4 * (1.0 + vc.abs()),
+                "{ctx}: loss cpu {vc} vs cuda {vg}"
+            );
+            assert_eq!(gc.len(), gg.len());
+            for (k, (a, g)) in gc.iter().zip(&gg).enumerate() {
+                assert!(
+                    (a - g).abs() <= 1e-5 + 1e-4 * a.abs(),
+                    "{ctx}: grad[{k}] cpu {a} vs cuda {g}"
+                );
+            }
+        }
+        // Row 5 out of range (above 2^32: a 32-bit reader would see 3).
+        let mut bad = t.clone();
+        bad[5] = (1 << 32) + 3;
+        let loss = base.clone();
+        assert!(matches!(
+            loss.try_forward(cpu.tensor_from_vec(z.clone(), (b, c)), &bad),
+            Err(PolyLossError::TargetOutOfRange { row: 5, .. })
+        ));
+        let xg: Tensor<(usize, usize), f32, _> = gpu.tensor_from_vec(z.clone(), (b, c));
+        let tg: Tensor<(usize,), usize, _> = gpu.tensor_from_vec(bad.clone(), (b,));
+        let per = loss.forward_per_sample(xg.clone(), tg.clone()).as_vec();
+        for (i, v) in per.iter().enumerate() {
+            assert_eq!(v.is_nan(), i == 5, "{kind:?}: row {i} loss {v}");
+        }
+        let mean = loss.forward(xg.leaky_trace(), tg);
+        assert!(mean.array().is_nan(), "{kind:?}: mean {}", mean.array());
+        let g = mean.backward().get(&xg).as_vec();
+        assert!(g[5 * c..6 * c].iter().all(|v| v.is_nan()), "{kind:?}");
+    }
+}

@@ -2,8 +2,19 @@
 //! weights, the `PRM_*` parameter block of `poly_common.cuh` and the flag
 //! word. One upload path, so the softmax and sigmoid launches cannot drift
 //! apart in how they encode a job.
+//!
+//! Class targets given as a `usize` tensor on the GPU never visit the host:
+//! dfdx's own buffer is borrowed (`device::cuda::class_targets_view`, a
+//! checked view with the host copy as fallback) and `poly_class_targets`
+//! turns it into the kernels' `u32` indices, range-checked on the device
+//! (an out-of-range row's loss and gradient are NaN: no error flag to read
+//! back, so no sync; the NaN shows wherever the loss is read). Only a mean
+//! whose denominator needs the values (an ignore index, or softmax class
+//! weights) copies them to the host first, in `PolyLoss`'s forward.
+//! Transient device memory: 4 bytes per row. Weights and the parameter block
+//! are small `htod_copy`s queued from owned host buffers (no wait).
 
-use cudarc::driver::{CudaDevice, CudaSlice, DriverError, LaunchAsync, LaunchConfig};
+use cudarc::driver::{CudaDevice, CudaSlice, DeviceSlice, DriverError, LaunchAsync, LaunchConfig};
 use std::sync::Arc;
 
 use crate::device::cuda::{function, BLOCK};
@@ -48,9 +59,20 @@ impl JobInputs<'_> {
     ///
     /// The copies are queued on dfdx's stream from owned host buffers
     /// (`htod_copy`), so the host never waits for the device here.
-    pub fn upload(&self, dev: &Arc<CudaDevice>) -> Result<DeviceInputs, DriverError> {
+    ///
+    /// Class targets in a device buffer ([`Targets::ClassBuffer`]) never
+    /// reach the host: `poly_class_targets` (of the loaded `module`) turns
+    /// them into the same `u32` indices on the device, range-checked
+    /// against `c`.
+    pub fn upload(
+        &self,
+        dev: &Arc<CudaDevice>,
+        module: &str,
+        c: usize,
+    ) -> Result<DeviceInputs, DriverError> {
         let (tgt, is_probs) = match self.targets {
             Targets::Classes(t) => (dev.htod_copy(target_indices(t, self.ignore))?, false),
+            Targets::ClassBuffer(src) => (class_targets(dev, module, src, c, self.ignore)?, false),
             Targets::Probs(_) => (dev.alloc_zeros::<u32>(1)?, true),
         };
         let weight = match self.weight {
@@ -76,6 +98,45 @@ impl JobInputs<'_> {
     }
 }
 
+/// `poly_class_targets`: dfdx's `usize` class buffer `src` (b indices) as
+/// the kernels' `u32` indices, [`IGNORED_ROW`] for `ignore`, `BAD_ROW`
+/// (NaN loss and gradient) for an index outside `0..c`; all on the device.
+fn class_targets(
+    dev: &Arc<CudaDevice>,
+    module: &str,
+    src: &CudaSlice<usize>,
+    c: usize,
+    ignore: Option<usize>,
+) -> Result<CudaSlice<u32>, DriverError> {
+    let b = src.len();
+    // SAFETY: poly_class_targets writes every one of the b elements before
+    // any kernel reads them (same stream); with b = 0 the one-element
+    // placeholder is never read. A plain cudarc buffer: dfdx's cache is not
+    // involved (see the `device::cuda` docs).
+    let mut tgt = unsafe { dev.alloc::<u32>(b.max(1)) }?;
+    if b > 0 {
+        let f = function(dev, module, "poly_class_targets");
+        let cfg = LaunchConfig {
+            grid_dim: (b.div_ceil(BLOCK as usize) as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // `c` fits an i32: the loss kernels take it as one.
+        let args = (
+            src,
+            &mut tgt,
+            b as i32,
+            c as i32,
+            i32::from(ignore.is_some()),
+            ignore.unwrap_or(0) as u64,
+        );
+        // SAFETY: src holds b 64-bit indices (usize is 64-bit, checked in
+        // `class_targets_view`), tgt b u32; the grid covers b threads.
+        unsafe { f.launch(cfg, args) }?;
+    }
+    Ok(tgt)
+}
+
 /// The probability targets' buffer, or a one-element placeholder (kept in
 /// `slot`) when the targets are class indices.
 pub(crate) fn probs_or_placeholder<'a>(
@@ -85,7 +146,9 @@ pub(crate) fn probs_or_placeholder<'a>(
 ) -> Result<&'a CudaSlice<f32>, DriverError> {
     match targets {
         Targets::Probs(y) => Ok(y),
-        Targets::Classes(_) => Ok(slot.insert(dev.alloc_zeros::<f32>(1)?)),
+        Targets::Classes(_) | Targets::ClassBuffer(_) => {
+            Ok(slot.insert(dev.alloc_zeros::<f32>(1)?))
+        }
     }
 }
 

@@ -9,7 +9,9 @@ pub enum PolyLossError {
         "PolyLoss<N> needs N >= 1 coefficients, got N = 0 (use ε = [0.0] for plain cross-entropy)"
     )]
     NoTerms,
-    /// A class index outside `0..C` (and not the ignore index).
+    /// A class index outside `0..C` (and not the ignore index). Class
+    /// targets read on the GPU from a `usize` tensor are checked there and
+    /// give a NaN loss instead (see [`Targets::ClassBuffer`](super::Targets::ClassBuffer)).
     #[error("target {value} in row {row} is out of range: the logits have {classes} classes (valid: 0..{classes})")]
     TargetOutOfRange {
         /// Row (sample) of the bad target.

@@ -365,7 +365,21 @@ impl<const N: usize> PolyLoss<N> {
     ) -> Result<Tensor<O, f32, D, T>, PolyLossError> {
         self.validate()?;
         let (b, c) = (logits.shape().0.size(), logits.shape().1.size());
-        let targets = targets.into_targets(b, c)?;
+        let mut targets = targets.into_targets(b, c)?;
+        let sigmoid = self.kind.is_sigmoid();
+        let mean = !per_sample && self.reduction != Reduction::Sum;
+        // Class targets in a device buffer stay there (no copy, no sync)
+        // unless the mean's denominator needs their values: with an ignore
+        // index (counted rows, `AllIgnored`) or softmax class weights (Σ w[t]).
+        if let Targets::ClassBuffer(buf) = &targets {
+            if mean && (self.ignore_index.is_some() || (!sigmoid && self.weight.is_some())) {
+                let host = logits
+                    .device()
+                    .class_buffer_to_host(buf)
+                    .map_err(PolyLossError::device)?;
+                targets = Targets::Classes(host);
+            }
+        }
         if let Some(w) = &self.weight {
             if w.len() != c {
                 return Err(PolyLossError::ShapeMismatch {
@@ -376,7 +390,6 @@ impl<const N: usize> PolyLoss<N> {
                 });
             }
         }
-        let sigmoid = self.kind.is_sigmoid();
         // The mean's denominator: PyTorch's Σ of the counted rows' target weights.
         let denom = match &targets {
             Targets::Classes(t) => {
@@ -410,7 +423,9 @@ impl<const N: usize> PolyLoss<N> {
                     wsum
                 }
             }
-            Targets::Probs(_) => {
+            // Every row counts with weight 1 (kept on the device above only
+            // then); an out-of-range index makes the loss NaN on the device.
+            Targets::Probs(_) | Targets::ClassBuffer(_) => {
                 if sigmoid {
                     (b * c) as f64
                 } else {

@@ -14,6 +14,9 @@
 #define PRM_EPS 5
 
 #define IGNORED_ROW 0xFFFFFFFFu
+// A class index outside 0..C read from a device target buffer (see
+// poly_class_targets): the row's loss and gradient become NaN.
+#define BAD_ROW 0xFFFFFFFEu
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -108,4 +111,21 @@ extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_reduce_rows(
     for (int i = threadIdx.x; i < b; i += blockDim.x) acc += rows[i];
     acc = block_sum_d(acc, sh);
     if (threadIdx.x == 0) out[0] = (float)(acc * (double)scale);
+}
+
+// Class targets straight from dfdx's `usize` device buffer (64-bit): tgt[i] =
+// src[i] as a 32-bit index, IGNORED_ROW for the ignore index (when
+// has_ignore), BAD_ROW for an index outside 0..c. Range-checked here because
+// the host never sees the values (no copy, no sync); a bad row turns its
+// loss (and so a reduced loss) and its gradient into NaN, which the caller
+// sees when it reads the loss. Launch: ceil(b / POLY_BLOCK) blocks.
+extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_class_targets(
+    const unsigned long long *src, unsigned int *tgt, const int b, const int c,
+    const int has_ignore, const unsigned long long ignore) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= b) return;
+    const unsigned long long v = src[i];
+    if (has_ignore && v == ignore) tgt[i] = IGNORED_ROW;
+    else if (v >= (unsigned long long)c) tgt[i] = BAD_ROW;
+    else tgt[i] = (unsigned int)v;
 }

@@ -6,25 +6,42 @@ use super::poly_sigmoid::SigmoidKernel;
 use super::poly_softmax::SoftmaxKernel;
 use super::PolyLossError;
 
-/// Targets ready for a kernel: class indices (host) or probabilities in the
-/// device's buffer, row-major `B × C`.
+/// Targets ready for a kernel: class indices (host, or still in the
+/// device's buffer) or probabilities in the device's buffer, row-major
+/// `B × C`.
 pub enum Targets<D: TargetStorage> {
     /// One class index per row.
     Classes(Vec<usize>),
+    /// One class index per row, in a class tensor's own device buffer (CUDA:
+    /// dfdx's `usize` buffer, borrowed, never copied to the host). The host
+    /// cannot check these values: the kernel range-checks them and an index
+    /// outside `0..C` makes its row's loss and gradient NaN (where host
+    /// targets give [`PolyLossError::TargetOutOfRange`]).
+    ClassBuffer(D::Classes),
     /// Target probabilities, one row of C per sample.
     Probs(D::Probs),
 }
 
-/// Where a device keeps probability targets (`Vec<f32>` on CPU, a device
-/// buffer on CUDA). Implemented for dfdx's `Cpu` and `Cuda`.
+/// Where a device keeps targets: probabilities (`Vec<f32>` on CPU, a
+/// device buffer on CUDA) and class tensors' buffers (CUDA only).
+/// Implemented for dfdx's `Cpu` and `Cuda`.
 pub trait TargetStorage: Device<f32> {
-    /// The buffer type.
+    /// The probability buffer type.
     type Probs: Send + Sync + 'static;
+    /// A class tensor's borrowed buffer ([`Targets::ClassBuffer`]);
+    /// uninhabited on `Cpu`, whose class tensors are host memory anyway.
+    type Classes: Send + Sync + 'static;
     /// Copies a tensor's elements (logical order) into a target buffer.
     fn probs_buffer<S: Shape, T>(
         &self,
         t: &Tensor<S, f32, Self, T>,
     ) -> Result<Self::Probs, Self::Err>;
+    /// The device buffer of a class tensor when it can be borrowed without a
+    /// copy (`None`: the caller copies the indices to the host).
+    fn class_buffer<B: Dim, T>(&self, t: &Tensor<(B,), usize, Self, T>) -> Option<Self::Classes>;
+    /// The indices of a class buffer on the host, for the loss calls whose
+    /// host-side work needs them (see `PolyLoss`'s forward).
+    fn class_buffer_to_host(&self, c: &Self::Classes) -> Result<Vec<usize>, Self::Err>;
 }
 
 /// A dfdx device that runs the PolyLoss ops: `Cpu`, and `Cuda` with the
@@ -83,7 +100,10 @@ impl<D: TargetStorage> IntoTargets<D> for Vec<usize> {
 impl<B2: Dim, D: TargetStorage, T> IntoTargets<D> for &Tensor<(B2,), usize, D, T> {
     fn into_targets(self, batch: usize, classes: usize) -> Result<Targets<D>, PolyLossError> {
         check_len(self.shape().0.size(), batch, classes)?;
-        Ok(Targets::Classes(self.as_vec()))
+        Ok(match self.device().class_buffer(self) {
+            Some(buf) => Targets::ClassBuffer(buf),
+            None => Targets::Classes(self.as_vec()),
+        })
     }
 }
 
@@ -120,6 +140,13 @@ impl<B2: Dim, C2: Dim, D: TargetStorage, T> IntoTargets<D> for Tensor<(B2, C2), 
 
 impl TargetStorage for Cpu {
     type Probs = Vec<f32>;
+    type Classes = std::convert::Infallible;
+    fn class_buffer<B: Dim, T>(&self, _: &Tensor<(B,), usize, Self, T>) -> Option<Self::Classes> {
+        None
+    }
+    fn class_buffer_to_host(&self, c: &Self::Classes) -> Result<Vec<usize>, CpuError> {
+        match *c {}
+    }
     fn probs_buffer<S: Shape, T>(&self, t: &Tensor<S, f32, Self, T>) -> Result<Vec<f32>, CpuError> {
         // `host_vec` copies the raw buffer: make strided (broadcast) targets
         // contiguous first.
@@ -131,6 +158,13 @@ impl TargetStorage for Cpu {
 #[cfg(feature = "cuda")]
 impl TargetStorage for Cuda {
     type Probs = crate::device::cuda::DeviceView;
+    type Classes = std::sync::Arc<crate::device::cuda::CudaUsizeVec>;
+    fn class_buffer<B: Dim, T>(&self, t: &Tensor<(B,), usize, Self, T>) -> Option<Self::Classes> {
+        crate::device::cuda::class_targets_view(t)
+    }
+    fn class_buffer_to_host(&self, c: &Self::Classes) -> Result<Vec<usize>, CudaError> {
+        Ok(c.device().dtoh_sync_copy(&***c)?)
+    }
     fn probs_buffer<S: Shape, T>(
         &self,
         t: &Tensor<S, f32, Self, T>,

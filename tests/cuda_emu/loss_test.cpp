@@ -31,7 +31,13 @@ static double ref_row(const Cfg &k, const double *z, int c, unsigned t, const fl
   }
   return tot;
 }
-static void loss_case(const Cfg &k, int b, int c, unsigned seed, bool with_nan = false, bool neg_inf = false) {
+// Device class targets (Rust: Targets::ClassBuffer): dfdx's 64-bit indices go
+// through poly_class_targets, launched as cuda_inputs.rs does; `bad` >= 0 puts
+// an out-of-range index in that row (above 2^32, so a 32-bit truncation would
+// look valid), whose loss and gradient must be NaN while every other row
+// matches the reference.
+struct DevTgt { bool on; int bad; };
+static void loss_case(const Cfg &k, int b, int c, unsigned seed, bool with_nan = false, bool neg_inf = false, DevTgt dt = {false, -1}) {
   std::mt19937 r(seed);
   auto z = uniform(r, (size_t)b * c, -6, 6); auto y = uniform(r, (size_t)b * c, 0, 1); auto w = uniform(r, c, 0.5, 2);
   std::vector<unsigned> t(b); std::uniform_int_distribution<int> d(0, c - 1);
@@ -45,6 +51,17 @@ static void loss_case(const Cfg &k, int b, int c, unsigned seed, bool with_nan =
   int flags = (k.probs ? F_PROBS : 0) | (k.weight ? F_WEIGHT : 0) | (k.scalar ? F_SCALAR : 0);
   float scale = 1.0f / b;
   std::vector<unsigned> tgt_buf = k.probs ? std::vector<unsigned>(1, 0) : tgt;
+  if (dt.on) {
+    std::vector<unsigned long long> src(t.begin(), t.end());
+    if (dt.bad >= 0) { src[dt.bad] = (1ull << 32) + t[dt.bad]; tgt[dt.bad] = BAD_ROW; }
+    std::vector<unsigned> dev(b, 0xDEADBEEFu);
+    launch(poly_class_targets, (unsigned)((b + POLY_BLOCK - 1) / POLY_BLOCK), (unsigned)POLY_BLOCK,
+           (const unsigned long long *)src.data(), dev.data(), b, c, (int)k.ignore, (unsigned long long)ign);
+    bool same = dev == tgt;
+    printf("%s class targets on the device b%d c%d ignore%d bad%d\n", same ? "ok  " : "FAIL", b, c, (int)k.ignore, dt.bad);
+    if (!same) g_fail++;
+    tgt_buf = dev;
+  }
   std::vector<float> probs_buf = k.probs ? y : std::vector<float>(1, 0.f), w_buf = k.weight ? w : std::vector<float>(1, 0.f);
   std::vector<float> out(k.scalar ? 1 : b, 0.f), stats(4 * std::max(b, 1), 0.f);
   std::vector<double> rows(k.scalar ? b : 1, 0.0);
@@ -60,6 +77,7 @@ static void loss_case(const Cfg &k, int b, int c, unsigned seed, bool with_nan =
   std::vector<double> ref_rows(b, 0.0), gref(g0.begin(), g0.end());
   for (int i = 0; i < b; ++i) {
     if (!k.probs && k.ignore && t[i] == ign) continue;
+    if (i == dt.bad) continue;
     std::vector<double> zr(z.begin() + (size_t)i * c, z.begin() + (size_t)(i + 1) * c);
     const float *yr = y.data() + (size_t)i * c;
     ref_rows[i] = ref_row(k, zr.data(), c, t[i], yr, w);
@@ -82,6 +100,19 @@ static void loss_case(const Cfg &k, int b, int c, unsigned seed, bool with_nan =
     printf("%s %s NaN row propagates (loss %g, grad[0] %g)\n", ok ? "ok  " : "FAIL", wname, out[0], g[0]); if (!ok) g_fail++;
     return;
   }
+  if (dt.bad >= 0) {
+    // The bad row: NaN loss (so a NaN reduced loss) and a NaN gradient row;
+    // the rest is compared below with that row taken out.
+    bool ok = std::isnan(out[k.scalar ? 0 : dt.bad]);
+    for (int j = 0; j < c; ++j) ok = ok && std::isnan(g[(size_t)dt.bad * c + j]);
+    printf("%s %s out-of-range device target gives NaN (loss %g)\n", ok ? "ok  " : "FAIL", wname, out[k.scalar ? 0 : dt.bad]);
+    if (!ok) g_fail++;
+    if (k.scalar) return;  // nothing finite left to compare in the loss
+    out[dt.bad] = 0.f; oref[dt.bad] = 0.0;
+    for (int j = 0; j < c; ++j) { g[(size_t)dt.bad * c + j] = 0.f; gref[(size_t)dt.bad * c + j] = 0.0; }
+    base += " rows besides the bad one";
+  }
+  if (dt.on) base += " device targets";
   check((base + " loss").c_str(), out, oref, 2e-5); check((base + " grad").c_str(), g, gref, 2e-4);
 }
 int main() {
@@ -108,6 +139,17 @@ int main() {
   for (int sm = 0; sm < 2; ++sm) {
     Cfg kb{sm == 1, false, 0, 0, false, 0.0f, false, false, false, true, eps};
     loss_case(kb, 700, 3, 400 + sm);
+  }
+  // Class targets read from dfdx's usize buffer on the device: every kind,
+  // with and without the ignore index, per row and reduced, in range and with
+  // one out-of-range row; more rows than a block (several blocks).
+  for (int sm = 0; sm < 2; ++sm) for (int kind = 0; kind < 3; ++kind) for (int ig = 0; ig < 2; ++ig) for (int scalar = 0; scalar < 2; ++scalar) for (int bad = 0; bad < 2; ++bad) {
+    Cfg kd{sm == 1, kind > 0, kind > 0 ? 2.0f : 0.0f, 0.25f, kind == 1, 0.0f, false, ig == 1, false, scalar == 1, eps};
+    loss_case(kd, 6, 9, 500 + sm * 40 + kind * 8 + ig * 4 + scalar * 2 + bad, false, false, {true, bad ? 2 : -1});
+  }
+  for (int sm = 0; sm < 2; ++sm) {
+    Cfg kd{sm == 1, false, 0, 0, false, 0.1f, true, true, false, false, eps};
+    loss_case(kd, POLY_BLOCK + 37, 5, 600 + sm, false, false, {true, POLY_BLOCK + 1});
   }
   Cfg kn{true, false, 0, 0, false, 0.0f, false, false, false, false, {2.0f}};
   loss_case(kn, 2, 3, 13, true);

@@ -1,5 +1,5 @@
-//! Kill-and-resume: a study run in a subprocess (this test binary re-run as
-//! `harness_entry`) is SIGKILLed at seeded random points, resumed each time
+//! Kill-and-resume: a study run in a subprocess (this test binary re-run
+//! with the argument `study-harness`, see [`main`]) is SIGKILLed at seeded random points, resumed each time
 //! until it completes, and must end with exactly the journal rows and the
 //! tuned result of an uninterrupted run. Kills are triggered by events, not
 //! by the clock: after the journal reaches a seeded row count, plus a seeded
@@ -8,6 +8,11 @@
 //! launch). SIGINT is tested the same way (exit 130 with a resume hint).
 //! The trials are real child processes (tests/fixtures/trial_ok.sh); the
 //! schedule's seed is printed, so a failure can be replayed.
+//!
+//! The target has `harness = false`: its `main` either runs the subprocess
+//! study (first argument `study-harness`) or runs the tests through
+//! `libtest-mimic`, so the subprocess entry is not a test (nothing ignored)
+//! and the tests keep libtest's filters and report.
 
 mod common;
 
@@ -27,15 +32,55 @@ fn study_toml(solver: &str, workers: usize) -> String {
     )
 }
 
-/// The subprocess: runs the study described by the environment.
-#[test]
-#[ignore = "entry point of the subprocess the resume tests start"]
-fn harness_entry() {
-    let Ok(dir) = std::env::var("HARNESS_DIR") else {
-        return;
+/// The subprocess' first argument.
+const HARNESS_ARG: &str = "study-harness";
+
+/// Runs the tests, or, given [`HARNESS_ARG`], the subprocess.
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some(HARNESS_ARG) {
+        std::process::exit(harness_entry());
+    }
+    let args = libtest_mimic::Arguments::from_args();
+    let tests = vec![
+        libtest_mimic::Trial::test(
+            "sigkill_at_random_points_then_resume_equals_an_uninterrupted_run",
+            || {
+                sigkill_at_random_points_then_resume_equals_an_uninterrupted_run();
+                Ok(())
+            },
+        ),
+        libtest_mimic::Trial::test(
+            "sigint_stops_cleanly_with_a_resume_hint_and_the_study_resumes",
+            || {
+                sigint_stops_cleanly_with_a_resume_hint_and_the_study_resumes();
+                Ok(())
+            },
+        ),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
+
+/// The subprocess: runs the study described by the environment
+/// (`HARNESS_DIR`, `HARNESS_SOLVER`, `HARNESS_WORKERS`, optional
+/// `HARNESS_LOG`) and returns the exit code: 0 done, 130 interrupted, 1
+/// failed, 2 a missing or bad variable.
+fn harness_entry() -> i32 {
+    let var = |k: &str| {
+        std::env::var(k).map_err(|_| {
+            eprintln!("error: {k} is not set");
+        })
     };
-    let solver = std::env::var("HARNESS_SOLVER").unwrap();
-    let workers: usize = std::env::var("HARNESS_WORKERS").unwrap().parse().unwrap();
+    let (Ok(dir), Ok(solver), Ok(workers)) = (
+        var("HARNESS_DIR"),
+        var("HARNESS_SOLVER"),
+        var("HARNESS_WORKERS"),
+    ) else {
+        return 2;
+    };
+    let Ok(workers) = workers.parse::<usize>() else {
+        eprintln!("error: HARNESS_WORKERS = {workers:?} is not a count");
+        return 2;
+    };
     let cfg = config(&study_toml(&solver, workers));
     let mut cmd = ChildCommand::new(fixture("trial_ok.sh"), Vec::<String>::new());
     cmd.env = vec![("FIXTURE_SLEEP".into(), "0.03".into())];
@@ -46,27 +91,21 @@ fn harness_entry() {
     opts.handle_signals = true;
     opts.resume_command = Some("harness --resume".into());
     match run_study_blocking(cfg.clone(), opts, Arc::new(child_runner(&cfg, cmd))) {
-        Ok(_) => std::process::exit(0),
+        Ok(_) => 0,
         Err(e @ StudyError::Interrupted { .. }) => {
             eprintln!("error: {e}");
-            std::process::exit(130)
+            130
         }
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::exit(1)
+            1
         }
     }
 }
 
 fn spawn(dir: &Path, solver: &str, workers: usize) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "harness_entry",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .arg(HARNESS_ARG)
         .env("HARNESS_DIR", dir)
         .env("HARNESS_SOLVER", solver)
         .env("HARNESS_WORKERS", workers.to_string())
@@ -152,7 +191,6 @@ fn launches(dir: &Path) -> std::collections::BTreeMap<String, usize> {
     m
 }
 
-#[test]
 fn sigkill_at_random_points_then_resume_equals_an_uninterrupted_run() {
     // A seeded schedule (printed, so a failure replays): kill k after
     // row k·(1..3) of the journal, plus 0..40 ms into the next trial.
@@ -217,7 +255,6 @@ fn sigkill_at_random_points_then_resume_equals_an_uninterrupted_run() {
     }
 }
 
-#[test]
 fn sigint_stops_cleanly_with_a_resume_hint_and_the_study_resumes() {
     let reference = tempfile::tempdir().unwrap();
     run_with_kills(reference.path(), "random", 2, &[]);

@@ -15,7 +15,9 @@ pub struct CpuSigmoidSaved {
 
 /// Target of element (i, k), or `None` for an ignored row.
 #[inline]
-fn target<D: crate::loss::targets::TargetStorage<Probs = Vec<f32>>>(
+fn target<
+    D: crate::loss::targets::TargetStorage<Probs = Vec<f32>, Classes = std::convert::Infallible>,
+>(
     job: &SigmoidJob<D>,
     i: usize,
     k: usize,
@@ -24,6 +26,7 @@ fn target<D: crate::loss::targets::TargetStorage<Probs = Vec<f32>>>(
         Targets::Classes(t) if Some(t[i]) == job.params.ignore => None,
         Targets::Classes(t) => Some(if t[i] == k { 1.0 } else { 0.0 }),
         Targets::Probs(y) => Some(y[i * job.c + k] as f64),
+        Targets::ClassBuffer(never) => match *never {},
     }
 }
 

@@ -11,7 +11,12 @@ use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, 
 
 const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/poly_sigmoid.ptx.rs"));
 const MODULE: &str = "poly_loss_sigmoid";
-const FUNCS: &[&str] = &["poly_sigmoid_fwd", "poly_sigmoid_bwd", "poly_reduce_rows"];
+const FUNCS: &[&str] = &[
+    "poly_sigmoid_fwd",
+    "poly_sigmoid_bwd",
+    "poly_reduce_rows",
+    "poly_class_targets",
+];
 
 /// Device buffers the backward reuses.
 pub struct CudaSigmoidSaved {
@@ -43,7 +48,7 @@ impl SigmoidKernel for Cuda {
             eps: &p.eps,
             scalar: job.scale.is_some(),
         }
-        .upload(&dev)?;
+        .upload(&dev, MODULE, c)?;
         let mut out_buf: CudaVec = self.try_alloc_len(out.num_elements())?;
         // Per-row losses of a scalar loss, summed by poly_reduce_rows.
         let mut rows = dev.alloc_zeros::<f64>(if job.scale.is_some() { b.max(1) } else { 1 })?;

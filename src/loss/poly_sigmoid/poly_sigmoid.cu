@@ -35,6 +35,10 @@ __device__ __forceinline__ bool target_of(const unsigned int *tgt, const float *
     }
     const unsigned int t = tgt[i];
     if (t == IGNORED_ROW) return false;
+    if (t == BAD_ROW) {  // out-of-range class (poly_class_targets): NaN loss and gradient
+        *y = CUDART_NAN;
+        return true;
+    }
     *y = (t == (unsigned int)k) ? 1.0 : 0.0;
     return true;
 }

@@ -123,6 +123,7 @@ impl SoftmaxKernel for Cpu {
                         Targets::Classes(t) if Some(t[i]) == p.ignore => continue,
                         Targets::Classes(t) => row_index(zr, t[i], p, wsum),
                         Targets::Probs(y) => row_probs(zr, &y[i * c..(i + 1) * c], p),
+                        Targets::ClassBuffer(never) => match *never {},
                     };
                     *r = [l, st[0], st[1], st[2], st[3]];
                 }
@@ -184,6 +185,7 @@ impl SoftmaxKernel for Cpu {
                         let yr = &y[i * c..(i + 1) * c];
                         simd::grad_probs_row(g, zr, yr, w, m, [go * ca, go * bc, go * a, sa, sb]);
                     }
+                    Targets::ClassBuffer(never) => match *never {},
                 }
             }
         });

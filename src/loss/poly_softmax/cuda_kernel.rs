@@ -11,7 +11,12 @@ use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, 
 
 const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/poly_softmax.ptx.rs"));
 const MODULE: &str = "poly_loss_softmax";
-const FUNCS: &[&str] = &["poly_softmax_fwd", "poly_softmax_bwd", "poly_reduce_rows"];
+const FUNCS: &[&str] = &[
+    "poly_softmax_fwd",
+    "poly_softmax_bwd",
+    "poly_reduce_rows",
+    "poly_class_targets",
+];
 /// Device buffers the backward reuses.
 pub struct CudaSaved {
     z: DeviceView,
@@ -49,7 +54,7 @@ impl SoftmaxKernel for Cuda {
             eps: &p.eps,
             scalar: job.scale.is_some(),
         }
-        .upload(&dev)?;
+        .upload(&dev, MODULE, c)?;
         // In f64, as the CPU kernel.
         let wsum: f64 = p
             .weight
@@ -83,7 +88,7 @@ impl SoftmaxKernel for Cuda {
                 wsum,
             );
             // SAFETY: buffer lengths match the kernel's indexing: z and probs
-            // hold b·c floats, tgt b indices (< c or IGNORED_ROW), weight c,
+            // hold b·c floats, tgt b indices (< c, IGNORED_ROW or BAD_ROW), weight c,
             // stats 4·b, out b (or 1 with F_SCALAR), rows b with F_SCALAR,
             // prm the PRM_* block.
             unsafe { f.launch(cfg, args) }?;

@@ -29,6 +29,15 @@ extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_softmax_fwd(
         }
         return;
     }
+    if (!is_probs && t == BAD_ROW) {  // out-of-range class (poly_class_targets)
+        if (threadIdx.x == 0) {
+            stats[4 * i] = CUDART_NAN_F; stats[4 * i + 1] = CUDART_NAN_F;
+            stats[4 * i + 2] = CUDART_NAN_F; stats[4 * i + 3] = CUDART_NAN_F;
+            if (flags & F_SCALAR) rows[i] = CUDART_NAN;
+            else out[i] = CUDART_NAN_F;
+        }
+        return;  // the backward sees NaN stats and writes a NaN gradient row
+    }
     const float al = prm[PRM_SMOOTHING];
     const float sa = 1.0f - al, sb = al / (float)c;
 

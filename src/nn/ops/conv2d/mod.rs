@@ -6,6 +6,9 @@ mod cpu_kernel;
 mod cuda_kernel;
 mod winograd;
 
+#[doc(hidden)]
+pub use winograd::profile as winograd_profile;
+
 use dfdx::prelude::*;
 
 use crate::device::grads_mut_and_ref;

@@ -1549,11 +1549,15 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod timing {
+/// Profiling aids (not tests: they measure, they check nothing). Run them
+/// through `cargo run --release --example winograd_profile`; hidden from the
+/// docs because they expose the kernel's internal phases.
+#[doc(hidden)]
+pub mod profile {
     use super::*;
     use std::time::Instant;
 
+    /// Best of `n` runs of `f`, in ms.
     fn best(n: usize, mut f: impl FnMut()) -> f64 {
         (0..n)
             .map(|_| {
@@ -1564,95 +1568,11 @@ mod timing {
             .fold(f64::MAX, f64::min)
     }
 
-    /// Phase timings (ms) at ResNet-50's 3×3 shapes, batch 8 (profiling aid):
-    /// `cargo test --release --lib phase_timing -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn phase_timing() {
-        for (c, hw) in [(64usize, 56usize), (128, 28), (256, 14), (512, 7)] {
-            let op = Conv2dOp {
-                batch: 8,
-                chan_in: c,
-                chan_out: c,
-                h_in: hw,
-                w_in: hw,
-                h_out: hw,
-                w_out: hw,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-            };
-            let geo = forward_geom(&op);
-            let x = vec![0.5f32; op.batch * op.in_image()];
-            let w = vec![0.25f32; c * c * 9];
-            let mut u = vec![0.0f32; XI * c * c];
-            let kl = KernelLayout {
-                adjoint: false,
-                chan_in: c,
-                chan_out: c,
-            };
-            let isa = Isa::best();
-            let t_u = best(5, || transform_weights(isa, &w, kl, &mut u));
-            let tiles_img = geo.tiles_img();
-            let (g, _) = plan(op.batch, tiles_img, 1);
-            let (ldc, ldo, tiles) = (round_up(c, L), round_up(c, L), g * tiles_img);
-            let mut buf = vec![0.0f32; GroupBufs::len(tiles, ldc, ldo)];
-            let (v, m) = buf.split_at_mut(XI * tiles * ldc);
-            let bufs = GroupBufs {
-                v: SendPtr(v.as_mut_ptr()),
-                m: SendPtr(m.as_mut_ptr()),
-                tiles,
-                ldc,
-                ldo,
-            };
-            let groups = op.batch.div_ceil(g) as f64;
-            let t_in = best(5, || {
-                (0..ldc / L).for_each(|k| group_input(isa, &geo, &x, k * L, 0, g, bufs))
-            }) * groups;
-            let t_gemm = best(5, || {
-                (0..XI).for_each(|xi| group_gemm(&geo, &u, xi, tiles, bufs))
-            }) * groups;
-            let mut y = vec![0.0f32; op.batch * c * hw * hw];
-            let out = Out {
-                y: SendPtr(y.as_mut_ptr()),
-                accumulate: false,
-                bias: None,
-            };
-            let t_out = best(5, || {
-                (0..ldo / L).for_each(|k| group_output(isa, &geo, k * L, 0, g, out, bufs))
-            }) * groups;
-            let t_all = best(5, || unsafe {
-                forward_nt(isa, &op, &x, &w, None, y.as_mut_ptr(), 1)
-            });
-            let mut gw = vec![0.0f32; c * c * 9];
-            let t_wg = best(3, || backward_weight_nt(isa, &op, &x, &y, &mut gw, 1));
-            let mut gx = vec![0.0f32; x.len()];
-            let t_dg = best(3, || backward_input_nt(isa, &op, &w, &y, &mut gx, 1));
-            println!(
-                "{c}x{hw}x{hw}: U {t_u:.2} in {t_in:.2} gemm {t_gemm:.2} out {t_out:.2} | fwd {t_all:.2} dgrad {t_dg:.2} wgrad {t_wg:.2} ms"
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod profile_loop {
-    use super::*;
-
-    /// `WINO_C=64 WINO_HW=56 cargo test --release --lib profile_loop -- --ignored`
-    #[test]
-    #[ignore]
-    fn profile_loop() {
-        let c: usize = std::env::var("WINO_C")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64);
-        let hw: usize = std::env::var("WINO_HW")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(56);
-        let op = Conv2dOp {
-            batch: 8,
+    /// A 3×3, stride-1, padding-1 convolution with `c` channels in and out
+    /// on `hw`×`hw` images: the shape of ResNet-50's 3×3 layers.
+    fn square_op(batch: usize, c: usize, hw: usize) -> Conv2dOp {
+        Conv2dOp {
+            batch,
             chan_in: c,
             chan_out: c,
             h_in: hw,
@@ -1662,14 +1582,105 @@ mod profile_loop {
             kernel: 3,
             stride: 1,
             padding: 1,
+        }
+    }
+
+    /// Single-threaded phase timings (best of 3–5 runs, ms) of one
+    /// 3×3, stride-1, padding-1 convolution: the weight transform, the input transform, the 36
+    /// GEMMs and the output transform (each summed over the batch's tile
+    /// groups), then the whole forward, input-gradient and weight-gradient
+    /// passes.
+    #[derive(Clone, Copy, Debug)]
+    pub struct PhaseTimings {
+        /// Weight transform `U = G w Gᵀ`.
+        pub weights: f64,
+        /// Input transform `V = Bᵀ d B` of every tile.
+        pub input: f64,
+        /// The 36 per-frequency GEMMs `M = U V`.
+        pub gemm: f64,
+        /// Output transform `y = Aᵀ M A`.
+        pub output: f64,
+        /// Whole forward pass.
+        pub forward: f64,
+        /// Whole input-gradient pass.
+        pub backward_input: f64,
+        /// Whole weight-gradient pass.
+        pub backward_weight: f64,
+    }
+
+    /// Measures [`PhaseTimings`] at batch `batch`, `c` channels, `hw`×`hw`.
+    pub fn phase_timings(batch: usize, c: usize, hw: usize) -> PhaseTimings {
+        let op = square_op(batch, c, hw);
+        let geo = forward_geom(&op);
+        let x = vec![0.5f32; op.batch * op.in_image()];
+        let w = vec![0.25f32; c * c * 9];
+        let mut u = vec![0.0f32; XI * c * c];
+        let kl = KernelLayout {
+            adjoint: false,
+            chan_in: c,
+            chan_out: c,
         };
+        let isa = Isa::best();
+        let weights = best(5, || transform_weights(isa, &w, kl, &mut u));
+        let tiles_img = geo.tiles_img();
+        let (g, _) = plan(op.batch, tiles_img, 1);
+        let (ldc, ldo, tiles) = (round_up(c, L), round_up(c, L), g * tiles_img);
+        let mut buf = vec![0.0f32; GroupBufs::len(tiles, ldc, ldo)];
+        let (v, m) = buf.split_at_mut(XI * tiles * ldc);
+        let bufs = GroupBufs {
+            v: SendPtr(v.as_mut_ptr()),
+            m: SendPtr(m.as_mut_ptr()),
+            tiles,
+            ldc,
+            ldo,
+        };
+        let groups = op.batch.div_ceil(g) as f64;
+        let input = best(5, || {
+            (0..ldc / L).for_each(|k| group_input(isa, &geo, &x, k * L, 0, g, bufs))
+        }) * groups;
+        let gemm = best(5, || {
+            (0..XI).for_each(|xi| group_gemm(&geo, &u, xi, tiles, bufs))
+        }) * groups;
+        let mut y = vec![0.0f32; op.batch * c * hw * hw];
+        let out = Out {
+            y: SendPtr(y.as_mut_ptr()),
+            accumulate: false,
+            bias: None,
+        };
+        let output = best(5, || {
+            (0..ldo / L).for_each(|k| group_output(isa, &geo, k * L, 0, g, out, bufs))
+        }) * groups;
+        // SAFETY: `y` holds `batch · c · hw²` floats, the output of `op`.
+        let forward = best(5, || unsafe {
+            forward_nt(isa, &op, &x, &w, None, y.as_mut_ptr(), 1)
+        });
+        let mut gw = vec![0.0f32; c * c * 9];
+        let backward_weight = best(3, || backward_weight_nt(isa, &op, &x, &y, &mut gw, 1));
+        let mut gx = vec![0.0f32; x.len()];
+        let backward_input = best(3, || backward_input_nt(isa, &op, &w, &y, &mut gx, 1));
+        PhaseTimings {
+            weights,
+            input,
+            gemm,
+            output,
+            forward,
+            backward_input,
+            backward_weight,
+        }
+    }
+
+    /// Mean time (ms) of `iters` single-threaded forward passes at batch 8,
+    /// `c` channels, `hw`×`hw` (a steady loop to attach `perf` to).
+    pub fn forward_loop(c: usize, hw: usize, iters: usize) -> f64 {
+        let op = square_op(8, c, hw);
         let x = vec![0.5f32; op.batch * op.in_image()];
         let w = vec![0.25f32; c * c * 9];
         let mut y = vec![0.0f32; x.len()];
-        let t = std::time::Instant::now();
-        for _ in 0..100 {
+        let t = Instant::now();
+        for _ in 0..iters {
+            // SAFETY: `y` holds `8 · c · hw²` floats, the output of `op`.
             unsafe { forward_nt(Isa::best(), &op, &x, &w, None, y.as_mut_ptr(), 1) };
         }
-        println!("fwd {:.2} ms", t.elapsed().as_secs_f64() * 10.0);
+        t.elapsed().as_secs_f64() * 1e3 / iters.max(1) as f64
     }
 }
