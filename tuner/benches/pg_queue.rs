@@ -66,9 +66,10 @@ fn main() {
             };
             let r = run_load(&store, tag, n, workers, trial).await;
             println!(
-                "{name:<28} {:>9.2} {:>10.0} {:>6} {:>11}",
+                "{name:<28} {:>9.2} {:>10.0} {:>8} {:>6} {:>11}",
                 r.seconds,
                 n as f64 / r.seconds,
+                r.attempts,
                 n as usize - r.finished,
                 r.duplicated
             );

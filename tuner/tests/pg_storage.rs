@@ -23,6 +23,9 @@ use polytune::orchestrator::TrialPhase;
 use polytune::storage::pg::{PgStore, StudyRow};
 use polytune::storage::PgTarget;
 
+/// (phase, trial, ε, seed, accuracy) of an ended trial, as text.
+type Outcome = (String, u64, String, u64, String);
+
 const BIN: &str = env!("CARGO_BIN_EXE_polytune");
 
 /// The server the tests use, or `None` (with the reason printed).
@@ -196,7 +199,7 @@ fn study_row(url: &str, name: &str) -> StudyRow {
 }
 
 /// (phase, trial, ε, seed, accuracy) of every ended trial, sorted.
-fn pg_results(url: &str, name: &str) -> Vec<(String, u64, String, u64, String)> {
+fn pg_results(url: &str, name: &str) -> Vec<Outcome> {
     let (rt, store) = store(url);
     let id = rt.block_on(store.study(name)).unwrap().unwrap().id;
     let mut v: Vec<_> = rt
@@ -217,7 +220,7 @@ fn pg_results(url: &str, name: &str) -> Vec<(String, u64, String, u64, String)> 
     v
 }
 
-fn journal_results(dir: &Path) -> Vec<(String, u64, String, u64, String)> {
+fn journal_results(dir: &Path) -> Vec<Outcome> {
     let cfg = polytune::study::StudyConfig::load(dir.join("config.toml")).unwrap();
     let text = std::fs::read_to_string(dir.join("trials.csv")).unwrap();
     let rows =
@@ -241,7 +244,7 @@ fn journal_results(dir: &Path) -> Vec<(String, u64, String, u64, String)> {
 }
 
 /// The same study in journal mode, for comparison.
-fn journal_reference(cfg: &str) -> (Study, Vec<(String, u64, String, u64, String)>) {
+fn journal_reference(cfg: &str) -> (Study, Vec<Outcome>) {
     let s = Study::new(cfg);
     ok(s.search("ref", None, &[], "0").output().unwrap());
     let r = journal_results(&s.dir("ref"));

@@ -318,7 +318,7 @@ enum Exec {
     },
     /// Queued in PostgreSQL for workers; this process polls for results.
     Queue {
-        store: PgStore,
+        store: Box<PgStore>,
         study_id: i64,
         lock: Arc<StudyLock>,
         handle: tokio::runtime::Handle,
@@ -870,7 +870,7 @@ pub async fn run_study(
                 );
             }
             Exec::Queue {
-                store: store.clone(),
+                store: Box::new(store.clone()),
                 study_id: *study_id,
                 lock: lock.clone(),
                 handle: tokio::runtime::Handle::current(),
