@@ -435,12 +435,13 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
     let n = items.len();
     let item = req.item_size;
     // Every image's cached size from its header, so each gets its own slot.
-    let headers: Vec<Result<((u32, u32), (u32, u32))>> = in_pool(req, || {
+    let headers: Vec<Result<Sizes>> = in_pool(req, || {
         items
             .par_iter()
             .map(|it| {
                 let orig = image_dims(&it.path)?;
-                Ok((orig, cached_dims(&it.path, orig, item, req.resize)?))
+                let cached = cached_dims(&it.path, orig, item, req.resize)?;
+                Ok(Sizes { orig, cached })
             })
             .collect()
     })?;
@@ -463,9 +464,7 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
             }
         }
     }
-    let bytes = |s: &Option<((u32, u32), (u32, u32))>| {
-        s.map_or(0, |(_, (w, h))| 3 * w as usize * h as usize)
-    };
+    let bytes = |s: &Option<Sizes>| s.map_or(0, |s| s.bytes());
     let mut offsets = Vec::with_capacity(n + 1);
     offsets.push(0usize);
     for r in &sizes {
@@ -493,12 +492,13 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
             }
 
             // Keep the decodable images, in order, packed to the front.
-            let mut kept: Vec<(usize, (u32, u32), (u32, u32))> = Vec::with_capacity(n);
+            // (source index, original size, cached size) of each kept image.
+            let mut kept: Vec<(usize, Size, Size)> = Vec::with_capacity(n);
             let mut failed: Vec<DataError> = Vec::new();
             for (i, r) in results.into_iter().enumerate() {
                 match r {
                     Some(Ok(dims)) => {
-                        let cached = sizes[i].map(|s| s.1).unwrap_or_default();
+                        let cached = sizes[i].map(|s| s.cached).unwrap_or_default();
                         kept.push((i, dims, cached));
                     }
                     Some(Err(e)) => failed.push(e),
@@ -588,6 +588,23 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
     Ok(decoded)
 }
 
+/// Width and height in pixels.
+type Size = (u32, u32);
+
+/// An image's size as its header gives it and as it will be cached.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    orig: Size,
+    cached: Size,
+}
+
+impl Sizes {
+    /// Bytes of the cached image.
+    fn bytes(&self) -> usize {
+        3 * self.cached.0 as usize * self.cached.1 as usize
+    }
+}
+
 /// Outcome of decoding one image: its original size, or why it failed.
 type DecodeResult = Result<(u32, u32)>;
 
@@ -612,13 +629,13 @@ fn in_pool<T: Send>(req: &CacheRequest<'_>, work: impl FnOnce() -> T + Send) -> 
 fn decode_all(
     req: &CacheRequest<'_>,
     items: &[Item],
-    sizes: &[Option<((u32, u32), (u32, u32))>],
+    sizes: &[Option<Sizes>],
     out: &mut [u8],
 ) -> Result<Vec<Option<DecodeResult>>> {
     let mut slots: Vec<&mut [u8]> = Vec::with_capacity(items.len());
     let mut rest = out;
     for s in sizes {
-        let len = s.map_or(0, |(_, (w, h))| 3 * w as usize * h as usize);
+        let len = s.map_or(0, |s| s.bytes());
         let (slot, tail) = rest.split_at_mut(len);
         slots.push(slot);
         rest = tail;
@@ -634,7 +651,7 @@ fn decode_all(
                 if abort.load(Ordering::Relaxed) {
                     return None;
                 }
-                let (orig, _) = (*size)?;
+                let orig = size.as_ref()?.orig;
                 let r = load_item(&it.path, req.item_size, req.resize, orig, rs, chunk);
                 if r.is_err() && !req.skip_corrupt {
                     abort.store(true, Ordering::Relaxed);
