@@ -2,10 +2,11 @@
 //! draws' rates and ranges over many samples (fastai's `Flip(p=0.5)`,
 //! `p_affine = p_lighting = 0.3`, `Hue`/`Saturation`'s own p = 0.75,
 //! rotation ≤ 5°, zoom 0.9–1.1, warp ≤ 0.05, `RandomResizedCropGPU` area
-//! 0.75–1 with ratio 1), and the `Resize(method=Crop)` box on a fixed
-//! non-square image, computed independently from fastai's formula.
+//! 0.75–1 with ratio 1), the item stage's crop box on a fixed non-square
+//! cached image computed independently from fastai's formula, and the
+//! train path's item offsets over many draws (uniform over the free length).
 
-use polytune::data::augment::{augment_into, PadMode, ResizeMode};
+use polytune::data::augment::{augment_into, item_origin, CachedImage, PadMode, ResizeMode};
 use polytune::data::{AugmentConfig, AugmentParams, AugmentScratch, DataConfig};
 
 const DRAWS: u64 = 20_000;
@@ -55,7 +56,7 @@ fn draws_have_the_seeds_rates_and_ranges() {
         assert!((0.9..=1.1).contains(&p.zoom));
         assert!(p.warp.0.abs() <= 0.05 && p.warp.1.abs() <= 0.05);
         assert!((0.25..=0.75).contains(&p.brightness));
-        assert!(p.zeros && p.resize == ResizeMode::Crop);
+        assert!(p.zeros);
         // The random resized crop: a square of area r² ∈ [0.75, 1] inside [−1, 1]².
         let (r, (cx, cy)) = p.crop;
         assert!((0.75f64.sqrt() - 1e-12..=1.0).contains(&r), "{r}");
@@ -84,119 +85,204 @@ fn draws_have_the_seeds_rates_and_ranges() {
     );
 }
 
-/// An image whose red channel is 16·x and green 16·y (x, y in pixels), so
-/// a bilinear sample at (x, y) reads exactly (16x, 16y).
-fn ramp(size: usize) -> Vec<u8> {
-    let mut v = vec![0u8; size * size * 3];
-    for y in 0..size {
-        for x in 0..size {
-            let o = (y * size + x) * 3;
-            v[o] = (16 * x) as u8;
-            v[o + 1] = (16 * y) as u8;
+/// A `w`×`h` image whose red channel is `kx·x` and green `ky·y` (x, y in
+/// pixels), so a bilinear sample at (x, y) reads exactly (kx·x, ky·y).
+fn ramp(w: usize, h: usize, kx: usize, ky: usize) -> Vec<u8> {
+    let mut v = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let o = (y * w + x) * 3;
+            v[o] = (kx * x) as u8;
+            v[o + 1] = (ky * y) as u8;
         }
     }
     v
 }
 
-#[test]
-fn resize_crop_box_is_fastais() {
-    // A 32×16 original cached at 16 px: fastai's Resize(method=Pad) puts it
-    // in a 32-px square (rows 8..24), scaled by 1/2: cached rows 4..12.
-    // Resize(method=Crop) keeps the 16×16 square at
-    // tl = int(pct·(32 − 16)) columns, i.e. source columns [tl, tl+16),
-    // cached columns [tl/2, tl/2 + 8) and cached rows [4, 12).
-    let size = 16;
-    let src = ramp(size);
-    for pct in [0.0, 0.25, 0.5, 1.0] {
-        let params = AugmentParams {
-            pad_pct: (pct, 0.5),
-            ..AugmentParams::validation(ResizeMode::Crop)
-        };
-        let mut out = vec![0.0f32; size * size * 3];
-        augment_into(
-            &params,
-            &src,
-            size,
-            (32, 16),
-            &mut AugmentScratch::default(),
-            &mut out,
-        );
-        let tl = (pct * 16.0f64).trunc() / 2.0; // cached px
-        let (x0, y0, extent) = (tl, 4.0, 7.0); // 8 cached px, align_corners
-        let n = size * size;
-        for i in 0..size {
-            for j in 0..size {
-                let x = x0 + extent * j as f64 / 15.0;
-                let y = y0 + extent * i as f64 / 15.0;
-                let (r, g) = (out[i * size + j] as f64, out[n + i * size + j] as f64);
-                assert!(
-                    (r - 16.0 * x / 255.0).abs() < 1e-4 && (g - 16.0 * y / 255.0).abs() < 1e-4,
-                    "pct {pct} ({i},{j}): ({r}, {g}) vs box x {x} y {y}"
-                );
-            }
+/// Checks that `out` (planar, `size`²) reads the ramp `(kx·x, ky·y)` at
+/// x = x0 + ext·j/(size−1), y = y0 + ext·i/(size−1).
+fn reads_box(
+    out: &[f32],
+    size: usize,
+    (kx, ky): (f64, f64),
+    (x0, y0, ext): (f64, f64, f64),
+    what: &str,
+) {
+    let n = size * size;
+    let last = (size - 1) as f64;
+    for i in 0..size {
+        for j in 0..size {
+            let x = x0 + ext * j as f64 / last;
+            let y = y0 + ext * i as f64 / last;
+            let (r, g) = (out[i * size + j] as f64, out[n + i * size + j] as f64);
+            assert!(
+                (r - kx * x / 255.0).abs() < 1e-4 && (g - ky * y / 255.0).abs() < 1e-4,
+                "{what} ({i},{j}): ({r}, {g}) vs box x {x} y {y}"
+            );
         }
     }
-    // A square original: the crop box is the whole image, so validation is
-    // the cached pixels as they are.
-    let mut out = vec![0.0f32; size * size * 3];
+}
+
+#[test]
+fn item_crop_box_is_fastais() {
+    // A landscape image cached at item size 16: short side 16, long side 32.
+    // fastai's Resize(16, method=Crop) keeps the square of side h at
+    // tl = int(pct·(w − h)); at the item resolution that is cached columns
+    // [int(pct·16), int(pct·16) + 16) and all 16 rows.
+    let (w, h, item) = (32usize, 16usize, 16u32);
+    let src = ramp(w, h, 8, 16);
+    let img = CachedImage {
+        pixels: &src,
+        size: (w as u32, h as u32),
+        orig: (64, 32),
+        item,
+        resize: ResizeMode::Crop,
+    };
+    for pct in [0.0, 0.25, 0.5, 0.77, 0.999] {
+        let tl = (pct * 16.0f64).trunc();
+        assert_eq!(
+            item_origin(ResizeMode::Crop, img.size, item, (pct, 0.3)),
+            (tl as u32, 0)
+        );
+        let params = AugmentParams {
+            pad_pct: (pct, 0.3),
+            ..AugmentParams::validation()
+        };
+        // At the item size: the item's pixels as they are.
+        let mut out = vec![0.0f32; 16 * 16 * 3];
+        augment_into(&params, &img, 16, &mut AugmentScratch::default(), &mut out);
+        reads_box(
+            &out,
+            16,
+            (8.0, 16.0),
+            (tl, 0.0, 15.0),
+            &format!("pct {pct} at 16 px"),
+        );
+        // At 9 px: one bilinear resample of the same box (align_corners; a
+        // shrink by less than 2×, so fastai has no area step).
+        let mut out = vec![0.0f32; 9 * 9 * 3];
+        augment_into(&params, &img, 9, &mut AugmentScratch::default(), &mut out);
+        reads_box(
+            &out,
+            9,
+            (8.0, 16.0),
+            (tl, 0.0, 15.0),
+            &format!("pct {pct} at 9 px"),
+        );
+    }
+    // Portrait: the free length is vertical.
+    let src = ramp(h, w, 16, 8);
+    let img = CachedImage {
+        pixels: &src,
+        size: (h as u32, w as u32),
+        orig: (h as u32, w as u32),
+        item,
+        resize: ResizeMode::Crop,
+    };
+    let params = AugmentParams {
+        pad_pct: (0.9, 0.6),
+        ..AugmentParams::validation()
+    };
+    let mut out = vec![0.0f32; 16 * 16 * 3];
+    augment_into(&params, &img, 16, &mut AugmentScratch::default(), &mut out);
+    reads_box(&out, 16, (16.0, 8.0), (0.0, 9.0, 15.0), "portrait pct 0.6");
+    // A square cached image is its own item: validation copies it.
+    let sq = ramp(16, 16, 16, 16);
+    let mut out = vec![0.0f32; 16 * 16 * 3];
     augment_into(
-        &AugmentParams::validation(ResizeMode::Crop),
-        &src,
-        size,
-        (40, 40),
+        &AugmentParams::validation(),
+        &CachedImage::square(&sq, 16),
+        16,
         &mut AugmentScratch::default(),
         &mut out,
     );
     for (k, &v) in out.iter().enumerate() {
-        let (c, p) = (k / (size * size), k % (size * size));
-        assert_eq!(v, src[p * 3 + c] as f32 / 255.0);
+        let (c, p) = (k / 256, k % 256);
+        assert_eq!(v, sq[p * 3 + c] as f32 / 255.0);
     }
+}
+
+#[test]
+fn train_item_offsets_are_uniform_over_the_free_length() {
+    // Flowers-like: a 500×667 image cached at item 460 is 460×614, so the
+    // item's top edge ranges over 0..=154 rows; fastai draws pct ~ U(0, 1)
+    // and takes int(pct·154): every offset 0..=153 with probability 1/154
+    // (154 itself only at pct = 1).
+    let cfg = seed_config();
+    let size = (460, 614);
+    let free = 154usize;
+    let mut counts = vec![0usize; free + 1];
+    let mut xs = 0usize;
+    for i in 0..DRAWS {
+        let p = AugmentParams::draw(&cfg, 5, 1, i);
+        let (x0, y0) = item_origin(ResizeMode::Crop, size, 460, p.pad_pct);
+        xs += x0 as usize;
+        counts[y0 as usize] += 1;
+    }
+    assert_eq!(xs, 0, "the short side has no free length");
+    assert_eq!(counts[free], 0);
+    // Pearson χ² over the 154 equiprobable offsets: 153 degrees of freedom,
+    // mean 153, sd √306 ≈ 17.5; fail beyond mean + 5 sd.
+    let e = DRAWS as f64 / free as f64;
+    let chi2: f64 = counts[..free]
+        .iter()
+        .map(|&c| (c as f64 - e).powi(2) / e)
+        .sum();
+    assert!(chi2 < 153.0 + 5.0 * 306f64.sqrt(), "chi2 {chi2}");
+    assert!(
+        counts[0] > 0 && counts[free - 1] > 0,
+        "both ends are reached"
+    );
+    let mean = counts
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| k * c)
+        .sum::<usize>() as f64
+        / DRAWS as f64;
+    // Uniform on 0..=153: mean 76.5, sd 44.5; the mean's se is 0.31.
+    assert!((mean - 76.5).abs() < 1.6, "mean offset {mean}");
+    // Without pad_jitter the training item is the centre one.
+    let fixed = AugmentConfig {
+        pad_jitter: false,
+        ..cfg
+    };
+    let p = AugmentParams::draw(&fixed, 5, 1, 3);
+    assert_eq!(item_origin(ResizeMode::Crop, size, 460, p.pad_pct), (0, 77));
 }
 
 #[test]
 fn random_resized_crop_reads_its_window_and_zeros_outside() {
     let size = 16;
-    let src = ramp(size);
+    let src = ramp(size, size, 16, 16);
+    let img = CachedImage::square(&src, size as u32);
     // Half-side 0.5 centred at (0.5, -0.5): the window x ∈ [0, 1], y ∈ [−1, 0]
-    // of a square original, i.e. cached columns 7.5..15 and rows 0..7.5.
+    // of the item, i.e. cached columns 7.5..15 and rows 0..7.5.
     let params = AugmentParams {
         crop: (0.5, (0.5, -0.5)),
-        ..AugmentParams::validation(ResizeMode::Crop)
+        ..AugmentParams::validation()
     };
     let mut out = vec![0.0f32; size * size * 3];
     augment_into(
         &params,
-        &src,
+        &img,
         size,
-        (16, 16),
         &mut AugmentScratch::default(),
         &mut out,
     );
+    reads_box(&out, size, (16.0, 16.0), (7.5, 0.0, 7.5), "window");
     let n = size * size;
-    for i in 0..size {
-        for j in 0..size {
-            let x = 7.5 + 7.5 * j as f64 / 15.0;
-            let y = 7.5 * i as f64 / 15.0;
-            let (r, g) = (out[i * size + j] as f64, out[n + i * size + j] as f64);
-            assert!(
-                (r - 16.0 * x / 255.0).abs() < 1e-4 && (g - 16.0 * y / 255.0).abs() < 1e-4,
-                "({i},{j}): ({r}, {g}) vs ({x}, {y})"
-            );
-        }
-    }
-    // A 90° rotation of a corner window reaches outside the image: zeros
+    // A 45° rotation of the item reaches outside it at the corners: zeros
     // with pad_mode zeros, mirrored pixels with reflection.
     let rotated = AugmentParams {
         rotate_deg: 45.0,
-        ..AugmentParams::validation(ResizeMode::Crop)
+        ..AugmentParams::validation()
     };
     let corner = |zeros: bool| {
         let mut out = vec![0.0f32; size * size * 3];
         augment_into(
             &AugmentParams { zeros, ..rotated },
-            &src,
+            &img,
             size,
-            (16, 16),
             &mut AugmentScratch::default(),
             &mut out,
         );

@@ -1,6 +1,6 @@
 //! Batches, epoch order, augmentation determinism and the digits split.
 
-use polytune::data::augment::augment_into;
+use polytune::data::augment::{augment_into, CachedImage, ResizeMode};
 use polytune::data::{
     digits, epoch_order, Augment, AugmentConfig, AugmentParams, AugmentScratch, BatchPlan,
     DataConfig, Dataset, Evaluation, ImageSet, IMAGENET_MEAN, IMAGENET_STD,
@@ -190,7 +190,6 @@ fn p_zero_is_identity_and_defaults_change_images() {
             p_flip: 0.0,
             p_hsv: 0.0,
             min_scale: 1.0,
-            resize: polytune::data::augment::ResizeMode::Pad,
             pad_jitter: false,
             ..AugmentConfig::default()
         },
@@ -363,14 +362,14 @@ fn pad_jitter_moves_the_image_inside_its_padding() {
             ..AugmentParams::identity()
         };
         let mut out = vec![0.0; src.len()];
-        augment_into(
-            &p,
-            &src,
-            size,
-            (4, 2),
-            &mut AugmentScratch::default(),
-            &mut out,
-        );
+        let img = CachedImage {
+            pixels: &src,
+            size: (4, 4),
+            orig: (4, 2),
+            item: 4,
+            resize: ResizeMode::Pad,
+        };
+        augment_into(&p, &img, size, &mut AugmentScratch::default(), &mut out);
         (0..size).map(|r| out[r * size]).collect()
     };
     let on = 200.0 / 255.0;
@@ -378,4 +377,35 @@ fn pad_jitter_moves_the_image_inside_its_padding() {
     assert_eq!(rows(0.0), vec![on, on, 0.0, 0.0]);
     assert_eq!(rows(1.0), vec![0.0, 0.0, on, on]);
     assert_eq!(rows(0.5), vec![0.0, on, on, 0.0]);
+}
+
+#[test]
+fn items_are_resampled_to_the_image_size() {
+    // Two 8-px items with a horizontal ramp, batched at 5 px: the validation
+    // path (no augment) samples the item at columns 0, 1.75, …, 7.
+    let size = 8usize;
+    let mut px = vec![0u8; 2 * size * size * 3];
+    for (k, v) in px.iter_mut().enumerate() {
+        *v = (((k / 3) % size) * 20) as u8;
+    }
+    let set = ImageSet::from_pixels(8, px, vec![0, 1])
+        .unwrap()
+        .with_image_size(5)
+        .unwrap();
+    assert_eq!((set.item_size(), set.image_size()), (8, 5));
+    let b = set.assemble(&[1, 0], None).unwrap();
+    assert_eq!(b.shape(), [2, 3, 5, 5]);
+    for j in 0..5 {
+        let want = (20.0 * 1.75 * j as f32 / 255.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0];
+        assert!(
+            (b.images[j] - want).abs() < 1e-5,
+            "{j}: {} vs {want}",
+            b.images[j]
+        );
+    }
+    // Training batches come out at 5 px too.
+    let plan = BatchPlan::train(2, 3, 0, AugmentConfig::default());
+    let t = set.batches(&plan).unwrap().next().unwrap();
+    assert_eq!(t.shape(), [2, 3, 5, 5]);
+    assert!(t.images.iter().all(|v| v.is_finite()));
 }

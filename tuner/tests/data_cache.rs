@@ -74,10 +74,11 @@ fn cache_is_reused_then_rebuilt_when_a_source_changes() {
     let file = cache_file(first.train().origin());
     assert!(file.starts_with(&cache) && file.is_file());
     // Exact pixels: image 3 of train is class b's first, colour (100,110,120),
-    // padded with one zero row above and below (6×4 → 6×6).
+    // cached with its short side at the item size (6×4 → 9×6), flat.
     let img = first.train().image(3);
-    assert!(img[..18].iter().all(|&v| v == 0));
-    assert_eq!(&img[18..21], &[100, 110, 120]);
+    assert_eq!(first.train().cached_size(3), (9, 6));
+    assert_eq!(img.len(), 9 * 6 * 3);
+    assert!(img.chunks(3).all(|p| p == [100, 110, 120]));
     assert_eq!(first.train().labels(), &[0, 0, 0, 1, 1]);
 
     // Second load: the same file, mapped, same content and fingerprint.

@@ -129,3 +129,34 @@ fn relative_paths_resolve_against_a_base() {
         std::path::Path::new("/etc/study/.polytune-cache")
     );
 }
+
+#[test]
+fn item_size_defaults_to_image_size_and_is_range_checked() {
+    // The embedded default: one size (8 px), as before the item stage.
+    let d = parse("[data]\n").unwrap();
+    assert_eq!((d.image_size(), d.item_size()), (8, 8));
+    let d = parse("[data]\nimage_size = 16\n").unwrap();
+    assert_eq!(d.item_size(), 16);
+    let d = parse("[data]\nsource = \"folders\"\npath = \"x\"\nitem_size = 460\n").unwrap();
+    assert_eq!((d.image_size(), d.item_size()), (224, 460));
+    for (text, value) in [
+        ("item_size = 0", "0"),
+        ("item_size = 4097", "4097"),
+        ("item_size = 300", "300"), // digits: at most 256
+    ] {
+        let e = parse(&format!("[data]\n{text}\n")).unwrap_err();
+        assert!(
+            e.contains("data.item_size") && e.contains(value),
+            "{text}: {e}"
+        );
+    }
+    // The Flowers-102 configs use the seed's Resize(460) before 224 px.
+    for file in ["flowers102-resnet50.toml", "flowers102-resnet50-seed.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(file);
+        let table: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let data: DataConfig = table["data"].clone().try_into().unwrap();
+        assert_eq!((data.image_size(), data.item_size()), (224, 460), "{file}");
+    }
+}

@@ -83,7 +83,7 @@ fn flowers_dataset_loads_in_id_order_with_pixels() {
     // Its centre pixel is the fixture's flat colour (JPEG: within a few levels).
     let want = flat_color(102, 102 % 4);
     let img = data.train().image(0);
-    let o = (3 * 6 + 3) * 3;
+    let o = (3 * 9 + 4) * 3;
     for c in 0..3 {
         assert!(
             (img[o + c] as i32 - want[c] as i32).abs() <= 4,
@@ -92,7 +92,16 @@ fn flowers_dataset_loads_in_id_order_with_pixels() {
             want[c]
         );
     }
-    // Padding: a 6×4 image at 6 px has a zero row at the top and bottom.
+    // resize = "crop": cached with its short side at the item size (6×4 → 9×6).
+    assert_eq!(data.train().cached_size(0), (9, 6));
+    // resize = "pad": a 6×4 image at 6 px has a zero row at the top and bottom.
+    let pad = Dataset::load(&DataConfig {
+        resize: polytune::data::augment::ResizeMode::Pad,
+        ..cfg.clone()
+    })
+    .unwrap();
+    let img = pad.train().image(0);
+    assert_eq!(pad.train().cached_size(0), (6, 6));
     assert!(img[..18].iter().all(|&v| v == 0));
     assert!(img[5 * 18..].iter().all(|&v| v == 0));
     assert_eq!(data.valid().labels(), &[0, 1]);

@@ -8,7 +8,7 @@
 //!
 //! | transform  | fastai draw (when applied)                             | here            |
 //! |------------|--------------------------------------------------------|-----------------|
-//! | resize     | `Resize(method=Crop)`: the square of side min(w, h) at a random position (training; centred in validation); `Pad`: the image in its zero-padded square | `[data] resize`, `pad_jitter` |
+//! | item       | `Resize(item_size, method=Crop)`: the square of side min(w, h) at a random position (training; centred in validation), resized to `item_size`; `Pad`: the image in its zero-padded square | `[data] item_size`, `resize`, `pad_jitter` |
 //! | crop       | `RandomResizedCropGPU(ratio=(1,1))`: a square of area U(min_scale, 1) at a random place (training only) | `min_scale` (0.75) |
 //! | flip       | mirror left–right, p = 0.5 (`Flip`'s own)              | `flip`, `p_flip` |
 //! | warp       | perspective, corners moved by U(−w, w) in x and in y (each axis its own coin) | `max_warp` (0.05) |
@@ -25,16 +25,38 @@
 //! seed passes only the magnitudes to `Hue` and `Saturation`, so their own
 //! default p = 0.75 applies, not 0.3.
 //!
-//! Order as in fastai's pipeline: hue (order 0), then one bilinear resample
-//! for all geometric transforms — the output pixel `v` is mapped through the
-//! random resized crop (`u' = c + r·v`), the affine (flip·rotate·zoom) and
-//! the perspective warp into the `Resize` output, then into the cached
-//! image (`align_corners=True`, zeros or reflection padding outside the
-//! `Resize` output) — then the lighting transforms in logit space. fastai
-//! resamples twice (affine at 460 px, then the crop to 224 px) from an image
-//! resized once to 460 px; here every map is composed into one bilinear
-//! sample of the image cached at `image_size`, so the geometry is fastai's
-//! and the interpolation differs by one resampling.
+//! **Two stages, as fastai's presizing.** The item stage is fastai's item
+//! transform `Resize(item_size)`: the cache holds each image with its short
+//! side resized to `item_size` ([`super::decode`]), and a draw cuts the
+//! `item_size`² item out of it at `pad_pct` of the free length
+//! ([`item_origin`]: `int(pct·(long − item_size))`, fastai's
+//! `int(pct·(w − side))` at the item resolution); validation takes
+//! `pct = 0.5`, the centre. With `resize = "pad"` the cached image is the
+//! zero-padded square at `item_size` and the draw moves the image inside it
+//! (`pad_jitter`). The batch stage is then one bilinear resample
+//! (`align_corners=True`) from the item to `image_size`²: the output pixel
+//! `v` is mapped through the random resized crop (`u' = c + r·v`), the
+//! affine (flip·rotate·zoom) and the perspective warp into the item's
+//! [−1, 1]², then into cached pixels (zeros or reflection outside the
+//! item); then the lighting transforms in logit space, then hue — the order
+//! of fastai's batch pipeline (affine and crop: order 30; the merged
+//! brightness/contrast/saturation `LightingTfm`, then `Hue`: order 40).
+//!
+//! fastai's `_grid_sample` shrinks its input with `F.interpolate(mode=
+//! 'area')` first when the crop would be downsampled more than 2× (a crop
+//! side above 2·`image_size`: the seed's 460 px validation item becomes
+//! 448 px before its 224 px sample, and so do training crops of 449–460
+//! px, about a fifth of the draws); so does this ([`area_side`]): the
+//! crop's pixels are sampled through the composed map, area-averaged, then
+//! sampled bilinearly to `image_size`.
+//!
+//! Where this is not fastai's arithmetic: fastai resamples the item twice
+//! in training (the affine at `item_size`, then the crop to `image_size`);
+//! here the maps are composed into one sample (two, with the area step),
+//! and the crop's window is continuous where fastai rounds it to whole
+//! pixels. And `RandomResizedCropGPU` draws one crop per batch; here each
+//! sample draws its own, so a sample's augmentation does not depend on the
+//! batch it lands in.
 //!
 //! Reproducibility: the parameters of sample `index` in augmentation view
 //! `view` come from their own random stream keyed by (seed, view, index), and
@@ -94,11 +116,6 @@ pub struct AugmentConfig {
     pub min_scale: f64,
     /// What the geometric transforms read outside the image.
     pub pad_mode: PadMode,
-    /// How the image was made square: set from `[data] resize` by
-    /// [`DataConfig::augment_config`](super::DataConfig::augment_config),
-    /// not a key of `[data.augment]`.
-    #[serde(skip)]
-    pub resize: ResizeMode,
     /// Largest rotation in degrees (0 disables).
     pub max_rotate: f64,
     /// Smallest zoom factor (1 with `max_zoom` 1 disables zoom).
@@ -113,7 +130,7 @@ pub struct AugmentConfig {
     pub max_hue: f64,
     /// Saturation magnitude, in [0, 1) (0 disables).
     pub max_saturation: f64,
-    /// Random position of the `Resize` crop (or of the image in its padded
+    /// Random position of the item crop (or of the image in its padded
     /// square), as fastai's training-split `Resize`; centred without.
     pub pad_jitter: bool,
 }
@@ -127,7 +144,6 @@ impl Default for AugmentConfig {
             p_hsv: 0.75,
             min_scale: 0.75,
             pad_mode: PadMode::Zeros,
-            resize: ResizeMode::Crop,
             max_rotate: 5.0,
             min_zoom: 0.9,
             max_zoom: 1.1,
@@ -141,8 +157,9 @@ impl Default for AugmentConfig {
 }
 
 impl AugmentConfig {
-    /// Settings that leave every image unchanged (with `resize = "pad"`;
-    /// with `"crop"` they are the validation split's centre crop).
+    /// Settings that change nothing but the item stage's validation path:
+    /// the centre item, resampled to the image size (with `item_size =
+    /// image_size` and square images: the image unchanged).
     pub fn none() -> Self {
         AugmentConfig {
             p: 0.0,
@@ -151,7 +168,6 @@ impl AugmentConfig {
             p_hsv: 0.0,
             min_scale: 1.0,
             pad_mode: PadMode::Zeros,
-            resize: ResizeMode::Pad,
             max_rotate: 0.0,
             min_zoom: 1.0,
             max_zoom: 1.0,
@@ -243,14 +259,12 @@ pub struct AugmentParams {
     pub saturation: f64,
     /// Hue shift in turns (0 = none).
     pub hue_shift: f64,
-    /// Position of the `Resize` crop / of the image in its padded square
-    /// (fastai's `pcts`; 0.5, 0.5 = centred).
+    /// Position of the item crop / of the image in its padded square
+    /// (fastai's `Resize` `pcts`; 0.5, 0.5 = centred).
     pub pad_pct: (f64, f64),
     /// The random resized crop: half-side `r` ∈ (0, 1] and centre `c` of the
-    /// square window in the `Resize` output's [−1, 1]² (1, (0, 0) = all of it).
+    /// square window in the item's [−1, 1]² (1, (0, 0) = all of it).
     pub crop: (f64, (f64, f64)),
-    /// How the cached image was made square (see [`ResizeMode`]).
-    pub resize: ResizeMode,
     /// Zeros (true) or reflection outside the `Resize` output.
     pub zeros: bool,
 }
@@ -270,18 +284,15 @@ impl AugmentParams {
             hue_shift: 0.0,
             pad_pct: (0.5, 0.5),
             crop: (1.0, (0.0, 0.0)),
-            resize: ResizeMode::Pad,
             zeros: true,
         }
     }
 
-    /// The validation split's transform: `Resize`'s centre crop (or the
-    /// padded square) and nothing else, as fastai's validation path.
-    pub fn validation(resize: ResizeMode) -> Self {
-        AugmentParams {
-            resize,
-            ..Self::identity()
-        }
+    /// The validation split's transform: the centre item (or the centred
+    /// padded square) resampled to the image size and nothing else, as
+    /// fastai's validation path. The same as [`AugmentParams::identity`].
+    pub fn validation() -> Self {
+        Self::identity()
     }
 
     /// Draws the augmentation of sample `index` in view `view` of a run
@@ -346,7 +357,6 @@ impl AugmentParams {
             } else {
                 (1.0, (0.0, 0.0))
             },
-            resize: cfg.resize,
             zeros: cfg.pad_mode == PadMode::Zeros,
         }
     }
@@ -361,37 +371,101 @@ impl AugmentParams {
 pub struct AugmentScratch {
     a: Vec<f32>,
     b: Vec<f32>,
+    c: Vec<f32>,
 }
 
-/// Applies `params` to the `size`×`size` interleaved RGB u8 image `src`
-/// (whose original, pre-resize extent was `orig`) and writes planar CHW
-/// values in [0, 1] to `out` (`3*size*size` floats).
+/// One cached image as the batch stage reads it (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct CachedImage<'a> {
+    /// Interleaved RGB u8, `size.0 × size.1` pixels.
+    pub pixels: &'a [u8],
+    /// Cached width and height.
+    pub size: (u32, u32),
+    /// Width and height before the item stage.
+    pub orig: (u32, u32),
+    /// Item size: the side of the square every draw cuts.
+    pub item: u32,
+    /// How the image was cached.
+    pub resize: ResizeMode,
+}
+
+impl<'a> CachedImage<'a> {
+    /// A square `size`×`size` image that is its own item.
+    pub fn square(pixels: &'a [u8], size: u32) -> Self {
+        CachedImage {
+            pixels,
+            size: (size, size),
+            orig: (size, size),
+            item: size,
+            resize: ResizeMode::Crop,
+        }
+    }
+}
+
+/// Top-left corner, in cached pixels, of the `item`×`item` square that the
+/// item stage cuts at `pct` from a `resize = "crop"` image cached at
+/// `size` (short side `item`): `int(pct·(side − item))` per axis, as
+/// fastai's `Resize` computes `tl` (at the original resolution there). With
+/// `"pad"` the item is the whole cached square: (0, 0).
+///
+/// ```
+/// use polytune::data::augment::{item_origin, ResizeMode};
+/// assert_eq!(item_origin(ResizeMode::Crop, (614, 460), 460, (0.5, 0.5)), (77, 0));
+/// assert_eq!(item_origin(ResizeMode::Crop, (460, 614), 460, (0.999, 0.999)), (0, 153));
+/// ```
+pub fn item_origin(resize: ResizeMode, size: (u32, u32), item: u32, pct: (f64, f64)) -> (u32, u32) {
+    match resize {
+        ResizeMode::Pad => (0, 0),
+        ResizeMode::Crop => {
+            let tl = |p: f64, dim: u32| (p * dim.saturating_sub(item) as f64).trunc() as u32;
+            (tl(pct.0, size.0), tl(pct.1, size.1))
+        }
+    }
+}
+
+/// Applies `params` to the cached image `img` and writes planar CHW values
+/// in [0, 1] of the `out_size`×`out_size` result to `out`
+/// (`3*out_size²` floats).
 pub fn augment_into(
     params: &AugmentParams,
-    src: &[u8],
-    size: usize,
-    orig: (u32, u32),
+    img: &CachedImage<'_>,
+    out_size: usize,
     scratch: &mut AugmentScratch,
     out: &mut [f32],
 ) {
-    let n = size * size;
-    assert_eq!(src.len(), n * 3, "source image size");
+    let n = out_size * out_size;
+    let (sw, sh) = (img.size.0 as usize, img.size.1 as usize);
+    assert_eq!(img.pixels.len(), sw * sh * 3, "cached image size");
     assert_eq!(out.len(), n * 3, "output size");
-    let AugmentScratch { a, b } = scratch;
+    let AugmentScratch { a, b, c } = scratch;
     a.clear();
-    a.extend(src.iter().map(|&v| v as f32 / 255.0));
-
-    if params.hue_shift != 0.0 {
-        shift_hue(a, params.hue_shift as f32);
-    }
-    if let Some(map) = GridMap::new(params, size, orig) {
-        b.clear();
-        b.resize(n * 3, 0.0);
-        map.sample(a, b, size);
-        std::mem::swap(a, b);
+    match GridMap::new(params, img, out_size) {
+        // The item is the cached image and the output size: a copy.
+        None => a.extend(img.pixels.iter().map(|&v| v as f32 / 255.0)),
+        Some(map) => {
+            a.resize(n * 3, 0.0);
+            let crop = (params.crop.0 * img.item as f64).round().max(1.0) as usize;
+            match area_side(crop, out_size) {
+                None => map.sample(img.pixels, (sw, sh), a, out_size),
+                Some(m) => {
+                    // fastai's order: the crop's pixels, area-averaged to
+                    // m², then one bilinear sample to the output.
+                    b.clear();
+                    b.resize(crop * crop * 3, 0.0);
+                    map.sample(img.pixels, (sw, sh), b, crop);
+                    c.clear();
+                    c.resize(m * m * 3, 0.0);
+                    area_average(b, crop, c, m);
+                    resize_bilinear(c, m, a, out_size);
+                }
+            }
+        }
     }
     if !params.lighting_is_identity() {
         lighting(a, params);
+    }
+    if params.hue_shift != 0.0 {
+        shift_hue(a, params.hue_shift as f32);
     }
     for (p, px) in a.chunks_exact(3).enumerate() {
         out[p] = px[0];
@@ -402,39 +476,39 @@ pub fn augment_into(
 
 /// The geometric part: output grid → source coordinates.
 struct GridMap {
-    /// The random resized crop: half-side and centre in the `Resize` output.
+    /// The random resized crop: half-side and centre in the item.
     crop: (f64, (f64, f64)),
     /// Affine rows (flip·rotate·zoom) acting on normalised (x, y, 1).
     m: [[f64; 3]; 2],
     /// Perspective coefficients c0..c7 (c8 = 1), if warping.
     persp: Option<[f64; 8]>,
-    /// The `Resize` output inside the cached image: origin and extent in
-    /// cached pixels (normalised −1 ↦ origin, +1 ↦ origin + extent).
+    /// The item inside the cached image: origin and extent in cached
+    /// pixels (normalised −1 ↦ origin, +1 ↦ origin + extent).
     window: ((f64, f64), (f64, f64)),
-    /// Pad-jitter translation in output pixels (pad mode).
+    /// Pad-jitter translation in cached pixels (pad mode).
     shift: (f64, f64),
-    /// Zeros (true) or reflection outside the `Resize` output.
+    /// Zeros (true) or reflection outside the item.
     zeros: bool,
 }
 
 impl GridMap {
-    fn new(p: &AugmentParams, size: usize, orig: (u32, u32)) -> Option<Self> {
-        let last = size.saturating_sub(1) as f64;
-        let (shift, window) = match p.resize {
-            ResizeMode::Pad => (
-                jitter_shift(p.pad_pct, size, orig),
-                ((0.0, 0.0), (last, last)),
-            ),
-            ResizeMode::Crop => ((0.0, 0.0), crop_window(p.pad_pct, size, orig)),
+    fn new(p: &AugmentParams, img: &CachedImage<'_>, out_size: usize) -> Option<Self> {
+        let item = img.item as usize;
+        let last = item.saturating_sub(1) as f64;
+        let (ox, oy) = item_origin(img.resize, img.size, img.item, p.pad_pct);
+        let shift = match img.resize {
+            ResizeMode::Pad => jitter_shift(p.pad_pct, item, img.orig),
+            ResizeMode::Crop => (0.0, 0.0),
         };
-        let full = window == ((0.0, 0.0), (last, last));
+        let window = ((ox as f64, oy as f64), (last, last));
+        let whole = img.size == (img.item, img.item) && item == out_size;
         if !p.flip
             && p.rotate_deg == 0.0
             && p.zoom == 1.0
             && p.warp == (0.0, 0.0)
             && p.crop == (1.0, (0.0, 0.0))
             && shift == (0.0, 0.0)
-            && full
+            && whole
         {
             return None;
         }
@@ -475,13 +549,13 @@ impl GridMap {
         })
     }
 
-    /// Bilinear resampling of `src` (HWC f32) into `dst` (PyTorch
-    /// `grid_sample`, `align_corners=True`), zeros or reflection outside the
-    /// `Resize` output.
-    fn sample(&self, src: &[f32], dst: &mut [f32], size: usize) {
-        let last = (size - 1) as f64;
+    /// Bilinear resampling of the cached image `src` (HWC u8, `sw`×`sh`)
+    /// into `dst` (HWC f32 in [0, 1], `out`×`out`; PyTorch `grid_sample`,
+    /// `align_corners=True`), zeros or reflection outside the item.
+    fn sample(&self, src: &[u8], (sw, sh): (usize, usize), dst: &mut [f32], out: usize) {
+        let last = out.saturating_sub(1) as f64;
         let norm = |i: usize| {
-            if size > 1 {
+            if out > 1 {
                 -1.0 + 2.0 * i as f64 / last
             } else {
                 0.0
@@ -489,9 +563,10 @@ impl GridMap {
         };
         let (half, (cx, cy)) = self.crop;
         let ((ox, oy), (ew, eh)) = self.window;
-        for i in 0..size {
+        let rect = (ox.floor(), oy.floor(), (ox + ew).ceil(), (oy + eh).ceil());
+        for i in 0..out {
             let yo = cy + half * norm(i);
-            for j in 0..size {
+            for j in 0..out {
                 let xo = cx + half * norm(j);
                 let mut x = self.m[0][0] * xo + self.m[0][1] * yo + self.m[0][2];
                 let mut y = self.m[1][0] * xo + self.m[1][1] * yo + self.m[1][2];
@@ -502,9 +577,9 @@ impl GridMap {
                     x = nx;
                     y = ny;
                 }
-                let o = (i * size + j) * 3;
-                // (x, y) in the `Resize` output's [−1, 1]²: to its pixels,
-                // padded, then into the cached image.
+                let o = (i * out + j) * 3;
+                // (x, y) in the item's [−1, 1]²: to its pixels, padded, then
+                // into the cached image.
                 let (mut px, mut py) = ((x + 1.0) * 0.5 * ew, (y + 1.0) * 0.5 * eh);
                 if !self.zeros {
                     px = reflect(px, ew);
@@ -514,41 +589,93 @@ impl GridMap {
                 // pads with zeros before the affine resample).
                 let px = ox + px - self.shift.0;
                 let py = oy + py - self.shift.1;
-                let rect = (ox.floor(), oy.floor(), (ox + ew).ceil(), (oy + eh).ceil());
-                bilinear(src, size, px, py, rect, &mut dst[o..o + 3]);
+                bilinear(src, (sw, sh), px, py, rect, &mut dst[o..o + 3]);
             }
         }
     }
 }
 
-/// The `Resize(method=Crop)` square inside the cached (centred, padded)
-/// image of an original `w`×`h`: fastai crops the square of side min(w, h)
-/// at `pct` of the free space. Returns its origin and extent in cached
-/// pixels.
-fn crop_window(pct: (f64, f64), size: usize, orig: (u32, u32)) -> ((f64, f64), (f64, f64)) {
-    let last = size.saturating_sub(1) as f64;
-    let (w, h) = orig;
-    if size < 2 || w == 0 || h == 0 {
-        return ((0.0, 0.0), (last, last));
+/// fastai's `_grid_sample` shrinks its input first when a bilinear sample
+/// would downsample by more than 2×: for a `crop`-px square resampled to
+/// `out` px (an identity grid, zoom 1) it area-averages the crop to
+/// `floor(crop / d)` px with `d = crop / out / 2`, when `d > 1`
+/// (`F.interpolate(scale_factor=1/d, mode='area', recompute_scale_factor=True)`).
+/// Returns that side, or `None` when fastai samples directly.
+///
+/// ```
+/// use polytune::data::augment::area_side;
+/// assert_eq!(area_side(460, 224), Some(448)); // the seed's validation item
+/// assert_eq!(area_side(448, 224), None);
+/// assert_eq!(area_side(8, 8), None);
+/// ```
+pub fn area_side(crop: usize, out: usize) -> Option<usize> {
+    if out == 0 {
+        return None;
     }
-    let g = PadGeometry::fastai(w, h, size as u32, (0.5, 0.5));
-    let scale = size as f64 / g.side as f64; // source px -> cached px
-    let side = w.min(h) as f64;
-    // fastai: tl = int(pct * (dim - side)) in source pixels.
-    let tl = |p: f64, dim: u32| (p * (dim as f64 - side)).trunc();
-    let x0 = (g.pad_left as f64 - g.crop_x as f64 + tl(pct.0, w)) * scale;
-    let y0 = (g.pad_top as f64 - g.crop_y as f64 + tl(pct.1, h)) * scale;
-    let extent = (side * scale - 1.0).max(0.0);
-    ((x0, y0), (extent, extent))
+    let d = crop as f64 / out as f64 / 2.0;
+    (d > 1.0).then(|| ((crop as f64 * (1.0 / d)).floor() as usize).max(1))
 }
 
-/// Bilinear sample of the HWC image `src` at pixel coordinates (px, py);
-/// taps outside the image or outside `rect` (x0, y0, x1, y1, inclusive)
-/// count as 0 (inside it none are).
+/// PyTorch's `adaptive_avg_pool2d` (what `mode='area'` runs) of the HWC
+/// `n`×`n` image `src` to `m`×`m`: output pixel k averages input pixels
+/// `floor(k·n/m) .. ceil((k+1)·n/m)` per axis.
+fn area_average(src: &[f32], n: usize, dst: &mut [f32], m: usize) {
+    let bins: Vec<(usize, usize)> = (0..m)
+        .map(|k| (k * n / m, ((k + 1) * n).div_ceil(m)))
+        .collect();
+    for (i, &(y0, y1)) in bins.iter().enumerate() {
+        for (j, &(x0, x1)) in bins.iter().enumerate() {
+            let mut acc = [0.0f32; 3];
+            for y in y0..y1 {
+                for px in src[(y * n + x0) * 3..(y * n + x1) * 3].chunks_exact(3) {
+                    for (a, &v) in acc.iter_mut().zip(px) {
+                        *a += v;
+                    }
+                }
+            }
+            let count = ((y1 - y0) * (x1 - x0)) as f32;
+            let o = (i * m + j) * 3;
+            for (d, a) in dst[o..o + 3].iter_mut().zip(acc) {
+                *d = a / count;
+            }
+        }
+    }
+}
+
+/// Bilinear resize of the HWC `m`×`m` image `src` to `out`×`out`, the
+/// identity grid with `align_corners=True` (output k reads k·(m−1)/(out−1)).
+fn resize_bilinear(src: &[f32], m: usize, dst: &mut [f32], out: usize) {
+    let pos = |k: usize| -> (usize, usize, f32) {
+        let p = if out > 1 {
+            k as f64 * (m - 1) as f64 / (out - 1) as f64
+        } else {
+            (m - 1) as f64 / 2.0
+        };
+        let lo = (p.floor() as usize).min(m - 1);
+        (lo, (lo + 1).min(m - 1), (p - lo as f64) as f32)
+    };
+    for i in 0..out {
+        let (y0, y1, wy) = pos(i);
+        for j in 0..out {
+            let (x0, x1, wx) = pos(j);
+            let o = (i * out + j) * 3;
+            for c in 0..3 {
+                let at = |y: usize, x: usize| src[(y * m + x) * 3 + c];
+                let top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx;
+                let bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx;
+                dst[o + c] = top * (1.0 - wy) + bottom * wy;
+            }
+        }
+    }
+}
+
+/// Bilinear sample, scaled to [0, 1], of the HWC u8 image `src` (`w`×`h`)
+/// at pixel coordinates (px, py); taps outside the image or outside `rect`
+/// (x0, y0, x1, y1, inclusive) count as 0 (inside it none are).
 #[inline]
 fn bilinear(
-    src: &[f32],
-    size: usize,
+    src: &[u8],
+    (w, h): (usize, usize),
     px: f64,
     py: f64,
     rect: (f64, f64, f64, f64),
@@ -557,7 +684,7 @@ fn bilinear(
     let (fx, fy) = (px.floor(), py.floor());
     let (wx, wy) = ((px - fx) as f32, (py - fy) as f32);
     let (x0, y0) = (fx as i64, fy as i64);
-    let n = size as i64;
+    let (w, h) = (w as i64, h as i64);
     let (rx0, ry0, rx1, ry1) = (rect.0 as i64, rect.1 as i64, rect.2 as i64, rect.3 as i64);
     // Four taps: (offset into src, weight); outside taps get weight 0.
     let mut taps = [(0usize, 0.0f32); 4];
@@ -567,15 +694,18 @@ fn bilinear(
         (x0, y0 + 1, (1.0 - wx) * wy),
         (x0 + 1, y0 + 1, wx * wy),
     ];
-    for (t, &(x, y, w)) in taps.iter_mut().zip(&corners) {
+    for (t, &(x, y, wt)) in taps.iter_mut().zip(&corners) {
         let inside =
-            x >= rx0.max(0) && y >= ry0.max(0) && x <= rx1.min(n - 1) && y <= ry1.min(n - 1);
-        if inside && w != 0.0 {
-            *t = (((y * n + x) as usize) * 3, w);
+            x >= rx0.max(0) && y >= ry0.max(0) && x <= rx1.min(w - 1) && y <= ry1.min(h - 1);
+        if inside && wt != 0.0 {
+            *t = (((y * w + x) as usize) * 3, wt);
         }
     }
     for (c, o) in out.iter_mut().enumerate() {
-        *o = taps.iter().map(|&(k, w)| src[k + c] * w).sum();
+        *o = taps
+            .iter()
+            .map(|&(k, wt)| src[k + c] as f32 / 255.0 * wt)
+            .sum();
     }
 }
 
@@ -600,7 +730,7 @@ fn reflect(x: f64, last: f64) -> f64 {
     r.clamp(0.0, last)
 }
 
-/// Translation (output pixels) that moves the image from its centred place
+/// Translation (cached pixels) that moves the image from its centred place
 /// in the padded square to the place fastai would pick for `pct`.
 fn jitter_shift(pct: (f64, f64), size: usize, orig: (u32, u32)) -> (f64, f64) {
     if pct == (0.5, 0.5) || size < 2 || orig.0 == 0 || orig.1 == 0 {
@@ -608,7 +738,7 @@ fn jitter_shift(pct: (f64, f64), size: usize, orig: (u32, u32)) -> (f64, f64) {
     }
     let centred = PadGeometry::fastai(orig.0, orig.1, size as u32, (0.5, 0.5));
     let placed = PadGeometry::fastai(orig.0, orig.1, size as u32, pct);
-    let scale = size as f64 / centred.side as f64; // source px -> output px
+    let scale = size as f64 / centred.side as f64; // source px -> cached px
     let dx = (placed.pad_left as f64 - centred.pad_left as f64) * scale;
     let dy = (placed.pad_top as f64 - centred.pad_top as f64) * scale;
     (dx, dy)
@@ -741,9 +871,8 @@ mod tests {
         let mut out = vec![0.0; src.len()];
         augment_into(
             &AugmentParams::identity(),
-            &src,
+            &CachedImage::square(&src, size as u32),
             size,
-            (5, 5),
             &mut AugmentScratch::default(),
             &mut out,
         );
@@ -765,9 +894,8 @@ mod tests {
         };
         augment_into(
             &p,
-            &src,
+            &CachedImage::square(&src, size as u32),
             size,
-            (4, 4),
             &mut AugmentScratch::default(),
             &mut out,
         );
@@ -794,9 +922,8 @@ mod tests {
         };
         augment_into(
             &p,
-            &src,
+            &CachedImage::square(&src, size as u32),
             size,
-            (5, 5),
             &mut AugmentScratch::default(),
             &mut out,
         );

@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use super::augment::{augment_into, AugmentConfig, AugmentParams, AugmentScratch};
+use super::augment::{augment_into, AugmentConfig, AugmentParams, AugmentScratch, CachedImage};
 use super::error::{DataError, Result};
 use super::images::ImageSet;
 use super::rng::{shuffle, stream, TAG_ORDER};
@@ -21,8 +21,8 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations (RGB).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// One batch: `images` is `[len, 3, size, size]` row-major (NCHW),
-/// normalised with ImageNet mean/std.
+/// One batch: `images` is `[len, 3, size, size]` row-major (NCHW) at the
+/// set's [`ImageSet::image_size`], normalised with ImageNet mean/std.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     /// Normalised pixels, NCHW.
@@ -168,8 +168,21 @@ pub fn normalize_into(src: &[u8], out: &mut [f32]) {
 }
 
 impl ImageSet {
-    /// Writes sample `index` (normalised CHW, augmented if asked) to `out`
-    /// (`3 * size²` floats).
+    /// Sample `index` as the batch stage reads it.
+    pub fn cached_image(&self, index: usize) -> CachedImage<'_> {
+        CachedImage {
+            pixels: self.image(index),
+            size: self.cached_size(index),
+            orig: self.original_size(index),
+            item: self.item_size(),
+            resize: self.resize(),
+        }
+    }
+
+    /// Writes sample `index` (normalised CHW, `3 * image_size²` floats) to
+    /// `out`: augmented with `augment`, or without it fastai's validation
+    /// path (the centre item resampled to `image_size`; a plain copy when
+    /// the cached image is already the `image_size`² item).
     pub fn write_sample(
         &self,
         index: usize,
@@ -178,20 +191,21 @@ impl ImageSet {
         out: &mut [f32],
     ) {
         let size = self.image_size() as usize;
-        let src = self.image(index);
-        match augment {
-            None => normalize_into(src, out),
-            Some(a) => {
-                let params = a.params(index);
-                augment_into(&params, src, size, self.original_size(index), scratch, out);
-                let n = size * size;
-                // Same arithmetic as the table, so p = 0 is bit-identical.
-                for (c, plane) in out.chunks_exact_mut(n).enumerate() {
-                    let (m, s) = (IMAGENET_MEAN[c], IMAGENET_STD[c]);
-                    for v in plane {
-                        *v = (*v - m) / s;
-                    }
-                }
+        let img = self.cached_image(index);
+        let plain =
+            img.size == (self.item_size(), self.item_size()) && img.item == self.image_size();
+        let params = match augment {
+            None if plain => return normalize_into(img.pixels, out),
+            None => AugmentParams::validation(),
+            Some(a) => a.params(index),
+        };
+        augment_into(&params, &img, size, scratch, out);
+        let n = size * size;
+        // Same arithmetic as the table, so p = 0 is bit-identical.
+        for (c, plane) in out.chunks_exact_mut(n).enumerate() {
+            let (m, s) = (IMAGENET_MEAN[c], IMAGENET_STD[c]);
+            for v in plane {
+                *v = (*v - m) / s;
             }
         }
     }

@@ -1,9 +1,20 @@
-//! The preprocessing cache: decoded, padded, resized images stored once as
-//! u8 in one file per (source, split, image size), memory-mapped on reuse.
+//! The preprocessing cache: every image's item-stage form (see
+//! [`super::decode`]: resized to short side `item_size` with `resize =
+//! "crop"`, the zero-padded square at `item_size` with `"pad"`) stored once
+//! as u8 in one file per (source, split, item size, resize method),
+//! memory-mapped on reuse.
+//!
+//! Size: an image takes `3·w·h` bytes at its cached size. For Flowers-102
+//! (every image's short side is 500 px, most are 500×667 or 667×500) at the
+//! seed's `item_size = 460` with `"crop"` that is 3·460·614 = 847,320 bytes
+//! (a square 500×500 image: 634,800), against 3·224² = 150,528 bytes when
+//! images were cached at the final 224 px; the 1020-image train split takes
+//! about 0.85 GB, the 6149-image test split about 5.2 GB of disk (mapped,
+//! so resident memory follows what a run reads).
 //!
 //! A cache file is trusted only when its header, length, trailer and the
 //! fingerprint of the source files all check out. The fingerprint hashes the
-//! format version, the preprocessing, the split, image size, the
+//! format version, the preprocessing, the split, item size, resize method, the
 //! `skip_corrupt` flag, and for every source image its path, byte length,
 //! modification time and label — so editing, replacing or touching an image
 //! (or relabelling it) rebuilds the cache, while every trial and run with
@@ -22,10 +33,11 @@
 //! cache like any other damage.
 //!
 //! Layout (little-endian): a 64-byte header (`PTUNEIMG`, version, header
-//! length, fingerprint, image size, channels, count, source count, total
-//! length, CRC-32 of the body), `count` images of `size*size*3` bytes (HWC
-//! RGB), then `count` u32 labels, `count` u32 source indices, `count` (u32,
-//! u32) original sizes, and the 8-byte trailer `PTUNEEND`.
+//! length, fingerprint, item size, channels, count, source count, total
+//! length, CRC-32 of the body), `count` images of `w*h*3` bytes each (HWC
+//! RGB, back to back), then `count` u32 labels, `count` u32 source indices,
+//! `count` (u32, u32) original sizes, `count` (u32, u32) cached sizes, and
+//! the 8-byte trailer `PTUNEEND`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -36,19 +48,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use memmap2::{Mmap, MmapMut};
 use rayon::prelude::*;
 
-use super::decode::{load_resized, PadResizer};
+use super::augment::ResizeMode;
+use super::decode::{cached_dims, image_dims, load_item, PadResizer};
 use super::error::{DataError, Result};
 use super::images::{ImageSet, Origin, Pixels};
 use super::source::{Item, Split};
 
 const MAGIC: &[u8; 8] = b"PTUNEIMG";
 const TRAILER: &[u8; 8] = b"PTUNEEND";
-/// 2: the header holds a CRC-32 of the body.
-const VERSION: u32 = 2;
+/// 2: the header holds a CRC-32 of the body. 3: images of any size (the
+/// item stage), with their cached sizes.
+const VERSION: u32 = 3;
 const HEADER_LEN: usize = 64;
 /// Names the preprocessing; change it whenever decode/pad/resize changes
 /// output pixels, so old caches are rebuilt.
-const PREPROCESS_ID: &str = "fastai-resize-pad-zeros/pil-bilinear/fast_image_resize-6/v1";
+const PREPROCESS_ID: &str = "fastai-item-resize/pil-bilinear/fast_image_resize-6/v2";
 /// File extension of cache files.
 pub const CACHE_EXT: &str = "u8img";
 
@@ -90,8 +104,10 @@ pub struct CacheRequest<'a> {
     pub root: &'a Path,
     /// Which split.
     pub split: Split,
-    /// Side of the square images.
-    pub image_size: u32,
+    /// Item size: the cached images' short side (`crop`) or side (`pad`).
+    pub item_size: u32,
+    /// How images are cached (see [`super::decode`]).
+    pub resize: ResizeMode,
     /// Skip undecodable images (counted, with a warning) instead of failing.
     pub skip_corrupt: bool,
     /// Number of classes (labels are checked against it).
@@ -107,12 +123,20 @@ pub fn cache_path(req: &CacheRequest<'_>) -> PathBuf {
     h.str(req.kind);
     h.bytes(root.as_os_str().as_encoded_bytes());
     req.cache_dir.join(format!(
-        "{}-{}-{}px-{:016x}.{CACHE_EXT}",
+        "{}-{}-{}-{}px-{:016x}.{CACHE_EXT}",
         req.kind,
         req.split.name(),
-        req.image_size,
+        resize_name(req.resize),
+        req.item_size,
         h.finish()
     ))
+}
+
+fn resize_name(r: ResizeMode) -> &'static str {
+    match r {
+        ResizeMode::Crop => "crop",
+        ResizeMode::Pad => "pad",
+    }
 }
 
 /// Fingerprint of the source files of a split (stats every file; a missing
@@ -123,7 +147,8 @@ pub fn fingerprint(req: &CacheRequest<'_>, items: &[Item]) -> Result<u64> {
     h.str(PREPROCESS_ID);
     h.str(req.kind);
     h.str(req.split.name());
-    h.u64(req.image_size as u64);
+    h.u64(req.item_size as u64);
+    h.str(resize_name(req.resize));
     h.u64(req.skip_corrupt as u64);
     h.u64(items.len() as u64);
     for it in items {
@@ -167,10 +192,11 @@ pub fn load_split(req: &CacheRequest<'_>, items: &[Item]) -> Result<ImageSet> {
             tracing::info!(
                 path = %path.display(),
                 images = set.len(),
-                "{} {} split: using cached {}px images",
+                "{} {} split: using cached {}px images ({})",
                 req.kind,
                 req.split,
-                req.image_size
+                req.item_size,
+                resize_name(req.resize)
             );
             return Ok(set);
         }
@@ -220,9 +246,23 @@ fn rd_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Total file length for `count` images.
-fn file_len(count: usize, per: usize) -> usize {
-    HEADER_LEN + count * per + count * (4 + 4 + 8) + TRAILER.len()
+/// Bytes of metadata per image after the pixels: label, source index,
+/// original size, cached size.
+const META_PER_IMAGE: usize = 4 + 4 + 8 + 8;
+
+/// Total file length for `count` images of `body` pixel bytes in all.
+fn file_len(count: usize, body: usize) -> usize {
+    HEADER_LEN + body + count * META_PER_IMAGE + TRAILER.len()
+}
+
+/// Whether `dims` is a cached size the item stage can produce.
+fn valid_cached_dims(dims: (u32, u32), item: u32, resize: ResizeMode) -> bool {
+    match resize {
+        ResizeMode::Pad => dims == (item, item),
+        ResizeMode::Crop => {
+            dims.0.min(dims.1) == item && dims.0.max(dims.1) <= super::decode::MAX_STORED_SIDE
+        }
+    }
 }
 
 fn open_cache(
@@ -262,48 +302,52 @@ fn open_cache(
     if rd_u64(h, 16) != fp {
         return Err(bad("source files changed".into()));
     }
-    let size = rd_u32(h, 24);
-    if size != req.image_size || rd_u32(h, 28) != 3 {
+    let item = rd_u32(h, 24);
+    if item != req.item_size || rd_u32(h, 28) != 3 {
         return Err(bad(format!(
-            "image size {size} (expected {})",
-            req.image_size
+            "item size {item} (expected {})",
+            req.item_size
         )));
     }
     let count = rd_u64(h, 32) as usize;
     let source_len = rd_u64(h, 40) as usize;
     let total = rd_u64(h, 48) as usize;
-    let per = 3 * size as usize * size as usize;
     if source_len != items.len() || count > source_len {
         return Err(bad(format!(
             "holds {count} of {source_len} images, source has {}",
             items.len()
         )));
     }
-    let expect = file_len(count, per);
-    if total != expect || actual_len != expect {
+    let fixed = file_len(count, 0);
+    if total != actual_len || total < fixed {
         return Err(bad(format!(
-            "length {actual_len} bytes, header says {total}, {count} images need {expect} (truncated?)"
+            "length {actual_len} bytes, header says {total}, {count} images need at least {fixed} (truncated?)"
         )));
     }
-    if &map[expect - TRAILER.len()..] != TRAILER {
+    let body = total - fixed;
+    if &map[total - TRAILER.len()..] != TRAILER {
         return Err(bad("missing trailer (incomplete write)".into()));
     }
     let stored_crc = rd_u32(h, 56);
-    let crc = crc32fast::hash(&map[HEADER_LEN..expect - TRAILER.len()]);
+    let crc = crc32fast::hash(&map[HEADER_LEN..total - TRAILER.len()]);
     if crc != stored_crc {
         return Err(bad(format!(
             "checksum mismatch (CRC-32 {crc:08x}, header says {stored_crc:08x}): damaged"
         )));
     }
-    let meta = HEADER_LEN + count * per;
+    let meta = HEADER_LEN + body;
     let mut labels = Vec::with_capacity(count);
     let mut source_index = Vec::with_capacity(count);
     let mut orig_sizes = Vec::with_capacity(count);
+    let mut dims = Vec::with_capacity(count);
+    let mut pixel_bytes = 0usize;
     for k in 0..count {
         let label = rd_u32(&map, meta + 4 * k) as usize;
         let si = rd_u32(&map, meta + 4 * count + 4 * k);
         let w = rd_u32(&map, meta + 8 * count + 8 * k);
         let hh = rd_u32(&map, meta + 8 * count + 8 * k + 4);
+        let cw = rd_u32(&map, meta + 16 * count + 8 * k);
+        let ch = rd_u32(&map, meta + 16 * count + 8 * k + 4);
         if label >= req.num_classes {
             return Err(bad(format!("label {label} at {k} out of range")));
         }
@@ -313,9 +357,21 @@ fn open_cache(
         if items[si as usize].label != label {
             return Err(bad(format!("label of image {k} disagrees with the source")));
         }
+        if !valid_cached_dims((cw, ch), item, req.resize) {
+            return Err(bad(format!(
+                "image {k} is cached at {cw}x{ch}, impossible for item size {item}"
+            )));
+        }
+        pixel_bytes += 3 * cw as usize * ch as usize;
         labels.push(label);
         source_index.push(si);
         orig_sizes.push((w, hh));
+        dims.push((cw, ch));
+    }
+    if pixel_bytes != body {
+        return Err(bad(format!(
+            "{count} images need {pixel_bytes} pixel bytes, the file holds {body}"
+        )));
     }
     let mut skipped = Vec::new();
     let mut next = 0usize;
@@ -329,24 +385,26 @@ fn open_cache(
     if !skipped.is_empty() && !req.skip_corrupt {
         return Err(bad("cache skipped images but skip_corrupt is off".into()));
     }
-    Ok(ImageSet {
-        image_size: size,
-        pixels: Pixels::Mapped {
+    let mut set = ImageSet::from_parts(
+        item,
+        req.resize,
+        Pixels::Mapped {
             map,
             offset: HEADER_LEN,
-            len: count * per,
+            len: body,
         },
+        dims,
         labels,
-        orig_sizes,
-        source_index,
-        skipped,
-        fingerprint: fp,
-        origin: Origin::CacheHit {
+        fp,
+        Origin::CacheHit {
             path: path.to_path_buf(),
         },
-    })
+    );
+    set.orig_sizes = orig_sizes;
+    set.source_index = source_index;
+    set.skipped = skipped;
+    Ok(set)
 }
-
 /// Decodes every item into a temporary file and renames it to `path`.
 /// Returns the number of images decoded.
 fn build(path: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Result<usize> {
@@ -375,8 +433,44 @@ fn build(path: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Result
 
 fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Result<usize> {
     let n = items.len();
-    let size = req.image_size;
-    let per = 3 * size as usize * size as usize;
+    let item = req.item_size;
+    // Every image's cached size from its header, so each gets its own slot.
+    let headers: Vec<Result<Sizes>> = in_pool(req, || {
+        items
+            .par_iter()
+            .map(|it| {
+                let orig = image_dims(&it.path)?;
+                let cached = cached_dims(&it.path, orig, item, req.resize)?;
+                Ok(Sizes { orig, cached })
+            })
+            .collect()
+    })?;
+    let mut sizes = Vec::with_capacity(n);
+    let mut header_errors = Vec::with_capacity(n);
+    for r in headers {
+        match r {
+            Ok(s) => {
+                sizes.push(Some(s));
+                header_errors.push(None);
+            }
+            // Fatal header errors (missing files, or any without skip_corrupt)
+            // stop the build before anything is decoded.
+            Err(e) if !(req.skip_corrupt && matches!(e, DataError::Decode { .. })) => {
+                return Err(e)
+            }
+            Err(e) => {
+                sizes.push(None);
+                header_errors.push(Some(e));
+            }
+        }
+    }
+    let bytes = |s: &Option<Sizes>| s.map_or(0, |s| s.bytes());
+    let mut offsets = Vec::with_capacity(n + 1);
+    offsets.push(0usize);
+    for r in &sizes {
+        offsets.push(offsets.last().expect("non-empty") + bytes(r));
+    }
+    let body_all = offsets[n];
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -384,20 +478,29 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
         .open(tmp)
         .map_err(|e| DataError::io(tmp, e))?;
     let io = |e| DataError::io(tmp, e);
-    file.set_len((HEADER_LEN + n * per) as u64).map_err(io)?;
+    file.set_len((HEADER_LEN + body_all) as u64).map_err(io)?;
     let decoded =
         {
             // SAFETY: the temporary file was just created by this process under a
             // unique name; nothing else maps or writes it.
             let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
-            let results = decode_all(req, items, &mut map[HEADER_LEN..])?;
+            let mut results = decode_all(req, items, &sizes, &mut map[HEADER_LEN..])?;
+            for (r, e) in results.iter_mut().zip(header_errors) {
+                if let Some(e) = e {
+                    *r = Some(Err(e));
+                }
+            }
 
             // Keep the decodable images, in order, packed to the front.
-            let mut kept: Vec<(usize, (u32, u32))> = Vec::with_capacity(n);
+            // (source index, original size, cached size) of each kept image.
+            let mut kept: Vec<(usize, Size, Size)> = Vec::with_capacity(n);
             let mut failed: Vec<DataError> = Vec::new();
             for (i, r) in results.into_iter().enumerate() {
                 match r {
-                    Some(Ok(dims)) => kept.push((i, dims)),
+                    Some(Ok(dims)) => {
+                        let cached = sizes[i].map(|s| s.cached).unwrap_or_default();
+                        kept.push((i, dims, cached));
+                    }
                     Some(Err(e)) => failed.push(e),
                     None => {} // not attempted: an earlier failure aborted the build
                 }
@@ -427,31 +530,37 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
                     message: format!("every image of the {} split failed to decode", req.split),
                 });
             }
-            for (k, &(i, _)) in kept.iter().enumerate() {
-                if k != i {
-                    let src = HEADER_LEN + i * per;
-                    map.copy_within(src..src + per, HEADER_LEN + k * per);
+            // Packing only moves images towards the front.
+            let mut body = 0usize;
+            for &(i, _, _) in &kept {
+                let (src, len) = (offsets[i], offsets[i + 1] - offsets[i]);
+                if src != body {
+                    map.copy_within(HEADER_LEN + src..HEADER_LEN + src + len, HEADER_LEN + body);
                 }
+                body += len;
             }
             let mut crc = crc32fast::Hasher::new();
-            crc.update(&map[HEADER_LEN..HEADER_LEN + kept.len() * per]);
+            crc.update(&map[HEADER_LEN..HEADER_LEN + body]);
             map.flush().map_err(io)?;
             drop(map);
 
             let count = kept.len();
-            let total = file_len(count, per);
-            file.set_len((HEADER_LEN + count * per) as u64)
-                .map_err(io)?;
-            let mut meta = Vec::with_capacity(count * 16);
-            for &(i, _) in &kept {
+            let total = file_len(count, body);
+            file.set_len((HEADER_LEN + body) as u64).map_err(io)?;
+            let mut meta = Vec::with_capacity(count * META_PER_IMAGE);
+            for &(i, _, _) in &kept {
                 meta.extend_from_slice(&(items[i].label as u32).to_le_bytes());
             }
-            for &(i, _) in &kept {
+            for &(i, _, _) in &kept {
                 meta.extend_from_slice(&(i as u32).to_le_bytes());
             }
-            for &(_, (wd, ht)) in &kept {
+            for &(_, (wd, ht), _) in &kept {
                 meta.extend_from_slice(&wd.to_le_bytes());
                 meta.extend_from_slice(&ht.to_le_bytes());
+            }
+            for &(_, _, (cw, ch)) in &kept {
+                meta.extend_from_slice(&cw.to_le_bytes());
+                meta.extend_from_slice(&ch.to_le_bytes());
             }
             crc.update(&meta);
             let mut w = BufWriter::new(&file);
@@ -463,7 +572,7 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
             header[8..12].copy_from_slice(&VERSION.to_le_bytes());
             header[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
             header[16..24].copy_from_slice(&fp.to_le_bytes());
-            header[24..28].copy_from_slice(&size.to_le_bytes());
+            header[24..28].copy_from_slice(&item.to_le_bytes());
             header[28..32].copy_from_slice(&3u32.to_le_bytes());
             header[32..40].copy_from_slice(&(count as u64).to_le_bytes());
             header[40..48].copy_from_slice(&(n as u64).to_le_bytes());
@@ -479,30 +588,71 @@ fn write_tmp(tmp: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Res
     Ok(decoded)
 }
 
+/// Width and height in pixels.
+type Size = (u32, u32);
+
+/// An image's size as its header gives it and as it will be cached.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    orig: Size,
+    cached: Size,
+}
+
+impl Sizes {
+    /// Bytes of the cached image.
+    fn bytes(&self) -> usize {
+        3 * self.cached.0 as usize * self.cached.1 as usize
+    }
+}
+
 /// Outcome of decoding one image: its original size, or why it failed.
 type DecodeResult = Result<(u32, u32)>;
 
-/// Decodes `items` in parallel into consecutive `size²·3` chunks of `out`.
-/// Without `skip_corrupt`, the first failure stops further decoding (the
-/// items not attempted come back as `None`).
+/// Runs `work` on `req.threads` threads (0: rayon's global pool).
+fn in_pool<T: Send>(req: &CacheRequest<'_>, work: impl FnOnce() -> T + Send) -> Result<T> {
+    if req.threads > 0 {
+        Ok(rayon::ThreadPoolBuilder::new()
+            .num_threads(req.threads)
+            .build()
+            .map_err(|e| DataError::config("data.threads", req.threads, e.to_string()))?
+            .install(work))
+    } else {
+        Ok(work())
+    }
+}
+
+/// Decodes `items` in parallel into consecutive slots of `out`, each the
+/// size `sizes` gives it (an image whose header failed, `None`, has an
+/// empty slot and is not attempted). Without `skip_corrupt`, the first
+/// failure stops further decoding (the items not attempted come back as
+/// `None`).
 fn decode_all(
     req: &CacheRequest<'_>,
     items: &[Item],
+    sizes: &[Option<Sizes>],
     out: &mut [u8],
 ) -> Result<Vec<Option<DecodeResult>>> {
-    let size = req.image_size;
-    let per = 3 * size as usize * size as usize;
+    let mut slots: Vec<&mut [u8]> = Vec::with_capacity(items.len());
+    let mut rest = out;
+    for s in sizes {
+        let len = s.map_or(0, |s| s.bytes());
+        let (slot, tail) = rest.split_at_mut(len);
+        slots.push(slot);
+        rest = tail;
+    }
     let bar = progress_bar(items.len() as u64, req);
     let done = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
-    let mut work = || {
-        out.par_chunks_mut(per)
-            .zip(items.par_iter())
-            .map_init(PadResizer::new, |rs, (chunk, it)| {
+    let work = || {
+        slots
+            .into_par_iter()
+            .zip(items.par_iter().zip(sizes.par_iter()))
+            .map_init(PadResizer::new, |rs, (chunk, (it, size))| {
                 if abort.load(Ordering::Relaxed) {
                     return None;
                 }
-                let r = load_resized(&it.path, size, rs, chunk);
+                let orig = size.as_ref()?.orig;
+                let r = load_item(&it.path, req.item_size, req.resize, orig, rs, chunk);
                 if r.is_err() && !req.skip_corrupt {
                     abort.store(true, Ordering::Relaxed);
                 }
@@ -512,20 +662,11 @@ fn decode_all(
             })
             .collect::<Vec<_>>()
     };
-    let results = if req.threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(req.threads)
-            .build()
-            .map_err(|e| DataError::config("data.threads", req.threads, e.to_string()))?
-            .install(work)
-    } else {
-        work()
-    };
+    let results = in_pool(req, work)?;
     bar.finish_and_clear();
     tracing::debug!(decoded = done.load(Ordering::Relaxed), "decode finished");
     Ok(results)
 }
-
 fn progress_bar(len: u64, req: &CacheRequest<'_>) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -535,7 +676,7 @@ fn progress_bar(len: u64, req: &CacheRequest<'_>) -> indicatif::ProgressBar {
     }
     bar.set_message(format!(
         "decoding {} {} ({}px)",
-        req.kind, req.split, req.image_size
+        req.kind, req.split, req.item_size
     ));
     bar
 }

@@ -4,7 +4,8 @@
 //! [data]
 //! source = "flowers102"          # digits | flowers102 | csv | folders
 //! path = "data/flowers102"       # data directory (flowers102, folders) or CSV file (csv)
-//! image_size = 224               # side of the square images (default: 8 for digits, 224 otherwise)
+//! image_size = 224               # side of the batches' square images (default: 8 for digits, 224 otherwise)
+//! item_size = 460                # fastai's item Resize: side of the square item (default: image_size)
 //! cache_dir = ".polytune-cache"  # preprocessed-image cache
 //! skip_corrupt = false           # skip undecodable images with a warning instead of failing
 //! threads = 0                    # decoding threads (0 = all cores)
@@ -26,6 +27,14 @@
 //! max_saturation = 0.3
 //! pad_jitter = true              # random Resize position in training
 //! ```
+//!
+//! The two sizes are fastai's presizing (`item_tfms=Resize(item_size)`,
+//! `batch_tfms=aug_transforms(size=image_size, …)`): images are cached at
+//! the item size, every draw cuts an `item_size`² item from the cached image
+//! (a random square in training, the centre one in validation) and the
+//! batch transform resamples it, once, to `image_size`² (see
+//! [`super::augment`]). The default `item_size = image_size` keeps a single
+//! size (the embedded digits' behaviour and cost are unchanged by it).
 //!
 //! Unknown keys are rejected by serde (`deny_unknown_fields`); impossible
 //! values by [`DataConfig::validate`], naming the key and the value.
@@ -83,10 +92,15 @@ pub struct DataConfig {
     /// Data directory (flowers102, folders) or manifest file (csv).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// Side of the square images; default 8 for digits (native), 224
-    /// otherwise; 1..=4096 (digits: 1..=256).
+    /// Side of the batches' square images; default 8 for digits (native),
+    /// 224 otherwise; 1..=4096 (digits: 1..=256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<u32>,
+    /// Side of the square item the images are cached for and cut to before
+    /// the batch transform (fastai's `item_tfms=Resize(item_size)`); default
+    /// `image_size`; 1..=4096 (digits: 1..=256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_size: Option<u32>,
     /// Directory of the preprocessed-image cache.
     #[serde(default = "default_cache_dir")]
     pub cache_dir: PathBuf,
@@ -131,6 +145,7 @@ impl Default for DataConfig {
             source: SourceKind::Digits,
             path: None,
             image_size: None,
+            item_size: None,
             cache_dir: default_cache_dir(),
             skip_corrupt: false,
             threads: 0,
@@ -160,12 +175,22 @@ impl DataConfig {
         })
     }
 
-    /// The training augmentation with `resize` in effect.
+    /// The item size in effect (`image_size` unless set).
+    ///
+    /// ```
+    /// use polytune::data::DataConfig;
+    /// let cfg = DataConfig::from_toml("source = \"digits\"\nimage_size = 16").unwrap();
+    /// assert_eq!(cfg.item_size(), 16);
+    /// let cfg = DataConfig::from_toml("image_size = 16\nitem_size = 24").unwrap();
+    /// assert_eq!((cfg.image_size(), cfg.item_size()), (16, 24));
+    /// ```
+    pub fn item_size(&self) -> u32 {
+        self.item_size.unwrap_or_else(|| self.image_size())
+    }
+
+    /// The training augmentation.
     pub fn augment_config(&self) -> AugmentConfig {
-        AugmentConfig {
-            resize: self.resize,
-            ..self.augment.clone()
-        }
+        self.augment.clone()
     }
 
     /// Parses the *contents* of a `[data]` table (as it would appear under
@@ -217,17 +242,21 @@ impl DataConfig {
             }
             _ => {}
         }
-        if let Some(s) = self.image_size {
+        for (key, size) in [
+            ("data.image_size", self.image_size),
+            ("data.item_size", self.item_size),
+        ] {
+            let Some(s) = size else { continue };
             if s == 0 || s > MAX_IMAGE_SIZE {
                 return Err(DataError::config(
-                    "data.image_size",
+                    key,
                     s,
                     format!("must be in 1..={MAX_IMAGE_SIZE}"),
                 ));
             }
             if self.source == SourceKind::Digits && s > MAX_DIGITS_IMAGE_SIZE {
                 return Err(DataError::config(
-                    "data.image_size",
+                    key,
                     s,
                     format!(
                         "must be in 1..={MAX_DIGITS_IMAGE_SIZE} for the embedded digits (8x8 images held in memory)"

@@ -66,7 +66,9 @@ impl Dataset {
         config.validate()?;
         let size = config.image_size();
         let (index, classes, train, valid) = if config.source == SourceKind::Digits {
-            let (train, valid) = digits::load(size, config.valid_fraction, config.split_seed);
+            let (train, valid) =
+                digits::load(config.item_size(), config.valid_fraction, config.split_seed);
+            let (train, valid) = (train.with_image_size(size)?, valid.with_image_size(size)?);
             let classes = (0..digits::NUM_CLASSES).map(|k| k.to_string()).collect();
             (None, classes, train, valid)
         } else {
@@ -224,10 +226,11 @@ pub fn load_index_split(
         kind: index.kind,
         root: &index.root,
         split,
-        image_size: config.image_size(),
+        item_size: config.item_size(),
+        resize: config.resize,
         skip_corrupt: config.skip_corrupt,
         num_classes: index.classes.len(),
         threads: config.threads,
     };
-    load_split(&req, items)
+    load_split(&req, items)?.with_image_size(config.image_size())
 }

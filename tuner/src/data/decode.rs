@@ -1,8 +1,22 @@
-//! Image decoding and the seed's resize: keep the aspect ratio, pad with
-//! zeros to a square, resize the square (fastai's
-//! `Resize(size, method=ResizeMethod.Pad, pad_mode=PadMode.Zeros)`).
+//! Image decoding and the item stage's resize: the cached form of an image
+//! at the item size `S` (`[data] item_size`), from which every draw takes
+//! its `S`×`S` item (see [`super::augment`]).
 //!
-//! fastai computes the padded square in the *original* resolution, pads with
+//! * `resize = "crop"` (fastai's `Resize(S, method=ResizeMethod.Crop)`, the
+//!   seed's): the image resized so that its *short* side is `S`, aspect kept
+//!   ([`stored_dims`]: the long side becomes `round(long·S/short)`). fastai
+//!   instead crops the square of side `short` from the original and resizes
+//!   only that square; both are one PIL-style bilinear resample, so the
+//!   crop of the cached image equals fastai's item up to the resampling
+//!   order: the square's offset is rounded to whole pixels at `S` instead of
+//!   at the original resolution (< 1 cached pixel), the long axis is scaled
+//!   by `round(long·S/short)/long` instead of `S/short` (< 0.5 pixel over the
+//!   whole side), and pixels at the crop's border see their neighbours
+//!   outside it through the filter, where PIL clamps at the crop.
+//! * `resize = "pad"` (`ResizeMethod.Pad, pad_mode=Zeros`): keep the aspect
+//!   ratio, pad with zeros to a square, resize the square to `S`×`S`.
+//!
+//! For the pad method fastai computes the padded square in the *original* resolution, pads with
 //! zeros, then resizes the whole square with PIL's bilinear filter (which
 //! widens its triangle kernel when downscaling, i.e. antialiases). The zero
 //! border is therefore blurred into the image edge exactly as here:
@@ -141,6 +155,51 @@ impl PadResizer {
     }
 }
 
+/// Side of the cached form of a `w`×`h` image at item size `item` with
+/// `resize = "crop"`: the short side becomes `item`, the long side
+/// `round(long·item/short)` (at least `item`).
+///
+/// ```
+/// use polytune::data::decode::stored_dims;
+/// assert_eq!(stored_dims(500, 667, 460), (460, 614));
+/// assert_eq!(stored_dims(8, 8, 8), (8, 8));
+/// ```
+pub fn stored_dims(w: u32, h: u32, item: u32) -> (u32, u32) {
+    let (short, long) = (w.min(h).max(1) as u64, w.max(h) as u64);
+    let scaled = ((long * item as u64 * 2 + short) / (2 * short)).max(item as u64);
+    let scaled = u32::try_from(scaled).unwrap_or(u32::MAX);
+    if w <= h {
+        (item, scaled)
+    } else {
+        (scaled, item)
+    }
+}
+
+impl PadResizer {
+    /// Writes the `item`-short-side version of the interleaved RGB image
+    /// `rgb` (`w`×`h`), of [`stored_dims`]`(w, h, item)`, into `out`
+    /// (interleaved RGB of that size).
+    pub fn short_side_resize(&mut self, rgb: &[u8], w: u32, h: u32, item: u32, out: &mut [u8]) {
+        assert_eq!(rgb.len(), w as usize * h as usize * 3, "rgb buffer size");
+        let (sw, sh) = stored_dims(w, h, item);
+        assert_eq!(out.len(), sw as usize * sh as usize * 3, "out buffer size");
+        if (sw, sh) == (w, h) {
+            out.copy_from_slice(rgb);
+            return;
+        }
+        let src = ImageRef::new(w, h, rgb, PixelType::U8x3).expect("rgb has w*h*3 bytes");
+        let mut dst = fast_image_resize::images::Image::from_slice_u8(sw, sh, out, PixelType::U8x3)
+            .expect("out has sw*sh*3 bytes");
+        self.resizer
+            .resize(&src, &mut dst, &self.options)
+            .expect("same pixel type, non-empty images");
+    }
+}
+
+/// Largest side of an image's cached form ([`stored_dims`]): an image whose
+/// aspect ratio would make it longer is refused (it would not fit a cache).
+pub const MAX_STORED_SIDE: u32 = 16384;
+
 /// Largest width or height of an image to decode. The image's header is
 /// read first and a larger image is an error naming the file and its size,
 /// before any pixel is allocated: a few hundred KB of PNG can declare
@@ -225,6 +284,87 @@ pub fn load_resized(
 ) -> Result<(u32, u32)> {
     let (rgb, w, h) = decode_rgb(path)?;
     resizer.pad_resize(&rgb, w, h, size, out);
+    Ok((w, h))
+}
+
+/// The width and height an image file declares in its header (no pixels
+/// decoded); errors name the file.
+pub fn image_dims(path: &Path) -> Result<(u32, u32)> {
+    let err = |reason: String| DataError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DataError::MissingFile {
+                    what: "image",
+                    path: path.to_path_buf(),
+                }
+            } else {
+                DataError::io(path, e)
+            }
+        })?
+        .with_guessed_format()
+        .map_err(|e| DataError::io(path, e))?;
+    let (w, h) = reader.into_dimensions().map_err(|e| err(e.to_string()))?;
+    if w == 0 || h == 0 {
+        return Err(err(format!("image is {w}x{h}")));
+    }
+    Ok((w, h))
+}
+
+/// The cached form's width and height of a `w`×`h` image at item size
+/// `item` for `resize`; an error (naming `path`) when it would be longer
+/// than [`MAX_STORED_SIDE`].
+pub fn cached_dims(
+    path: &Path,
+    (w, h): (u32, u32),
+    item: u32,
+    resize: super::augment::ResizeMode,
+) -> Result<(u32, u32)> {
+    let dims = match resize {
+        super::augment::ResizeMode::Pad => (item, item),
+        super::augment::ResizeMode::Crop => stored_dims(w, h, item),
+    };
+    if dims.0.max(dims.1) > MAX_STORED_SIDE {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: format!(
+                "image is {w}x{h}: at item_size {item} its short-side resize would be {}x{} pixels, longer than {MAX_STORED_SIDE} (aspect ratio too extreme)",
+                dims.0, dims.1
+            ),
+        });
+    }
+    Ok(dims)
+}
+
+/// Decodes `path` and writes its cached form at item size `item` (see the
+/// module docs) into `out`, which must hold `cached_dims` bytes; returns
+/// the original `(width, height)`. An image whose pixels disagree with the
+/// size `expect` read from its header is an error.
+pub fn load_item(
+    path: &Path,
+    item: u32,
+    resize: super::augment::ResizeMode,
+    expect: (u32, u32),
+    resizer: &mut PadResizer,
+    out: &mut [u8],
+) -> Result<(u32, u32)> {
+    let (rgb, w, h) = decode_rgb(path)?;
+    if (w, h) != expect {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: format!(
+                "decoded {w}x{h} pixels, the header says {}x{}",
+                expect.0, expect.1
+            ),
+        });
+    }
+    match resize {
+        super::augment::ResizeMode::Pad => resizer.pad_resize(&rgb, w, h, item, out),
+        super::augment::ResizeMode::Crop => resizer.short_side_resize(&rgb, w, h, item, out),
+    }
     Ok((w, h))
 }
 

@@ -59,7 +59,8 @@ pub fn split_indices(labels: &[usize], valid_fraction: f64, seed: u64) -> (Vec<u
     (train, valid)
 }
 
-/// The digits train and valid sets at `image_size`.
+/// The digits train and valid sets, cached at `image_size` (the item size:
+/// the digits are square, so both resize methods give the same images).
 pub fn load(image_size: u32, valid_fraction: f64, seed: u64) -> (ImageSet, ImageSet) {
     let (grey, labels) = raw();
     let (train, valid) = split_indices(&labels, valid_fraction, seed);

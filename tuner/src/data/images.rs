@@ -1,10 +1,12 @@
-//! [`ImageSet`]: the preprocessed images of one split, in memory or
-//! memory-mapped from the cache, with their labels.
+//! [`ImageSet`]: the item-stage images of one split (see
+//! [`super::decode`]), in memory or memory-mapped from the cache, with their
+//! labels and the final image size batches are made at.
 
 use std::path::PathBuf;
 
 use memmap2::Mmap;
 
+use super::augment::ResizeMode;
 use super::error::{DataError, Result};
 
 /// How an [`ImageSet`] came to be.
@@ -44,16 +46,28 @@ impl Pixels {
     }
 }
 
-/// The images of one split: `len()` RGB images of `image_size`² pixels
-/// stored as interleaved u8 (HWC), each with a label and its original size.
+/// The images of one split: `len()` RGB images stored as interleaved u8
+/// (HWC) at their item-stage size ([`ImageSet::cached_size`]: short side
+/// [`ImageSet::item_size`] with `resize = "crop"`, the
+/// `item_size`² padded square with `"pad"`), each with a label and its
+/// original size. Batches ([`ImageSet::assemble`]) map a sample's
+/// `item_size`² item to [`ImageSet::image_size`]² pixels.
 ///
 /// Sample indices are stable: index `i` is the `i`-th image of the split in
 /// the source's order (minus images skipped as corrupt), the same in every
 /// run while the source is unchanged — the key the trainer's feature cache
 /// can rely on together with [`ImageSet::fingerprint`].
 pub struct ImageSet {
+    /// Side of the batches' images.
     pub(crate) image_size: u32,
+    /// Side of the item every sample is cut to.
+    pub(crate) item_size: u32,
+    pub(crate) resize: ResizeMode,
     pub(crate) pixels: Pixels,
+    /// Cached width and height of each image.
+    pub(crate) dims: Vec<(u32, u32)>,
+    /// Byte offset of each image in `pixels`, and the total at the end.
+    pub(crate) offsets: Vec<usize>,
     pub(crate) labels: Vec<usize>,
     pub(crate) orig_sizes: Vec<(u32, u32)>,
     pub(crate) source_index: Vec<u32>,
@@ -67,6 +81,8 @@ impl std::fmt::Debug for ImageSet {
         f.debug_struct("ImageSet")
             .field("len", &self.len())
             .field("image_size", &self.image_size)
+            .field("item_size", &self.item_size)
+            .field("resize", &self.resize)
             .field("skipped", &self.skipped.len())
             .field("fingerprint", &format_args!("{:016x}", self.fingerprint))
             .field("origin", &self.origin)
@@ -103,16 +119,78 @@ impl ImageSet {
             }
             h.finish()
         };
-        Ok(ImageSet {
+        Ok(Self::from_parts(
             image_size,
-            pixels: Pixels::Owned(pixels),
+            ResizeMode::Crop,
+            Pixels::Owned(pixels),
+            vec![(image_size, image_size); n],
             labels,
-            orig_sizes: vec![(image_size, image_size); n],
+            fingerprint,
+            Origin::Memory,
+        ))
+    }
+
+    /// A set of images cached at `dims` (back to back in `pixels`) for item
+    /// size `item_size`; batches at `item_size` until
+    /// [`ImageSet::with_image_size`]; original sizes taken as the cached ones.
+    pub(crate) fn from_parts(
+        item_size: u32,
+        resize: ResizeMode,
+        pixels: Pixels,
+        dims: Vec<(u32, u32)>,
+        labels: Vec<usize>,
+        fingerprint: u64,
+        origin: Origin,
+    ) -> Self {
+        let mut offsets = Vec::with_capacity(dims.len() + 1);
+        offsets.push(0);
+        for &(w, h) in &dims {
+            offsets.push(offsets.last().expect("non-empty") + 3 * w as usize * h as usize);
+        }
+        let n = labels.len();
+        ImageSet {
+            image_size: item_size,
+            item_size,
+            resize,
+            pixels,
+            orig_sizes: dims.clone(),
+            dims,
+            offsets,
+            labels,
             source_index: (0..n as u32).collect(),
             skipped: Vec::new(),
             fingerprint,
-            origin: Origin::Memory,
-        })
+            origin,
+        }
+    }
+
+    /// This set with batches made at `image_size`² pixels (each sample's
+    /// `item_size`² item resampled to it); the fingerprint covers the size.
+    ///
+    /// ```
+    /// use polytune::data::ImageSet;
+    /// let set = ImageSet::from_pixels(2, vec![9u8; 2 * 2 * 3], vec![0]).unwrap();
+    /// let set = set.with_image_size(3).unwrap();
+    /// assert_eq!((set.item_size(), set.image_size(), set.image(0).len()), (2, 3, 12));
+    /// assert!(set.with_image_size(0).is_err());
+    /// ```
+    pub fn with_image_size(mut self, image_size: u32) -> Result<Self> {
+        if image_size == 0 || image_size > super::config::MAX_IMAGE_SIZE {
+            return Err(DataError::config(
+                "data.image_size",
+                image_size,
+                format!("must be in 1..={}", super::config::MAX_IMAGE_SIZE),
+            ));
+        }
+        if image_size != self.image_size {
+            let mut h = super::cache::Fnv::new();
+            h.u64(self.fingerprint);
+            h.str("image_size");
+            h.u64(image_size as u64);
+            self.fingerprint = h.finish();
+            self.image_size = image_size;
+        }
+        Ok(self)
     }
 
     /// The images `idx` of this set, in that order, as a new in-memory set
@@ -135,7 +213,7 @@ impl ImageSet {
                 self.len()
             )));
         }
-        let mut pixels = Vec::with_capacity(idx.len() * self.image_bytes());
+        let mut pixels = Vec::with_capacity(idx.iter().map(|&i| self.image(i).len()).sum());
         for &i in idx {
             pixels.extend_from_slice(self.image(i));
         }
@@ -144,16 +222,20 @@ impl ImageSet {
         for &i in idx {
             h.u64(i as u64);
         }
-        Ok(ImageSet {
-            image_size: self.image_size,
-            pixels: Pixels::Owned(pixels),
-            labels: idx.iter().map(|&i| self.labels[i]).collect(),
-            orig_sizes: idx.iter().map(|&i| self.orig_sizes[i]).collect(),
-            source_index: idx.iter().map(|&i| self.source_index[i]).collect(),
-            skipped: self.skipped.clone(),
-            fingerprint: h.finish(),
-            origin: self.origin.clone(),
-        })
+        let mut set = ImageSet::from_parts(
+            self.item_size,
+            self.resize,
+            Pixels::Owned(pixels),
+            idx.iter().map(|&i| self.dims[i]).collect(),
+            idx.iter().map(|&i| self.labels[i]).collect(),
+            h.finish(),
+            self.origin.clone(),
+        );
+        set.image_size = self.image_size;
+        set.orig_sizes = idx.iter().map(|&i| self.orig_sizes[i]).collect();
+        set.source_index = idx.iter().map(|&i| self.source_index[i]).collect();
+        set.skipped = self.skipped.clone();
+        Ok(set)
     }
 
     /// Number of images.
@@ -166,20 +248,32 @@ impl ImageSet {
         self.labels.is_empty()
     }
 
-    /// Side of every (square) image in pixels.
+    /// Side of the (square) images of this set's batches.
     pub fn image_size(&self) -> u32 {
         self.image_size
     }
 
-    /// Bytes per image (`3 * image_size²`).
-    pub fn image_bytes(&self) -> usize {
-        3 * self.image_size as usize * self.image_size as usize
+    /// Side of the square item every sample is cut to before it is
+    /// resampled to [`ImageSet::image_size`] (`[data] item_size`).
+    pub fn item_size(&self) -> u32 {
+        self.item_size
     }
 
-    /// Image `i` as interleaved RGB u8 (row-major HWC). Panics if out of range.
+    /// How the images were cached: short side `item_size` (`Crop`) or the
+    /// padded `item_size`² square (`Pad`).
+    pub fn resize(&self) -> ResizeMode {
+        self.resize
+    }
+
+    /// Width and height of image `i` as cached. Panics if out of range.
+    pub fn cached_size(&self, i: usize) -> (u32, u32) {
+        self.dims[i]
+    }
+
+    /// Image `i` as cached: interleaved RGB u8 (row-major HWC) of
+    /// [`ImageSet::cached_size`]. Panics if out of range.
     pub fn image(&self, i: usize) -> &[u8] {
-        let per = self.image_bytes();
-        &self.pixels.bytes()[i * per..(i + 1) * per]
+        &self.pixels.bytes()[self.offsets[i]..self.offsets[i + 1]]
     }
 
     /// All images back to back.
@@ -197,7 +291,7 @@ impl ImageSet {
         &self.labels
     }
 
-    /// Width and height of image `i` before padding and resizing.
+    /// Width and height of image `i` before the item stage.
     pub fn original_size(&self, i: usize) -> (u32, u32) {
         self.orig_sizes[i]
     }
@@ -213,8 +307,8 @@ impl ImageSet {
         &self.skipped
     }
 
-    /// A 64-bit key of the source files (paths, sizes, mtimes, labels), image
-    /// size and preprocessing; equal fingerprints mean equal images. Use it
+    /// A 64-bit key of the source files (paths, sizes, mtimes, labels), item
+    /// and image size and preprocessing; equal fingerprints mean equal images. Use it
     /// to key caches derived from this set (e.g. frozen-body features).
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint

@@ -3,12 +3,15 @@
 //!
 //! Sources ([`SourceKind`]): the embedded UCI digits (default), Oxford
 //! Flowers-102 in its official layout, the seed's CSV manifest, and a
-//! folder-per-class tree. Images are decoded once, padded to a square with
-//! zeros and resized as fastai's `Resize(method=Pad, pad_mode=Zeros)` does,
-//! and stored as u8 in a memory-mapped cache file per (source, split, size)
-//! that every later trial and run reuses. Batches are normalised NCHW f32
-//! with ImageNet mean/std, in a seeded order, with the seed's augmentation
-//! reproducible per (seed, view, sample).
+//! folder-per-class tree. Images are decoded once and stored at the item
+//! size (`[data] item_size`: short side resized to it for fastai's
+//! `Resize(method=Crop)`, or zero-padded to a square of that side for
+//! `Pad`) as u8 in a memory-mapped cache file per (source, split, item
+//! size, method) that every later trial and run reuses. Each draw cuts the
+//! square item from the cached image (random in training, centred in
+//! validation) and resamples it to `image_size` with the seed's batch
+//! augmentation ([`augment`]). Batches are normalised NCHW f32 with ImageNet
+//! mean/std, in a seeded order, reproducible per (seed, view, sample).
 //!
 //! ```
 //! use polytune::data::{AugmentConfig, BatchPlan, DataConfig, Dataset};
@@ -38,7 +41,7 @@ pub mod mat;
 mod rng;
 pub mod source;
 
-pub use augment::{AugmentConfig, AugmentParams, AugmentScratch};
+pub use augment::{AugmentConfig, AugmentParams, AugmentScratch, CachedImage};
 pub use batch::{epoch_order, Augment, Batch, BatchPlan, Batches, IMAGENET_MEAN, IMAGENET_STD};
 pub use config::{DataConfig, SourceKind};
 pub use dataset::{Dataset, Evaluation};

@@ -49,8 +49,7 @@ use super::metrics::{Accumulator, EpochMetrics, EvalMetrics, MetricsCsv, Phase};
 use super::optimiser::{AdamW, BodyUpdate, GroupOptimisers};
 use super::schedule::{frozen_group_lrs, unfrozen_group_lrs, OneCycle};
 use super::weights::{load_body, save_model};
-use crate::data::augment::ResizeMode;
-use crate::data::{epoch_order, Augment, AugmentConfig, Dataset, ImageSet};
+use crate::data::{epoch_order, Augment, Dataset, ImageSet};
 
 /// Most ε terms a run accepts (`PolyLoss<1>` … `PolyLoss<8>`).
 pub const MAX_TERMS: usize = 8;
@@ -553,7 +552,7 @@ where
                 &self.dev,
                 valid_set,
                 &idx,
-                self.eval_transform().as_ref(),
+                None, // the set's validation path
                 eval_bs,
                 self.pool,
             )?;
@@ -573,22 +572,6 @@ where
             config: self.data.config().augment_config(),
             seed: self.seed,
             view,
-        }
-    }
-
-    /// fastai's validation path: `Resize`'s centre crop with `resize =
-    /// "crop"` (a resample), the cached square as it is with `"pad"`.
-    fn eval_transform(&self) -> Option<Augment> {
-        match self.data.config().resize {
-            ResizeMode::Pad => None,
-            ResizeMode::Crop => Some(Augment {
-                config: AugmentConfig {
-                    resize: ResizeMode::Crop,
-                    ..AugmentConfig::none()
-                },
-                seed: self.seed,
-                view: 0,
-            }),
         }
     }
 
@@ -849,15 +832,14 @@ where
     }
 
     /// Model and head on every image of `set` (eval-mode batch-norm, no
-    /// augmentation; `Resize`'s centre crop with `resize = "crop"`).
+    /// augmentation; the set's validation path: the centre item at the image size).
     fn evaluate(&self, set: &ImageSet) -> Result<EvalMetrics, TrainError> {
         let eval_bs = self.cfg.eval_batch_size as usize;
         let classes = self.head.classes();
         let mut acc = Accumulator::default();
         let all: Vec<usize> = (0..set.len()).collect();
-        let transform = self.eval_transform();
         for chunk in all.chunks(eval_bs) {
-            let mut batch = set.assemble(chunk, transform.as_ref())?;
+            let mut batch = set.assemble(chunk, None)?;
             let x = images_tensor(&self.dev, &mut batch)?;
             let map = self
                 .model
