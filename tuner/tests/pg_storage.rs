@@ -294,6 +294,11 @@ fn three_workers_give_the_trials_and_result_of_the_journal_study() {
     assert!(st.contains("search finished    12"), "{st}");
     assert!(st.contains("confirm finished   4"), "{st}");
     assert!(!st.contains("polytune-test"), "the password leaked: {st}");
+    // And the journal study's status from its directory.
+    let js = ok(reference.command(&["status", "ref"], "0").output().unwrap());
+    assert!(js.contains("search finished    12"), "{js}");
+    assert!(js.contains("confirm finished   4"), "{js}");
+    assert!(js.contains("study ref: finished"), "{js}");
 }
 
 #[test]

@@ -232,3 +232,56 @@ pub(crate) fn digest_differences_by_role(
     }
     out
 }
+
+#[cfg(test)]
+mod role_tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn same_content_under_another_root_matches_other_content_does_not() {
+        let coordinator = map(&[
+            ("train.weights w/r50.safetensors", "sha256 aa"),
+            ("data index data/imagelabels.mat", "sha256 bb"),
+            ("data index data/setid.mat", "sha256 cc"),
+            (
+                "data images data",
+                "sha256 dd of the names and sizes of 10 images",
+            ),
+        ]);
+        let worker = map(&[
+            ("train.weights /mnt/w/r50.safetensors", "sha256 aa"),
+            ("data index /mnt/data/imagelabels.mat", "sha256 bb"),
+            ("data index /mnt/data/setid.mat", "sha256 cc"),
+            (
+                "data images /mnt/data",
+                "sha256 dd of the names and sizes of 10 images",
+            ),
+        ]);
+        assert!(digest_differences_by_role(&coordinator, &worker).is_empty());
+        // Other weights: named, with both digests.
+        let mut other = worker.clone();
+        other.insert(
+            "train.weights /mnt/w/r50.safetensors".into(),
+            "sha256 ee".into(),
+        );
+        let d = digest_differences_by_role(&coordinator, &other);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].contains("train.weights w/r50.safetensors: sha256 aa at the coordinator"),
+            "{d:?}"
+        );
+        assert!(d[0].contains("sha256 ee here"), "{d:?}");
+        // A missing input and an extra one are both differences.
+        let mut fewer = worker.clone();
+        fewer.remove("train.weights /mnt/w/r50.safetensors");
+        assert_eq!(digest_differences_by_role(&coordinator, &fewer).len(), 1);
+        assert_eq!(digest_differences_by_role(&fewer, &worker).len(), 1);
+    }
+}
