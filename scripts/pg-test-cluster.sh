@@ -25,13 +25,16 @@ if [[ -z "$bin" || ! -x "$bin/initdb" ]]; then
   echo "$0: no PostgreSQL server binaries under /usr/lib/postgresql (install Debian's postgresql)" >&2
   exit 3
 fi
+# Absolute, and run from / : the server user may not enter the caller's
+# working directory (a root-only temp dir).
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+cd /
 run_pg() {
   if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 case "$cmd" in
   start)
-    mkdir -p "$dir"
-    dir=$(cd "$dir" && pwd)
     if [[ $(id -u) == 0 ]]; then chown postgres "$dir"; fi
     port=""
     for _ in $(seq 1 50); do

@@ -439,7 +439,8 @@ fn a_second_coordinator_of_the_same_study_is_refused() {
     let Some(url) = server() else { return };
     let url = fresh_db(&url, "pt_second");
     let s = Study::new(&config(6, 1));
-    let mut first = spawn(s.search("two", Some(&url), &[], "0.5"));
+    // Long trials: the first coordinator holds the study throughout.
+    let mut first = spawn(s.search("two", Some(&url), &[], "5"));
     wait_for(&url, "two", "a running trial", |rows| {
         rows.iter().any(|r| r.state == "running")
     });
