@@ -859,10 +859,12 @@ impl StudyLock {
             .query_opt(
                 "SELECT a.application_name, coalesce(a.client_addr::text, 'local socket'), a.pid
                  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                 WHERE l.locktype = 'advisory' AND l.classid = $1::int::oid AND l.objid = $2::int::oid AND l.objsubid = 2 AND l.granted",
+                 WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND l.classid = $1::int::oid AND l.objid = $2::int::oid AND l.objsubid = 2 AND l.granted",
                 &[&STUDY_LOCK_CLASS, &self.key],
             )
             .await
+            .map_err(|e| tracing::warn!("cannot tell who holds the study lock: {}", db_message(&e)))
             .ok()
             .flatten()
             .map(|r| {
