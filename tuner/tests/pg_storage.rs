@@ -352,6 +352,69 @@ fn a_killed_worker_s_trial_is_requeued_and_finished_by_another() {
 }
 
 #[test]
+fn a_lost_trial_fails_once_its_retries_are_spent_and_workers_stop_at_max_trials() {
+    let Some(url) = server() else { return };
+    let url = fresh_db(&url, "pt_retries");
+    let cfg = config(5, 1).replace("max_retries = 2", "max_retries = 0");
+    let s = Study::new(&cfg);
+    let coord = spawn(s.search("mr", Some(&url), &["--local-workers", "0"], "0.3"));
+    let mut victim = spawn(s.command(&["worker", "--storage", &url], "0.3"));
+    let victim_id = format!(":{}", victim.id());
+    wait_for(&url, "mr", "the victim to run a trial", |rows| {
+        rows.iter().any(|r| {
+            r.state == "running" && r.worker.as_deref().is_some_and(|w| w.ends_with(&victim_id))
+        })
+    });
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    // A worker limited to 2 trials stops by itself after them.
+    let limited = ok(s
+        .command(&["worker", "--storage", &url, "--max-trials", "2"], "0.3")
+        .output()
+        .unwrap());
+    assert!(limited.contains("worker: 2 trial(s) run"), "{limited}");
+    let mut rest = spawn(s.command(&["worker", "--storage", &url], "0.3"));
+    ok(coord.wait_with_output().unwrap());
+    rest.kill().unwrap();
+    rest.wait().unwrap();
+
+    let row = study_row(&url, "mr");
+    let (rt, store) = store(&url);
+    let attempts = rt.block_on(store.attempts(row.id)).unwrap();
+    let lost: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.worker.ends_with(&victim_id))
+        .collect();
+    assert_eq!(lost.len(), 1, "{attempts:?}");
+    // max_retries = 0: no second attempt, the trial failed with the reason.
+    assert_eq!(lost[0].state, "failed");
+    assert!(
+        lost[0]
+            .error
+            .contains("lost: no heartbeat for 2 s (gave up after 1 attempts)"),
+        "{}",
+        lost[0].error
+    );
+    let queue = rt.block_on(store.queue(row.id)).unwrap();
+    let t = queue
+        .iter()
+        .find(|q| q.phase == lost[0].phase && q.trial == lost[0].trial)
+        .unwrap();
+    assert_eq!((t.state.as_str(), t.attempt), ("failed", 1));
+    assert!(
+        attempts
+            .iter()
+            .filter(|a| a.phase == t.phase && a.trial == t.trial)
+            .count()
+            == 1
+    );
+    // Everything else finished once.
+    assert!(queue
+        .iter()
+        .all(|q| q.state == "finished" || (q.phase == t.phase && q.trial == t.trial)));
+}
+
+#[test]
 fn a_killed_coordinator_resumes_without_losing_or_repeating_trials() {
     let Some(url) = server() else { return };
     let url = fresh_db(&url, "pt_coord_kill");
