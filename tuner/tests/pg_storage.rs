@@ -301,6 +301,23 @@ fn three_workers_give_the_trials_and_result_of_the_journal_study() {
     assert!(js.contains("study ref: finished"), "{js}");
 }
 
+/// Starts a coordinator without local workers and one worker, SIGKILLs the
+/// worker while it runs a trial of `study`; returns the coordinator and the
+/// killed worker's id suffix (`:pid`).
+fn coordinator_and_killed_worker(s: &Study, url: &str, study: &str) -> (Child, String) {
+    let coord = spawn(s.search(study, Some(url), &["--local-workers", "0"], "0.3"));
+    let mut victim = spawn(s.command(&["worker", "--storage", url], "0.3"));
+    let victim_id = format!(":{}", victim.id());
+    wait_for(url, study, "the victim to run a trial", |rows| {
+        rows.iter().any(|r| {
+            r.state == "running" && r.worker.as_deref().is_some_and(|w| w.ends_with(&victim_id))
+        })
+    });
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    (coord, victim_id)
+}
+
 #[test]
 fn a_killed_worker_s_trial_is_requeued_and_finished_by_another() {
     let Some(url) = server() else { return };
@@ -308,17 +325,8 @@ fn a_killed_worker_s_trial_is_requeued_and_finished_by_another() {
     let cfg = config(6, 2);
     let (_reference, want) = journal_reference(&cfg);
     let s = Study::new(&cfg);
-    let coord = spawn(s.search("wk", Some(&url), &["--local-workers", "0"], "0.3"));
-    let mut victim = spawn(s.command(&["worker", "--storage", &url], "0.3"));
-    let victim_id = format!(":{}", victim.id());
-    // Kill the victim while it runs a trial; then a second worker joins.
-    wait_for(&url, "wk", "the victim to run a trial", |rows| {
-        rows.iter().any(|r| {
-            r.state == "running" && r.worker.as_deref().is_some_and(|w| w.ends_with(&victim_id))
-        })
-    });
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    // Kill a worker while it runs a trial; then a second worker joins.
+    let (coord, victim_id) = coordinator_and_killed_worker(&s, &url, "wk");
     let mut rescuer = spawn(s.command(&["worker", "--storage", &url], "0.3"));
     let out = coord.wait_with_output().unwrap();
     ok(out);
@@ -357,16 +365,7 @@ fn a_lost_trial_fails_once_its_retries_are_spent_and_workers_stop_at_max_trials(
     let url = fresh_db(&url, "pt_retries");
     let cfg = config(5, 1).replace("max_retries = 2", "max_retries = 0");
     let s = Study::new(&cfg);
-    let coord = spawn(s.search("mr", Some(&url), &["--local-workers", "0"], "0.3"));
-    let mut victim = spawn(s.command(&["worker", "--storage", &url], "0.3"));
-    let victim_id = format!(":{}", victim.id());
-    wait_for(&url, "mr", "the victim to run a trial", |rows| {
-        rows.iter().any(|r| {
-            r.state == "running" && r.worker.as_deref().is_some_and(|w| w.ends_with(&victim_id))
-        })
-    });
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    let (coord, victim_id) = coordinator_and_killed_worker(&s, &url, "mr");
     // A worker limited to 2 trials stops by itself after them.
     let limited = ok(s
         .command(&["worker", "--storage", &url, "--max-trials", "2"], "0.3")

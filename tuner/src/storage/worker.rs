@@ -182,12 +182,11 @@ pub async fn run_worker(
         );
         let (run, still_ours) = run_claimed(store, opts, ctx, &claim, shutdown).await?;
         if !still_ours {
-            report.lost_claims += 1;
-            tracing::warn!(
-                "{}: {} trial {} was requeued while it ran (lease expired); its result is discarded",
-                opts.id,
-                claim.spec.phase.as_str(),
-                claim.spec.trial
+            lost_claim(
+                &mut report,
+                opts,
+                &claim,
+                "was requeued while it ran (lease expired)",
             );
             continue;
         }
@@ -204,16 +203,21 @@ pub async fn run_worker(
                 report.trials += 1;
             }
         } else {
-            report.lost_claims += 1;
-            tracing::warn!(
-                "{}: {} trial {}: result discarded, the trial had been requeued",
-                opts.id,
-                claim.spec.phase.as_str(),
-                claim.spec.trial
-            );
+            lost_claim(&mut report, opts, &claim, "had been requeued when it ended");
         }
     }
     Ok(report)
+}
+
+/// Counts and logs a result that is not recorded because the claim was lost.
+fn lost_claim(report: &mut WorkerReport, opts: &WorkerOptions, claim: &Claim, why: &str) {
+    report.lost_claims += 1;
+    tracing::warn!(
+        "{}: {} trial {} {why}; its result is discarded",
+        opts.id,
+        claim.spec.phase.as_str(),
+        claim.spec.trial
+    );
 }
 
 /// Gives a claimed, not yet started trial back uncounted.

@@ -366,6 +366,18 @@ impl Backend {
         }
     }
 
+    /// A trial that ended now (finished or failed): logged, counted, and
+    /// a search trial kept for the report.
+    fn record_ended(&self, rec: &TrialRecord) {
+        self.note(rec, false);
+        if rec.phase == TrialPhase::Search {
+            self.used
+                .lock()
+                .expect("lock")
+                .insert(rec.trial, rec.clone());
+        }
+    }
+
     fn note(&self, r: &TrialRecord, replayed: bool) {
         {
             let mut c = self.counts.lock().expect("lock");
@@ -476,13 +488,7 @@ impl Backend {
                 .filter(|i| !done.contains_key(i))
                 .collect();
             for rec in store.ended(*study_id, phase, &open).await? {
-                self.note(&rec, false);
-                if rec.phase == TrialPhase::Search {
-                    self.used
-                        .lock()
-                        .expect("lock")
-                        .insert(rec.trial, rec.clone());
-                }
+                self.record_ended(&rec);
                 done.insert(rec.trial, rec);
             }
             if done.len() == index.len() {
@@ -554,13 +560,7 @@ impl Backend {
                         again.push((*slot, spec.clone()));
                     }
                     _ => {
-                        self.note(&rec, false);
-                        if rec.phase == TrialPhase::Search {
-                            self.used
-                                .lock()
-                                .expect("lock")
-                                .insert(rec.trial, rec.clone());
-                        }
+                        self.record_ended(&rec);
                         out[*slot] = Some(rec);
                     }
                 }
