@@ -202,10 +202,14 @@ fn study_row(url: &str, name: &str) -> StudyRow {
 fn pg_results(url: &str, name: &str) -> Vec<Outcome> {
     let (rt, store) = store(url);
     let id = rt.block_on(store.study(name)).unwrap().unwrap().id;
-    let mut v: Vec<_> = rt
-        .block_on(store.final_records(id))
-        .unwrap()
+    outcomes(rt.block_on(store.final_records(id)).unwrap())
+}
+
+/// The sorted outcomes of ended records.
+fn outcomes(records: Vec<polytune::study::TrialRecord>) -> Vec<Outcome> {
+    let mut v: Vec<_> = records
         .into_iter()
+        .filter(|r| r.is_finished() || r.state == polytune::study::RowState::Failed)
         .map(|r| {
             (
                 r.phase.as_str().to_string(),
@@ -226,21 +230,7 @@ fn journal_results(dir: &Path) -> Vec<Outcome> {
     let rows =
         polytune::study::Journal::parse_rows(&dir.join("trials.csv"), &text, cfg.search.terms)
             .unwrap();
-    let mut v: Vec<_> = rows
-        .into_iter()
-        .filter(|r| r.is_finished() || r.state == polytune::study::RowState::Failed)
-        .map(|r| {
-            (
-                r.phase.as_str().to_string(),
-                r.trial,
-                format!("{:?}", r.epsilon),
-                r.seed,
-                format!("{:?}", r.val_accuracy),
-            )
-        })
-        .collect();
-    v.sort();
-    v
+    outcomes(rows)
 }
 
 /// The same study in journal mode, for comparison.

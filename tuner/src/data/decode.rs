@@ -210,6 +210,18 @@ pub const MAX_DECODE_SIDE: u32 = 8192;
 /// a decoding thread holds at most about 450 MiB at any time.
 pub const MAX_DECODE_ALLOC: u64 = 256 << 20;
 
+/// An image that cannot be opened: missing (named as such) or unreadable.
+fn open_error(path: &Path, e: std::io::Error) -> DataError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        DataError::MissingFile {
+            what: "image",
+            path: path.to_path_buf(),
+        }
+    } else {
+        DataError::io(path, e)
+    }
+}
+
 /// Decodes the image file at `path` (JPEG or PNG, any colour type) to
 /// interleaved 8-bit RGB, returning `(pixels, width, height)`. Images wider
 /// or taller than [`MAX_DECODE_SIDE`] are refused from their header.
@@ -217,16 +229,7 @@ pub const MAX_DECODE_ALLOC: u64 = 256 << 20;
 /// A truncated JPEG is an error (the decoder would otherwise fill the
 /// missing part with grey, silently): a JPEG must end with its EOI marker.
 pub fn decode_rgb(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::MissingFile {
-                what: "image",
-                path: path.to_path_buf(),
-            }
-        } else {
-            DataError::io(path, e)
-        }
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| open_error(path, e))?;
     decode_rgb_bytes(path, &bytes)
 }
 
@@ -295,16 +298,7 @@ pub fn image_dims(path: &Path) -> Result<(u32, u32)> {
         reason,
     };
     let reader = image::ImageReader::open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                DataError::MissingFile {
-                    what: "image",
-                    path: path.to_path_buf(),
-                }
-            } else {
-                DataError::io(path, e)
-            }
-        })?
+        .map_err(|e| open_error(path, e))?
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
     let (w, h) = reader.into_dimensions().map_err(|e| err(e.to_string()))?;
