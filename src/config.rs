@@ -48,7 +48,7 @@ const STRING_SOURCE: &str = "<toml string>";
 /// An error reading, checking or writing a [`PolyConfig`]; every message names
 /// the file (or `<toml string>`) and the key or line at fault.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum PolyConfigError {
     /// The file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -259,9 +259,9 @@ impl PolyConfig {
     }
 
     /// Reads and checks a config file.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PolyConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|source| PolyConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -269,12 +269,12 @@ impl PolyConfig {
     }
 
     /// Parses and checks a config held in a string.
-    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+    pub fn from_toml_str(text: &str) -> Result<Self, PolyConfigError> {
         Self::parse(text, STRING_SOURCE)
     }
 
-    fn parse(text: &str, source_name: &str) -> Result<Self, ConfigError> {
-        let cfg: PolyConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    fn parse(text: &str, source_name: &str) -> Result<Self, PolyConfigError> {
+        let cfg: PolyConfig = toml::from_str(text).map_err(|e| PolyConfigError::Parse {
             source_name: source_name.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
@@ -286,12 +286,12 @@ impl PolyConfig {
     /// exactly for focal kinds, ranges; for the non-focal kinds the ε range of
     /// [`check_epsilon`](crate::loss::check_epsilon), ε₁ ≥ -1 for N = 1). `load` and `from_toml_str` call it;
     /// call it on configs built in code before saving them.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), PolyConfigError> {
         self.check(STRING_SOURCE)
     }
 
-    fn check(&self, source_name: &str) -> Result<(), ConfigError> {
-        let bad = |key: &'static str, message: String| ConfigError::Invalid {
+    fn check(&self, source_name: &str) -> Result<(), PolyConfigError> {
+        let bad = |key: &'static str, message: String| PolyConfigError::Invalid {
             source_name: source_name.to_string(),
             key,
             message,
@@ -369,8 +369,8 @@ impl PolyConfig {
     }
 
     /// The file's text.
-    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
-        toml::to_string_pretty(self).map_err(|e| ConfigError::Serialize(e.to_string()))
+    pub fn to_toml_string(&self) -> Result<String, PolyConfigError> {
+        toml::to_string_pretty(self).map_err(|e| PolyConfigError::Serialize(e.to_string()))
     }
 
     /// Writes the config atomically: a temporary file created exclusively
@@ -378,11 +378,11 @@ impl PolyConfig {
     /// directory is never opened) next to `path`, flushed to disk, renamed
     /// over `path` (a symlink there is replaced, never followed), then the
     /// directory flushed. Readers never see half a file.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ConfigError> {
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PolyConfigError> {
         let path = path.as_ref();
         self.validate()?;
         let text = self.to_toml_string()?;
-        write_atomic(path, text.as_bytes()).map_err(|source| ConfigError::Io {
+        write_atomic(path, text.as_bytes()).map_err(|source| PolyConfigError::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -390,18 +390,18 @@ impl PolyConfig {
 
     /// The configured loss. Fails when the file holds a number of
     /// coefficients other than `N`.
-    pub fn poly_loss<const N: usize>(&self) -> Result<PolyLoss<N>, ConfigError> {
+    pub fn poly_loss<const N: usize>(&self) -> Result<PolyLoss<N>, PolyConfigError> {
         self.poly_loss_named(STRING_SOURCE)
     }
 
     fn poly_loss_named<const N: usize>(
         &self,
         source_name: &str,
-    ) -> Result<PolyLoss<N>, ConfigError> {
+    ) -> Result<PolyLoss<N>, PolyConfigError> {
         self.check(source_name)?;
         let l = &self.loss;
         if l.epsilon.len() != N {
-            return Err(ConfigError::TermsMismatch {
+            return Err(PolyConfigError::TermsMismatch {
                 source_name: source_name.to_string(),
                 found: l.epsilon.len(),
                 wanted: N,
@@ -438,9 +438,11 @@ fn kind_name(k: LossKind) -> &'static str {
 ///
 /// ```no_run
 /// let loss = poly_loss::config::load_poly_loss::<1>("configs/poly1-sample.toml")?;
-/// # Ok::<(), poly_loss::config::ConfigError>(())
+/// # Ok::<(), poly_loss::config::PolyConfigError>(())
 /// ```
-pub fn load_poly_loss<const N: usize>(path: impl AsRef<Path>) -> Result<PolyLoss<N>, ConfigError> {
+pub fn load_poly_loss<const N: usize>(
+    path: impl AsRef<Path>,
+) -> Result<PolyLoss<N>, PolyConfigError> {
     let path = path.as_ref();
     PolyConfig::load(path)?.poly_loss_named(&path.display().to_string())
 }

@@ -1,7 +1,7 @@
 //! PolyConfig: schema, strictness, error messages, atomic round-trip.
 
 use poly_loss::config::{
-    ConfigError, LossKind, LossSection, PolyConfig, Provenance, ResultSection,
+    LossKind, LossSection, PolyConfig, PolyConfigError, Provenance, ResultSection,
 };
 use poly_loss::PolyKind;
 
@@ -138,7 +138,7 @@ fn wrong_n_names_both_counts() {
     let e = cfg.poly_loss::<1>().unwrap_err();
     assert!(matches!(
         e,
-        ConfigError::TermsMismatch {
+        PolyConfigError::TermsMismatch {
             found: 3,
             wanted: 1,
             ..

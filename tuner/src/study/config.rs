@@ -34,7 +34,7 @@ use crate::search::SearchConfig;
 
 /// An error loading or checking a study config; names the file and key.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum StudyConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
     Io {
@@ -194,9 +194,9 @@ pub struct StudyConfig {
 
 impl StudyConfig {
     /// Reads and checks a config file.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, StudyConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|source| StudyConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -204,8 +204,8 @@ impl StudyConfig {
     }
 
     /// Parses and checks a config; `origin` names it in errors.
-    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: StudyConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, StudyConfigError> {
+        let cfg: StudyConfig = toml::from_str(text).map_err(|e| StudyConfigError::Parse {
             origin: origin.to_string(),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
@@ -214,13 +214,13 @@ impl StudyConfig {
     }
 
     /// Checks every rule (after overriding fields in code, e.g. `--budget`).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), StudyConfigError> {
         self.validate_named("<config>")
     }
 
     /// [`StudyConfig::validate`] with a name for the config in the error.
-    pub fn validate_named(&self, origin: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Invalid {
+    pub fn validate_named(&self, origin: &str) -> Result<(), StudyConfigError> {
+        let bad = |key: &str, message: String| StudyConfigError::Invalid {
             origin: origin.to_string(),
             key: key.to_string(),
             message,

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::config::{hex, sha256_file, ConfigError, StudyConfig};
+use super::config::{hex, sha256_file, StudyConfig, StudyConfigError};
 use super::StudyError;
 use crate::data::dataset::open_index;
 use crate::data::{flowers, DataConfig, SourceKind};
@@ -46,7 +46,7 @@ fn file_data_config(cfg: &StudyConfig, origin: &str) -> Result<Option<DataConfig
         return Ok(None);
     }
     let data = crate::train::data_config_from_table(&cfg.data, origin).map_err(|e| {
-        StudyError::Config(ConfigError::Invalid {
+        StudyError::Config(StudyConfigError::Invalid {
             origin: origin.to_string(),
             key: "data".into(),
             message: e.to_string(),

@@ -67,7 +67,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use config::{
-    sha256_file, ConfigError, ProvenanceConfig, StudyConfig, StudySettings, TrialConfig,
+    sha256_file, ProvenanceConfig, StudyConfig, StudyConfigError, StudySettings, TrialConfig,
     STUDY_FORMAT,
 };
 pub use config::{MAX_BUDGET, MAX_SECONDS, MAX_SEED, MAX_WORKERS};
@@ -101,7 +101,7 @@ use crate::storage::{PgStore, PgTarget, StorageError};
 pub enum StudyError {
     /// A bad study config.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] StudyConfigError),
     /// I/O on a study file.
     #[error("{path}: {source}")]
     Io {

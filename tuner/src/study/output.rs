@@ -240,7 +240,7 @@ pub(super) fn finish(
     let mut tuned_paths: Vec<PathBuf> = vec![dir.file(TUNED_FILE)];
     tuned_paths.extend(opts.out.clone());
     for path in &tuned_paths {
-        let fail = |e: poly_loss::config::ConfigError| StudyError::Output {
+        let fail = |e: poly_loss::config::PolyConfigError| StudyError::Output {
             path: path.clone(),
             message: e.to_string(),
         };
