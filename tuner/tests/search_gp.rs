@@ -3,6 +3,9 @@
 //! behaviour the Bayesian search relies on: seed effects recovered, batches
 //! distinct and inside the box, noisy optima found.
 
+mod golden_json;
+
+use golden_json::{f, vec_f};
 use polytune::search::acquisition::{
     expected_improvement, propose_batch, sobol_points, ProposeOptions,
 };
@@ -13,20 +16,7 @@ use rand_distr::{Distribution, Normal};
 use serde_json::Value;
 
 fn golden() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/reference/gp_golden.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read golden"))
-        .expect("parse golden")
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().expect("number")
-}
-
-fn vec_f(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(f).collect()
+    golden_json::golden("gp_golden.json")
 }
 
 fn points(v: &Value) -> Vec<Vec<f64>> {

@@ -1,6 +1,9 @@
 //! `polytune::stats` against scipy goldens (`reference/paired_ci_golden.py`),
 //! error cases, and the calibration of the verdict on a flat surrogate.
 
+mod golden_json;
+
+use golden_json::{f, vec_f};
 use polytune::stats::{paired_ci, student_t_quantile, StatsError};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -8,20 +11,7 @@ use rand_distr::{Distribution, Normal};
 use serde_json::Value;
 
 fn golden() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/reference/paired_ci_golden.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read golden"))
-        .expect("parse golden")
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().expect("number")
-}
-
-fn vec_f(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(f).collect()
+    golden_json::golden("paired_ci_golden.json")
 }
 
 fn close(got: f64, want: f64, rel: f64, what: &str) {

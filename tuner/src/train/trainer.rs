@@ -567,6 +567,36 @@ where
         })
     }
 
+    /// One batch through the body (the tape through it, batch-norm in
+    /// `bn` mode), the pool, the head and the loss: the loss value, checked
+    /// at `at` = (phase, epoch, batch), and its gradients. Leaky: the head's
+    /// gradients must survive the backward pass (see `Head`); the vision
+    /// ops free their own intermediates.
+    fn body_step(
+        &mut self,
+        set: &ImageSet,
+        idx: &[usize],
+        aug: &Augment,
+        bn: BnMode,
+        at: (Phase, usize, usize),
+    ) -> Result<(f32, Gradients<f32, D>), TrainError> {
+        let mut batch = set.assemble(idx, Some(aug))?;
+        let x = images_tensor(&self.dev, &mut batch)?;
+        let map = self
+            .model
+            .try_forward_body(x.traced(Gradients::leaky()), bn)
+            .map_err(TrainError::device)?;
+        let f = self.pool.try_apply(map).map_err(TrainError::device)?;
+        let logits = self
+            .head
+            .try_forward_train(f, &mut self.drop)
+            .map_err(TrainError::device)?;
+        let loss = self.loss.forward(logits, &batch.labels)?;
+        let value = loss.as_vec()[0];
+        self.check(at.0, at.1, at.2, value)?;
+        Ok((value, loss.backward()))
+    }
+
     fn augment(&self, view: u64) -> Augment {
         Augment {
             config: self.data.config().augment_config(),
@@ -638,21 +668,9 @@ where
                 let value = if train_bn {
                     // fastai's frozen body with train_bn: batch statistics,
                     // the tape through the body for its γ/β.
-                    let mut batch = train_set.assemble(idx, Some(&aug))?;
-                    let x = images_tensor(&self.dev, &mut batch)?;
-                    let map = self
-                        .model
-                        .try_forward_body(x.traced(Gradients::leaky()), BnMode::Train)
-                        .map_err(TrainError::device)?;
-                    let f = self.pool.try_apply(map).map_err(TrainError::device)?;
-                    let logits = self
-                        .head
-                        .try_forward_train(f, &mut self.drop)
-                        .map_err(TrainError::device)?;
-                    let loss = self.loss.forward(logits, &labels)?;
-                    let value = loss.as_vec()[0];
-                    self.check(Phase::Frozen, e + 1, b + 1, value)?;
-                    let mut grads = loss.backward();
+                    let at = (Phase::Frozen, e + 1, b + 1);
+                    let (value, mut grads) =
+                        self.body_step(train_set, idx, &aug, BnMode::Train, at)?;
                     self.opt
                         .step_body(&mut self.model, &mut grads, &lrs, mom, BodyUpdate::NormOnly)
                         .map_err(TrainError::device)?;
@@ -753,23 +771,8 @@ where
             let (mut loss_sum, mut seen) = (0.0f64, 0usize);
             let mut lrs = peaks.clone();
             for (b, idx) in batches.iter().enumerate() {
-                let mut batch = train_set.assemble(idx, Some(&aug))?;
-                let x = images_tensor(&self.dev, &mut batch)?;
-                // Leaky: the head's gradients must survive the backward pass
-                // (see `Head`); the vision ops free their own intermediates.
-                let map = self
-                    .model
-                    .try_forward_body(x.traced(Gradients::leaky()), bn)
-                    .map_err(TrainError::device)?;
-                let f = self.pool.try_apply(map).map_err(TrainError::device)?;
-                let logits = self
-                    .head
-                    .try_forward_train(f, &mut self.drop)
-                    .map_err(TrainError::device)?;
-                let loss = self.loss.forward(logits, &batch.labels)?;
-                let value = loss.as_vec()[0];
-                self.check(Phase::Unfrozen, e + 1, b + 1, value)?;
-                let mut grads = loss.backward();
+                let at = (Phase::Unfrozen, e + 1, b + 1);
+                let (value, mut grads) = self.body_step(train_set, idx, &aug, bn, at)?;
                 let step = u * self.steps + b;
                 for (lr, &peak) in lrs.iter_mut().zip(&peaks) {
                     *lr = sched.lr_scaled(step, peak);
