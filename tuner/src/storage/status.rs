@@ -35,7 +35,7 @@ pub struct StudyStatus {
 }
 
 /// Summarises trial rows (state per row; ended ones with accuracy).
-fn summarise(
+pub fn summarise(
     name: String,
     state: String,
     result: String,
@@ -119,14 +119,34 @@ pub async fn pg_study_status(
 /// The status of a journal study directory (read only: no lock taken, so
 /// it works while the study runs).
 pub fn journal_status(dir: &Path) -> Result<StudyStatus, StudyError> {
+    let (cfg, rows) = journal_rows(dir)?;
+    let finished = dir.join(crate::study::TUNED_FILE).exists();
+    Ok(summarise(
+        dir.display().to_string(),
+        if finished { "finished" } else { "recorded" }.into(),
+        String::new(),
+        cfg.study.budget,
+        2 * cfg.study.confirm_seeds,
+        &rows,
+        cfg.study.workers,
+    ))
+}
+
+/// A journal study's config and the standing of each recorded trial (its
+/// last row). Read only and safe while the study runs: a last line still
+/// being written is left out.
+pub fn journal_rows(dir: &Path) -> Result<(StudyConfig, Vec<QueueRow>), StudyError> {
     let cfg = StudyConfig::load(dir.join(CONFIG_FILE))?;
     let path = dir.join(TRIALS_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| StudyError::Io {
+    let mut text = std::fs::read_to_string(&path).map_err(|source| StudyError::Io {
         path: path.clone(),
         source,
     })?;
+    text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
+    if text.is_empty() {
+        return Ok((cfg, Vec::new()));
+    }
     let records = Journal::parse_rows(&path, &text, cfg.search.terms)?;
-    // The last row per trial is its standing.
     let mut last: BTreeMap<(u8, u64), QueueRow> = BTreeMap::new();
     for r in records {
         let state = match r.state {
@@ -150,17 +170,7 @@ pub fn journal_status(dir: &Path) -> Result<StudyStatus, StudyError> {
             },
         );
     }
-    let rows: Vec<QueueRow> = last.into_values().collect();
-    let finished = dir.join(crate::study::TUNED_FILE).exists();
-    Ok(summarise(
-        dir.display().to_string(),
-        if finished { "finished" } else { "recorded" }.into(),
-        String::new(),
-        cfg.study.budget,
-        2 * cfg.study.confirm_seeds,
-        &rows,
-        cfg.study.workers,
-    ))
+    Ok((cfg, last.into_values().collect()))
 }
 
 /// The status as text (one study).

@@ -29,6 +29,7 @@ pub mod features;
 pub mod head;
 pub mod metrics;
 pub mod optimiser;
+pub mod provenance;
 pub mod schedule;
 pub mod trainer;
 pub mod trial;
@@ -39,6 +40,7 @@ pub use error::TrainError;
 pub use features::{FeatureKey, FeatureOrigin, FrozenFeatures};
 pub use head::{Head, HeadKind, Pool};
 pub use metrics::{EpochMetrics, EvalMetrics, Phase};
+pub use provenance::{provenance_of, schedule_words};
 pub use trainer::{
     epoch_batches, train, BatchInfo, Loss, Quiet, TrainObserver, TrainOptions, TrainReport,
     MAX_TERMS,

@@ -683,7 +683,9 @@ impl PgStore {
         .map(|_| ())
     }
 
-    /// Claims the oldest pending trial (of `study`, or of any study).
+    /// Claims the oldest pending trial (of `study`, or of any study) of a
+    /// study whose coordinator runs: an interrupted or cancelled study's
+    /// trials wait until it resumes.
     pub async fn claim(
         &self,
         worker: &str,
@@ -692,9 +694,9 @@ impl PgStore {
         let row = with_client!(self, "claiming a trial", |c| {
             c.query_opt(
                     "WITH next AS (
-                        SELECT study_id, phase, trial FROM trials
-                        WHERE state = 'pending' AND ($2::bigint IS NULL OR study_id = $2)
-                        ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED),
+                        SELECT t.study_id, t.phase, t.trial FROM trials t JOIN studies s ON s.id = t.study_id
+                        WHERE t.state = 'pending' AND s.state = 'running' AND ($2::bigint IS NULL OR t.study_id = $2)
+                        ORDER BY t.seq LIMIT 1 FOR UPDATE OF t SKIP LOCKED),
                      claimed AS (
                         UPDATE trials t SET state = 'running', attempt = t.attempt + 1, worker = $1,
                             heartbeat_at = now(), start_time = to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
