@@ -7,8 +7,17 @@
 //!                [--weights FILE] [--save model.safetensors] [--metrics metrics.csv] [--test]
 //! polytune trial --spec FILE|-
 //! polytune worker --storage URL [--device D] [--max-trials N] [--data-root DIR] [--study NAME]
-//! polytune status [--storage URL] [STUDY]
+//! polytune status [--storage URL | --server URL] [STUDY]
+//! polytune serve [--dir DIR] [--data-root DIR] [--listen ADDR] [--token-file F] [--storage URL]
+//!                [--max-running N] [--log-format text|json]
+//! polytune submit CONFIG --server URL [--name N] [--token-file F]
+//! polytune fetch ID --server URL --out FILE [--token-file F]
+//! polytune cancel ID --server URL [--token-file F]
 //! ```
+//!
+//! `serve` runs the tuner as a daemon (see [`crate::serve`]): an HTTP API
+//! and dashboard, a queue of submitted studies; `submit`, `status
+//! --server`, `fetch` and `cancel` are its clients.
 //!
 //! `--storage postgresql://…` keeps the study's trials in PostgreSQL
 //! (see [`crate::storage`]): `polytune [search]` coordinates and runs
@@ -42,8 +51,8 @@ use crate::study::{
 use crate::study::{MAX_BUDGET, MAX_SEED, MAX_WORKERS};
 use crate::train::config::check_batch_memory;
 use crate::train::{
-    check_weights, data_config_from_table, run_trial, train, BatchInfo, EpochMetrics, Phase,
-    TrainConfig, TrainObserver, TrainOptions,
+    check_weights, data_config_from_table, provenance_of, run_trial, train, BatchInfo,
+    EpochMetrics, Phase, TrainConfig, TrainObserver, TrainOptions,
 };
 
 /// The embedded default study config (`configs/digits-small-resnet.toml`):
@@ -78,6 +87,109 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Where a study stands: trials by state, best so far, workers, ETA.
     Status(StatusArgs),
+    /// The tuner daemon: HTTP API, dashboard and a queue of submitted studies.
+    Serve(ServeArgs),
+    /// Submits a study config to a daemon.
+    Submit(SubmitArgs),
+    /// Writes a finished study's tuned TOML from a daemon to a file.
+    Fetch(FetchArgs),
+    /// Cancels a daemon's study.
+    Cancel(CancelArgs),
+}
+
+/// Log line format.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Plain text lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `polytune serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Daemon directory: the queue, the study directories, the image caches.
+    #[arg(long, default_value = "polytune-serve")]
+    pub dir: PathBuf,
+    /// Submitted configs' data and weights paths resolve under this directory, and may not leave it.
+    #[arg(long, default_value = ".")]
+    pub data_root: PathBuf,
+    /// Address to listen on; anything but loopback needs --token-file.
+    #[arg(long, default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token clients must send (one line, ≥ 16 characters).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Keep the studies' trials in PostgreSQL (postgresql://…) so `polytune worker`s on any machine run them.
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// With --storage: workers the daemon runs itself per study; 0..=1024 (default: the study's workers).
+    #[arg(long, requires = "storage", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_WORKERS as u64))]
+    pub local_workers: Option<usize>,
+    /// Studies run at once; 1..=256.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub max_running: usize,
+    /// Request body cap in bytes; 1024..=67108864 (larger bodies get 413).
+    #[arg(long, default_value_t = crate::serve::DEFAULT_MAX_BODY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=(64 << 20)))]
+    pub max_body_bytes: usize,
+    /// Let submitted configs run a `[trial] command` program (only programs under --data-root).
+    #[arg(long)]
+    pub allow_trial_command: bool,
+    /// Seconds running trials get after SIGINT / SIGTERM before they are stopped; 0..=10^7.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_grace)]
+    pub grace_s: f64,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How to reach a daemon.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// The daemon: http://host:port.
+    #[arg(long)]
+    pub server: String,
+    /// File holding the daemon's bearer token (or set POLYTUNE_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `polytune submit`.
+#[derive(Args, Debug, Clone)]
+pub struct SubmitArgs {
+    /// The study config (TOML).
+    pub config: PathBuf,
+    /// A name for the study (A-Z a-z 0-9 - _ .).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `polytune fetch`.
+#[derive(Args, Debug, Clone)]
+pub struct FetchArgs {
+    /// The study's id.
+    pub id: u64,
+    /// Where to write the tuned TOML (atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `polytune cancel`.
+#[derive(Args, Debug, Clone)]
+pub struct CancelArgs {
+    /// The study's id.
+    pub id: u64,
+    /// The daemon.
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// `polytune worker`.
@@ -107,8 +219,14 @@ pub struct WorkerArgs {
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
     /// The study database (without it STUDY is a study directory with a journal).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     pub storage: Option<String>,
+    /// A daemon (http://host:port): STUDY is its study id (default: all studies).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// With --server: file holding the daemon's bearer token (or set POLYTUNE_TOKEN).
+    #[arg(long, requires = "server")]
+    pub token_file: Option<PathBuf>,
     /// A study name (with --storage; default: all studies) or directory (default: studies/digits-small-resnet).
     pub study: Option<String>,
 }
@@ -212,7 +330,13 @@ pub struct TrialArgs {
 
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    init_logging().map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    let json = matches!(&cli.command, Some(Command::Serve(a)) if a.log_format == LogFormat::Json);
+    if json {
+        crate::study::init_json_logging()
+    } else {
+        init_logging()
+    }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
     match cli.command {
         None => search(cli.search),
         Some(Command::Search(a)) => search(a),
@@ -220,6 +344,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Trial(a)) => trial_command(a),
         Some(Command::Worker(a)) => worker_command(a),
         Some(Command::Status(a)) => status_command(a),
+        Some(Command::Serve(a)) => serve_command(a),
+        Some(Command::Submit(a)) => submit_command(a),
+        Some(Command::Fetch(a)) => fetch_command(a),
+        Some(Command::Cancel(a)) => cancel_command(a),
     }
 }
 
@@ -343,20 +471,8 @@ fn search(a: SearchArgs) -> anyhow::Result<u8> {
     opts.resume_command = Some(std::env::args().collect::<Vec<_>>().join(" "));
     opts.storage = storage;
     opts.local_workers = a.local_workers;
-    if let Some((train_cfg, data_cfg)) = &train_cfg {
-        opts.provenance.weights = train_cfg.weights.clone();
-        if cfg.provenance.model.is_none() {
-            opts.provenance.model = Some(train_cfg.model.clone());
-        }
-        if cfg.provenance.dataset.is_none() {
-            opts.provenance.dataset = Some(match &data_cfg.path {
-                Some(p) => format!("{} ({})", data_cfg.source.name(), p.display()),
-                None => data_cfg.source.name().to_string(),
-            });
-        }
-        if cfg.provenance.schedule.is_none() {
-            opts.provenance.schedule = Some(schedule_words(train_cfg));
-        }
+    if train_cfg.is_some() {
+        opts.provenance = provenance_of(&cfg, &opts.config_source)?;
     }
     match run_study_blocking(cfg, opts, Arc::new(runner)) {
         Ok(report) => {
@@ -391,27 +507,6 @@ pub fn print_stdout(text: &str) -> anyhow::Result<()> {
 pub fn print_stderr(text: &str) {
     use std::io::Write;
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
-}
-
-/// The schedule in words, for the tuned TOML's provenance.
-pub fn schedule_words(t: &TrainConfig) -> String {
-    format!(
-        "fastai fine_tune: {} frozen epoch(s) (one-cycle, lr {}), then {} unfrozen (one-cycle, lr slice({}/{}, {}), bn {}), AdamW wd {}, batch {}{}",
-        t.freeze_epochs,
-        t.base_lr,
-        t.epochs,
-        t.base_lr / 2.0,
-        t.lr_mult,
-        t.base_lr / 2.0,
-        t.bn_mode,
-        t.weight_decay,
-        t.batch_size,
-        if t.label_smoothing > 0.0 {
-            format!(", label smoothing {}", t.label_smoothing)
-        } else {
-            String::new()
-        }
-    )
 }
 
 fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
@@ -585,7 +680,99 @@ fn worker_command(a: WorkerArgs) -> anyhow::Result<u8> {
     Ok(stop_signal::exit_code().unwrap_or(0))
 }
 
+fn serve_command(a: ServeArgs) -> anyhow::Result<u8> {
+    let mut opts = crate::serve::ServeOptions::new(&a.dir, &a.data_root);
+    opts.listen = a.listen;
+    opts.token_file = a.token_file.clone();
+    opts.storage = a.storage.as_deref().map(PgTarget::parse).transpose()?;
+    opts.local_workers = a.local_workers;
+    opts.max_running = a.max_running;
+    opts.max_body_bytes = a.max_body_bytes;
+    opts.allow_trial_command = a.allow_trial_command;
+    opts.grace = std::time::Duration::from_secs_f64(a.grace_s);
+    runtime()?.block_on(async {
+        let shutdown = crate::orchestrator::Shutdown::new();
+        let listener = shutdown
+            .listen_for_signals(opts.grace)
+            .context("cannot install signal handlers")?;
+        let served = crate::serve::serve(opts, shutdown, |_| {}).await;
+        listener.abort();
+        anyhow::Ok(served?)
+    })?;
+    // 128 + the signal's number (143 after SIGTERM); 0 when nothing stopped it.
+    Ok(stop_signal::exit_code().unwrap_or(0))
+}
+
+/// A client of the daemon named by `--server`, with the token from
+/// `--token-file` or `POLYTUNE_TOKEN`.
+fn client(server: &str, token_file: Option<&Path>) -> anyhow::Result<crate::serve::client::Client> {
+    let token = match token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("{}: cannot read the token", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("POLYTUNE_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    Ok(crate::serve::client::Client::new(
+        server,
+        token,
+        std::time::Duration::from_secs(60),
+    ))
+}
+
+fn submit_command(a: SubmitArgs) -> anyhow::Result<u8> {
+    let text = std::fs::read_to_string(&a.config)
+        .with_context(|| format!("{}: cannot read the study config", a.config.display()))?;
+    let c = client(&a.server.server, a.server.token_file.as_deref())?;
+    let s = c
+        .submit(&text, a.name.as_deref())
+        .with_context(|| format!("{} was refused", a.config.display()))?;
+    print_stdout(&format!(
+        "study {} ({}) {}: polytune status --server {} {}\n",
+        s.id, s.name, s.state, a.server.server, s.id
+    ))?;
+    Ok(0)
+}
+
+fn fetch_command(a: FetchArgs) -> anyhow::Result<u8> {
+    let c = client(&a.server.server, a.server.token_file.as_deref())?;
+    let text = c.tuned_toml(a.id)?;
+    crate::study::write_atomic(&a.out, text.as_bytes())
+        .with_context(|| format!("{}: cannot write the tuned TOML", a.out.display()))?;
+    print_stdout(&format!(
+        "study {}: tuned TOML written to {}\n",
+        a.id,
+        a.out.display()
+    ))?;
+    Ok(0)
+}
+
+fn cancel_command(a: CancelArgs) -> anyhow::Result<u8> {
+    let c = client(&a.server.server, a.server.token_file.as_deref())?;
+    let d = c.cancel(a.id)?;
+    print_stdout(&format!("study {}: {}\n", d.summary.id, d.summary.state))?;
+    Ok(0)
+}
+
 fn status_command(a: StatusArgs) -> anyhow::Result<u8> {
+    if let Some(server) = &a.server {
+        let c = client(server, a.token_file.as_deref())?;
+        let text = match &a.study {
+            Some(id) => {
+                let id: u64 = id
+                    .parse()
+                    .with_context(|| format!("{id:?} is not a study id of the daemon"))?;
+                crate::serve::client::render_detail(&c.study(id)?)
+            }
+            None => crate::serve::client::render_list(&c.studies()?),
+        };
+        print_stdout(&text)?;
+        return Ok(0);
+    }
     let text = match &a.storage {
         None => {
             let dir = a

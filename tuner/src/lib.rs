@@ -8,6 +8,7 @@ pub mod cli;
 pub mod data;
 pub mod orchestrator;
 pub mod search;
+pub mod serve;
 pub mod stats;
 pub mod storage;
 pub mod study;

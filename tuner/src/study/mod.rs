@@ -52,7 +52,7 @@
 mod config;
 mod dir;
 pub(crate) mod guard;
-mod inputs;
+pub(crate) mod inputs;
 pub(crate) use inputs::{digest_differences_by_role, digest_inputs};
 mod journal;
 mod output;
@@ -80,7 +80,7 @@ pub use journal::{
 };
 pub use output::{seed_stats, SeedStats};
 pub use plot::write_plot;
-pub use progress::{init_logging, multi_progress, LogWriter, Progress};
+pub use progress::{init_json_logging, init_logging, multi_progress, LogWriter, Progress};
 pub use verdict::{verdict, Verdict};
 
 use crate::orchestrator::{

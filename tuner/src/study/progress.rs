@@ -49,6 +49,19 @@ pub fn init_logging() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .try_init()
 }
 
+/// Like [`init_logging`], but one JSON object per line (for log
+/// collectors: `polytune serve --log-format json`).
+pub fn init_json_logging() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init()
+}
+
 /// The study's progress bar over the budget, showing the best so far. Hidden
 /// when disabled or when stderr is not a terminal.
 #[derive(Clone, Debug)]
