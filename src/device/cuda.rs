@@ -158,13 +158,18 @@ fn mirror_ptr<E: Unit>(t: &FlatOf<E>) -> *const FlatMirror<E> {
 /// # Safety
 /// Only after [`verify_layout`] returned true for `E`.
 unsafe fn mirror<E: Unit>(t: &FlatOf<E>) -> &FlatMirror<E> {
-    &*(t as *const FlatOf<E>).cast::<FlatMirror<E>>()
+    // SAFETY: the caller guarantees `verify_layout::<E>` held, so `FlatMirror<E>`
+    // has `FlatOf<E>`'s size, alignment and field placement; the pointer comes
+    // from a live reference, and the result borrows `t` for its lifetime.
+    unsafe { &*(t as *const FlatOf<E>).cast::<FlatMirror<E>>() }
 }
 
 /// # Safety
 /// Only after [`verify_layout`] returned true for `E`.
 unsafe fn mirror_mut<E: Unit>(t: &mut FlatOf<E>) -> &mut FlatMirror<E> {
-    &mut *(t as *mut FlatOf<E>).cast::<FlatMirror<E>>()
+    // SAFETY: as in `mirror`: the caller guarantees the verified layout; the
+    // pointer comes from a unique live reference whose borrow the result keeps.
+    unsafe { &mut *(t as *mut FlatOf<E>).cast::<FlatMirror<E>>() }
 }
 
 /// Whether the mirror's fields sit where dfdx's public accessors of `t`
@@ -282,7 +287,8 @@ pub(crate) fn class_targets_view<B: Dim, T>(
     if !mirror_matches(&flat, n) {
         return None;
     }
-    // SAFETY (in `mirror`): the usize layout was verified.
+    // SAFETY: `zero_copy_usize_available` returned true above, i.e.
+    // `verify_layout::<usize>` held, which is `mirror`'s precondition.
     let data = Arc::clone(&unsafe { mirror(&flat) }.data);
     (data.len() == n).then_some(data)
 }
@@ -323,8 +329,9 @@ pub(crate) fn device_view<S: Shape, T>(
         let n = x.shape().num_elements();
         // Free for a contiguous tensor (same buffer); dfdx's copy kernel otherwise.
         let flat: Flat = x.retaped::<NoneTape>().try_reshape_like(&(n,))?;
-        // SAFETY (in `mirror`): the layout was verified.
         if mirror_matches(&flat, n) {
+            // SAFETY: `zero_copy_available` returned true above, i.e.
+            // `verify_layout::<f32>` held, which is `mirror`'s precondition.
             let data = Arc::clone(&unsafe { mirror(&flat) }.data);
             if data.len() == n {
                 return Ok(DeviceView::Shared(data));

@@ -23,10 +23,6 @@ macro_rules! grads_mut_and_ref {
         let grads = $grads;
         $( grads.try_alloc_for(&$inp)?; )+
         grads.try_alloc_for(&$out)?;
-        // SAFETY: every entry now exists, so the `get_or_alloc_mut` calls below
-        // only look entries up and never restructure the map: each pointer stays
-        // valid. Distinct tensors own distinct entries (asserted below), so the
-        // mutable borrows never alias each other or the shared one.
         let out_ptr = $crate::device::const_ptr(grads.get_or_alloc_mut(&$out)?);
         let ptrs = [
             $( $crate::device::mut_ptr(grads.get_or_alloc_mut(&$inp)?) as *const (), )+
@@ -37,7 +33,11 @@ macro_rules! grads_mut_and_ref {
                 assert!(a != b, "an op got the same tensor twice as input/output");
             }
         }
-        #[allow(unused_unsafe)]
+        // SAFETY: every entry was allocated above, so the `get_or_alloc_mut`
+        // calls only look entries up and never restructure the map: each
+        // pointer stays valid for the borrow of `grads`. Distinct tensors own
+        // distinct entries (asserted above), so the mutable borrows never alias
+        // each other or the shared one.
         unsafe {
             ( $( &mut *$crate::device::mut_ptr(grads.get_or_alloc_mut(&$inp)?), )+ &*out_ptr )
         }

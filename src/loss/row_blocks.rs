@@ -60,11 +60,11 @@ impl Shared {
             if k >= self.blocks {
                 return;
             }
+            let task = self.task;
             // SAFETY: block k < blocks was claimed by this thread alone, so
             // `done` cannot reach `blocks` before the increment below: the
             // caller is still inside `run_blocks`, which keeps the closure
             // behind `task` alive until `done == blocks`.
-            let task = self.task;
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| unsafe { (*task.0)(k) })) {
                 let mut slot = self.panic.lock().unwrap_or_else(|e| e.into_inner());
                 slot.get_or_insert(p);
@@ -77,11 +77,11 @@ impl Shared {
 /// Runs `task(k)` for every block `k` in `0..blocks`, on the calling thread
 /// and up to `helpers` rayon workers, and returns when all have finished.
 fn run_blocks(blocks: usize, helpers: usize, task: &(dyn Fn(usize) + Sync)) {
-    // SAFETY (lifetime erasure): the pointer outlives `task`'s borrow only
+    let task: *const (dyn Fn(usize) + Sync + '_) = task;
+    // SAFETY: (lifetime erasure) the pointer outlives `task`'s borrow only
     // inside `Shared`, and `Shared::work` dereferences it only for a claimed
     // block k < blocks; this function returns only after all `blocks` blocks
     // are done, and every later claim sees k ≥ blocks and never touches it.
-    let task: *const (dyn Fn(usize) + Sync + '_) = task;
     let task = TaskPtr(unsafe {
         std::mem::transmute::<
             *const (dyn Fn(usize) + Sync + '_),

@@ -106,8 +106,11 @@ macro_rules! multiversion {
                 #[target_feature(enable = "avx2,fma")]
                 fn v256($($arg: $ty),*) -> $ret { body($($arg),*) }
                 match level() {
-                    // SAFETY: `level` only reports instruction sets the CPU has.
+                    // SAFETY: `level` reports Avx512 only after `detect` saw
+                    // avx512f/vl/dq/bw, avx2 and fma at run time.
                     Level::Avx512 => return unsafe { v512($($arg),*) },
+                    // SAFETY: `level` reports Avx2 only after `detect` saw avx2
+                    // and fma at run time (the cap only lowers the level).
                     Level::Avx2 => return unsafe { v256($($arg),*) },
                     Level::Scalar => {}
                 }

@@ -12,6 +12,7 @@ pub(crate) struct SendPtr<T>(pub *mut T);
 // SAFETY: only used to hand disjoint regions of one buffer to rayon tasks
 // that all finish before the buffer is used again.
 unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as for `Send`: tasks sharing the wrapper touch disjoint regions.
 unsafe impl<T> Sync for SendPtr<T> {}
 
 impl<T> SendPtr<T> {
@@ -81,7 +82,9 @@ pub(crate) unsafe fn sgemm(
         if !accumulate {
             for i in 0..m {
                 for j in 0..n {
-                    *dst.offset(i as isize * dst_rs + j as isize * dst_cs) = 0.0;
+                    // SAFETY: (i, j) < (m, n), and the caller guarantees `dst`
+                    // is valid for writes over the strided m×n extent.
+                    unsafe { *dst.offset(i as isize * dst_rs + j as isize * dst_cs) = 0.0 };
                 }
             }
         }
@@ -93,10 +96,15 @@ pub(crate) unsafe fn sgemm(
         gemm::Parallelism::None
     };
     // gemm computes dst := alpha·dst + beta·lhs·rhs, reading dst only if asked.
-    gemm::gemm(
-        m, n, k, dst, dst_cs, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs,
-        1.0f32, 1.0f32, false, false, false, par,
-    );
+    // SAFETY: the caller guarantees the three pointers are valid for their
+    // strided m×k, k×n and m×n extents and that `dst` overlaps neither input;
+    // with `accumulate == false` gemm does not read `dst`.
+    unsafe {
+        gemm::gemm(
+            m, n, k, dst, dst_cs, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs,
+            rhs.rs, 1.0f32, 1.0f32, false, false, false, par,
+        )
+    };
 }
 
 /// A `Vec<f32>` of `len` elements that `fill` initialises (in any order,
@@ -112,7 +120,9 @@ pub(crate) unsafe fn uninit_vec(
 ) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(len);
     fill(&mut v.spare_capacity_mut()[..len]);
-    v.set_len(len);
+    // SAFETY: `len` ≤ capacity (allocated above), and the caller guarantees
+    // `fill` initialised all `len` elements.
+    unsafe { v.set_len(len) };
     v
 }
 

@@ -23,6 +23,10 @@ impl AddReluKernel for Cuda {
         let mut y: CudaVec = self.try_alloc_len(n)?;
         if n > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "add_relu_forward")?;
+            // SAFETY: the arguments match `add_relu_forward(const float*,
+            // const float*, float*, long long)`; a, b (equal shapes, asserted
+            // by `try_add_relu`) and y hold n floats, and the grid-stride loop
+            // touches indices < n only.
             unsafe { f.launch(grid(n), (&*av, &*bv, &mut *y, n as i64))? };
         }
         tensor_from_device(self, *a.shape(), y)
@@ -40,6 +44,10 @@ impl AddReluKernel for Cuda {
         let n = y.shape().num_elements();
         if n > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "add_relu_backward")?;
+            // SAFETY: the arguments match `add_relu_backward(const float*,
+            // float*, float*, const float*, long long)`; y, gy and the
+            // gradients of a and b (same shape) hold n floats, and the
+            // grid-stride loop touches indices < n only.
             unsafe { f.launch(grid(n), (&*ys, &mut **ga, &mut **gb, &**gy, n as i64))? };
         }
         Ok(())

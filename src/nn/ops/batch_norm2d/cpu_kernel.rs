@@ -150,6 +150,11 @@ fn channel_grad_sums_portable(
     (sd, sdx)
 }
 
+/// [`channel_grad_sums`] in AVX2 registers.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and `c0 + (batch − 1)·stride + plane`
+/// must not exceed the length of `x`, `gy` or `y`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -166,7 +171,8 @@ unsafe fn channel_grad_sums_avx2(
     use std::arch::x86_64::*;
     let hsum = |v: __m256| -> f64 {
         let mut t = [0.0f32; 8];
-        _mm256_storeu_ps(t.as_mut_ptr(), v);
+        // SAFETY: `t` holds 8 floats (an unaligned store).
+        unsafe { _mm256_storeu_ps(t.as_mut_ptr(), v) };
         t.iter().map(|&e| e as f64).sum()
     };
     let (mut sd, mut sdx) = (0.0f64, 0.0f64);
@@ -175,30 +181,38 @@ unsafe fn channel_grad_sums_avx2(
     let mut pending = 0;
     for b in 0..batch {
         let at = c0 + b * stride;
-        let (xp, gp) = (x.as_ptr().add(at), gy.as_ptr().add(at));
-        let yp = y.map(|y| y.as_ptr().add(at));
+        // SAFETY: b < batch, so at + plane ≤ c0 + (batch − 1)·stride + plane,
+        // which the caller guarantees is within each slice: the plane
+        // `at..at + plane` is inside `x`, `gy` and `y`.
+        let (xp, gp) = unsafe { (x.as_ptr().add(at), gy.as_ptr().add(at)) };
+        // SAFETY: as above, for `y`.
+        let yp = y.map(|y| unsafe { y.as_ptr().add(at) });
         let mut i = 0;
         while i + 8 <= plane {
-            let g = _mm256_loadu_ps(gp.add(i));
-            let dz = match yp {
-                Some(yp) => _mm256_and_ps(
-                    g,
-                    _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(yp.add(i)), zero),
-                ),
-                None => g,
-            };
-            a = _mm256_add_ps(a, dz);
-            q = _mm256_fmadd_ps(dz, _mm256_sub_ps(_mm256_loadu_ps(xp.add(i)), mv), q);
+            // SAFETY: i + 8 ≤ plane: each load reads 8 floats of the plane.
+            unsafe {
+                let g = _mm256_loadu_ps(gp.add(i));
+                let dz = match yp {
+                    Some(yp) => _mm256_and_ps(
+                        g,
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(yp.add(i)), zero),
+                    ),
+                    None => g,
+                };
+                a = _mm256_add_ps(a, dz);
+                q = _mm256_fmadd_ps(dz, _mm256_sub_ps(_mm256_loadu_ps(xp.add(i)), mv), q);
+            }
             i += 8;
         }
         for j in i..plane {
-            let g = *gp.add(j);
-            let dz = match yp {
-                Some(yp) => relu_mask(*yp.add(j), g),
+            // SAFETY: j < plane: each read is an element of the plane.
+            let (g, yv, xv) = unsafe { (*gp.add(j), yp.map(|yp| *yp.add(j)), *xp.add(j)) };
+            let dz = match yv {
+                Some(yv) => relu_mask(yv, g),
                 None => g,
             };
             sd += dz as f64;
-            sdx += (dz * (*xp.add(j) - m)) as f64;
+            sdx += (dz * (xv - m)) as f64;
         }
         pending += plane;
         if pending >= FLUSH || b + 1 == batch {

@@ -59,6 +59,10 @@ impl BatchNorm2dKernel for Cuda {
         let mut var: CudaVec = self.try_alloc_len(op.channels)?;
         if op.channels > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "bn_stats")?;
+            // SAFETY: the arguments match `bn_stats(BnGeo, const float*,
+            // float*, float*)`; x holds batch·channels·plane floats (the op
+            // is built from its shape), mean and var `channels`, one block
+            // per channel.
             unsafe {
                 f.launch(
                     per_block(op.channels, BLOCK),
@@ -98,6 +102,10 @@ impl BatchNorm2dKernel for Cuda {
         if total > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "bn_forward")?;
             let r = rs.as_ref().unwrap_or(&xs);
+            // SAFETY: the arguments match `bn_forward`'s; x, r (the residual
+            // of x's shape, or x itself, unread) and y hold `total` floats,
+            // the parameters and statistics `channels`; the grid-stride loop
+            // touches indices < total only.
             unsafe {
                 f.launch(
                     grid(total),
@@ -141,9 +149,15 @@ impl BatchNorm2dKernel for Cuda {
         let ys = y.map(device_view).transpose()?;
         let ys = ys.as_ref().unwrap_or(&xs);
         let (g, m, v) = (device_view(gamma)?, device_view(mean)?, device_view(var)?);
+        // SAFETY: uninitialised; `bn_backward_reduce` below writes all
+        // 2·channels values (one block per channel) before `bn_backward_apply`
+        // reads them on the same stream.
         let mut coef = unsafe { dev.alloc::<f32>(2 * op.channels) }?;
         let geo = geo(op, gresidual.is_some());
         let reduce = kernel(&dev, MODULE, PTX, NAMES, "bn_backward_reduce")?;
+        // SAFETY: the arguments match `bn_backward_reduce`'s; x, y (or x,
+        // unread without ReLU) and gy hold `total` floats, mean, var, ggamma
+        // and gbeta `channels`, coef 2·channels; one block per channel.
         unsafe {
             reduce.launch(
                 per_block(op.channels, BLOCK),
@@ -170,6 +184,10 @@ impl BatchNorm2dKernel for Cuda {
                 &mut dummy
             }
         };
+        // SAFETY: the arguments match `bn_backward_apply`'s; x, y, gy and gx
+        // hold `total` floats, the parameters `channels`, coef 2·channels
+        // (written above); `gr` is the residual's gradient (`total` floats)
+        // or a dummy the kernel never touches without a residual.
         unsafe {
             apply.launch(
                 grid(total),

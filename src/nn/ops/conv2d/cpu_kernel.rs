@@ -117,14 +117,18 @@ unsafe fn im2col_raw(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: *mut f
         // Rows are the input's channel planes: one copy each.
         let n = op.out_plane();
         for c in 0..op.chan_in {
-            std::slice::from_raw_parts_mut(col.add(c * ld), nc)
-                .copy_from_slice(&x[c * n + n0..c * n + n0 + nc]);
+            // SAFETY: row c < patch (= chan_in here) of the block, `nc` floats
+            // from `c·ld`: the caller's exclusively owned block.
+            let row = unsafe { std::slice::from_raw_parts_mut(col.add(c * ld), nc) };
+            row.copy_from_slice(&x[c * n + n0..c * n + n0 + nc]);
         }
         return;
     }
     let s = op.stride;
     for_each_run(op, n0, nc, ld, |at, len, valid| {
-        let seg = std::slice::from_raw_parts_mut(col.add(at), len);
+        // SAFETY: `for_each_run` passes `at = r·ld + j` with r < patch and
+        // j + len ≤ nc: a run inside the caller's exclusively owned block.
+        let seg = unsafe { std::slice::from_raw_parts_mut(col.add(at), len) };
         match valid {
             None => seg.fill(0.0),
             Some((first, a, b)) => {
@@ -196,7 +200,9 @@ fn for_images(g: usize, parallel: bool, f: impl Fn(usize) + Sync + Send) {
 /// # Safety
 /// As [`im2col_raw`] for that column block.
 unsafe fn im2col_cols(op: &Conv2dOp, x: &[f32], n: usize, col: SendPtr<f32>, c0: usize, ld: usize) {
-    im2col_raw(op, x, 0, n, col.get().add(c0), ld);
+    // SAFETY: the caller guarantees the block at column `c0` is valid and
+    // exclusively ours, which is `im2col_raw`'s contract for `col + c0`.
+    unsafe { im2col_raw(op, x, 0, n, col.get().add(c0), ld) };
 }
 
 /// `dst += src`, split over rayon's threads for large buffers.
@@ -252,18 +258,22 @@ unsafe fn forward_image(
     let n = op.out_plane();
     let o = op.chan_out;
     if op.is_pointwise() {
-        sgemm(
-            o,
-            n,
-            op.chan_in,
-            y_b,
-            n as isize,
-            1,
-            false,
-            Mat::rows(w.as_ptr(), op.chan_in),
-            Mat::rows(xb.as_ptr(), n),
-            gemm_threads,
-        );
+        // SAFETY: `y_b` is the caller's O × n output; `w` is O × I and `xb`
+        // I × n (the image's channel planes), distinct from `y_b`.
+        unsafe {
+            sgemm(
+                o,
+                n,
+                op.chan_in,
+                y_b,
+                n as isize,
+                1,
+                false,
+                Mat::rows(w.as_ptr(), op.chan_in),
+                Mat::rows(xb.as_ptr(), n),
+                gemm_threads,
+            )
+        };
     } else {
         let nc = chunk_cols(op);
         let patch = op.patch();
@@ -272,24 +282,29 @@ unsafe fn forward_image(
             while n0 < n {
                 let len = nc.min(n - n0);
                 im2col(op, xb, n0, len, &mut col[..patch * len], len);
-                sgemm(
-                    o,
-                    len,
-                    patch,
-                    y_b.add(n0),
-                    n as isize,
-                    1,
-                    false,
-                    Mat::rows(w.as_ptr(), patch),
-                    Mat::rows(col.as_ptr(), len),
-                    gemm_threads,
-                );
+                // SAFETY: columns n0..n0 + len ≤ n of the caller's O × n output
+                // (row stride n); `w` is O × patch, `col` patch × len scratch.
+                unsafe {
+                    sgemm(
+                        o,
+                        len,
+                        patch,
+                        y_b.add(n0),
+                        n as isize,
+                        1,
+                        false,
+                        Mat::rows(w.as_ptr(), patch),
+                        Mat::rows(col.as_ptr(), len),
+                        gemm_threads,
+                    )
+                };
                 n0 += len;
             }
         });
     }
     if let Some(bias) = bias {
-        let y = std::slice::from_raw_parts_mut(y_b, o * n);
+        // SAFETY: the caller's O·H'W' floats, all written by the GEMMs above.
+        let y = unsafe { std::slice::from_raw_parts_mut(y_b, o * n) };
         for (row, &bv) in y.chunks_exact_mut(n).zip(bias) {
             for v in row {
                 *v += bv;
@@ -310,7 +325,7 @@ fn backward_image(
 ) {
     let n = op.out_plane();
     let (o, i) = (op.chan_out, op.chan_in);
-    // SAFETY (all sgemm calls): extents follow from the op's geometry and the
+    // SAFETY: (all sgemm calls) extents follow from the op's geometry and the
     // slice lengths checked by the callers; destinations are distinct buffers.
     unsafe {
         if op.is_pointwise() {
@@ -448,28 +463,35 @@ unsafe fn forward_group(
         // With a threaded GEMM the caller's thread is the only one here:
         // spread the im2col and the scatter over the threads as well.
         for_images(g, gemm_threads > 1, |j| {
-            // SAFETY: image j writes columns [j·n, (j+1)·n) of every row only.
-            im2col_cols(op, &xg[j * in_img..(j + 1) * in_img], n, colp, j * n, gn);
+            // SAFETY: `col` is patch × gn; image j writes columns
+            // [j·n, (j+1)·n) of every row only.
+            unsafe { im2col_cols(op, &xg[j * in_img..(j + 1) * in_img], n, colp, j * n, gn) };
         });
-        sgemm(
-            o,
-            gn,
-            patch,
-            ytmp.as_mut_ptr(),
-            gn as isize,
-            1,
-            false,
-            Mat::rows(w.as_ptr(), patch),
-            Mat::rows(col.as_ptr(), gn),
-            gemm_threads,
-        );
+        // SAFETY: `ytmp` (O × gn), `w` (O × patch) and `col` (patch × gn) are
+        // distinct buffers of those sizes.
+        unsafe {
+            sgemm(
+                o,
+                gn,
+                patch,
+                ytmp.as_mut_ptr(),
+                gn as isize,
+                1,
+                false,
+                Mat::rows(w.as_ptr(), patch),
+                Mat::rows(col.as_ptr(), gn),
+                gemm_threads,
+            )
+        };
         let ytmp = &*ytmp;
         let ygp = SendPtr(yg);
         for_images(g, gemm_threads > 1, |j| {
             for oc in 0..o {
                 let src = &ytmp[oc * gn + j * n..oc * gn + (j + 1) * n];
-                // SAFETY: plane (j, oc) of the output belongs to image j's task.
-                let dst = std::slice::from_raw_parts_mut(ygp.get().add((j * o + oc) * n), n);
+                // SAFETY: plane (j, oc) of the caller's g·O·n output belongs
+                // to image j's task only.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(ygp.get().add((j * o + oc) * n), n) };
                 let bv = bias.map_or(0.0, |b| b[oc]);
                 for (d, v) in dst.iter_mut().zip(src) {
                     *d = v + bv;
@@ -566,7 +588,8 @@ impl Conv2dKernel for Cpu {
             return self.try_tensor_from_vec(Vec::new(), out);
         }
         if winograd::applies(op) {
-            // SAFETY: the Winograd pass writes every output element.
+            // SAFETY: `y` is the fresh batch·O·H'W' buffer (valid, aliasing no
+            // input) that `winograd::forward` needs, and it writes every element.
             let y = unsafe {
                 uninit_vec(op.batch * out_img, |y| {
                     winograd::forward(op, xs, ws, bs, as_f32_ptr(y));
@@ -672,15 +695,18 @@ impl Conv2dKernel for Cpu {
                         return None;
                     }
                     let mut own = (p > 0).then(|| take_accumulator(gw_len));
-                    // SAFETY: run `p` owns images [t0·g, t1·g) of gx, and only
-                    // run 0 touches gw; the runs are joined before both are used again.
                     let acc = match own.as_deref_mut() {
                         Some(a) => a,
+                        // SAFETY: only run 0 has no own accumulator and touches
+                        // `gw` (all `gw_len` floats); the runs are joined before
+                        // `gw` is used again.
                         None => unsafe { std::slice::from_raw_parts_mut(gw_ptr.get(), gw_len) },
                     };
                     for t in t0..t1 {
                         let lo = t * g * in_img;
                         let hi = ((t + 1) * g * in_img).min(total);
+                        // SAFETY: lo < hi ≤ total = gx.len(); run `p` alone owns
+                        // images [t0·g, t1·g) of gx until the runs are joined.
                         let gxg = unsafe {
                             std::slice::from_raw_parts_mut(gx_ptr.get().add(lo), hi - lo)
                         };

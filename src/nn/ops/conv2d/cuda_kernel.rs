@@ -80,7 +80,10 @@ fn trans(t: bool) -> cublasOperation_t {
 /// strides (0 = shared).
 ///
 /// # Safety
-/// The buffers must hold the described matrices.
+/// The buffers must hold the described matrices: `batch` column-major
+/// `op(A)` (m×k), `op(B)` (k×n) and `C` (m×n) with leading dimensions
+/// `lda`, `ldb`, `ldc`, the j-th at `j·stride`; `C` must not overlap `A`
+/// or `B`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
     blas: &CudaBlas,
@@ -105,7 +108,9 @@ unsafe fn gemm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32
         ldc: int(ldc),
     };
     if batch == 1 {
-        blas.gemm(gemm, a, b, c)?;
+        // SAFETY: the caller guarantees the buffers hold the matrices `gemm`
+        // describes and that `c` overlaps neither input.
+        unsafe { blas.gemm(gemm, a, b, c) }?;
     } else {
         let cfg = StridedBatchedConfig {
             gemm,
@@ -114,7 +119,8 @@ unsafe fn gemm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32
             stride_b: sb as i64,
             stride_c: sc as i64,
         };
-        blas.gemm_strided_batched(cfg, a, b, c)?;
+        // SAFETY: as above, for all `batch` matrices at their strides.
+        unsafe { blas.gemm_strided_batched(cfg, a, b, c) }?;
     }
     Ok(())
 }
@@ -131,7 +137,8 @@ const WGRAD_BUDGET: usize = 1 << 24;
 /// (chunks bounded by [`WGRAD_BUDGET`]), in a fixed order (deterministic).
 ///
 /// # Safety
-/// `a` and `b` must hold the described matrices, `gw` `p·o` floats.
+/// `a` and `b` must hold the described matrices (`count` of each at their
+/// strides), `gw` `p·o` floats.
 #[allow(clippy::too_many_arguments)]
 unsafe fn weight_grad(
     blas: &CudaBlas,
@@ -148,16 +155,21 @@ unsafe fn weight_grad(
         for j in 0..count {
             let av = a.slice(j * sa..j * sa + p * k);
             let bv = b.slice(j * sb..j * sb + o * k);
-            gemm_batched(
-                blas,
-                (true, false),
-                (p, o, k),
-                (&av, k, 0),
-                (&bv, k, 0),
-                1.0,
-                (gw, p, 0),
-                1,
-            )?;
+            // SAFETY: `av` (p·k floats) is A_j, `bv` (o·k) B_j, both
+            // bounds-checked views; `gw` holds p·o floats and is a separate
+            // buffer.
+            unsafe {
+                gemm_batched(
+                    blas,
+                    (true, false),
+                    (p, o, k),
+                    (&av, k, 0),
+                    (&bv, k, 0),
+                    1.0,
+                    (gw, p, 0),
+                    1,
+                )
+            }?;
         }
         return Ok(());
     }
@@ -169,27 +181,36 @@ unsafe fn weight_grad(
         let av = a.slice(c0 * sa..(c0 + ci - 1) * sa + p * k);
         let bv = b.slice(c0 * sb..(c0 + ci - 1) * sb + o * k);
         // partial_j (p×o, column-major) = A_j · B_jᵀ
-        gemm_batched(
-            blas,
-            (true, false),
-            (p, o, k),
-            (&av, k, sa),
-            (&bv, k, sb),
-            0.0,
-            (&mut partial, p, per),
-            ci,
-        )?;
+        // SAFETY: `av`/`bv` are bounds-checked views ending at the last
+        // image's A (p·k) and B (o·k); `partial` is scratch of at least
+        // chunk·p·o ≥ ci·per floats, distinct from both.
+        unsafe {
+            gemm_batched(
+                blas,
+                (true, false),
+                (p, o, k),
+                (&av, k, sa),
+                (&bv, k, sb),
+                0.0,
+                (&mut partial, p, per),
+                ci,
+            )
+        }?;
         // gw (p·o) += [partial_0 … partial_ci-1] (p·o × ci) · 1 (ci)
-        gemm_batched(
-            blas,
-            (false, false),
-            (per, 1, ci),
-            (&partial, per, 0),
-            (&ones, ci, 0),
-            1.0,
-            (gw, per, 0),
-            1,
-        )?;
+        // SAFETY: `partial` holds ci·per floats (written above), `ones`
+        // chunk ≥ ci, `gw` per = p·o floats, a separate buffer.
+        unsafe {
+            gemm_batched(
+                blas,
+                (false, false),
+                (per, 1, ci),
+                (&partial, per, 0),
+                (&ones, ci, 0),
+                1.0,
+                (gw, per, 0),
+                1,
+            )
+        }?;
         c0 += ci;
     }
     return_scratch(dev, Scratch::WeightGrad, partial);
@@ -219,6 +240,8 @@ impl Conv2dKernel for Cuda {
         if op.batch > 0 && n > 0 {
             if op.is_pointwise() {
                 // Y_bᵀ (N×O) = X_bᵀ (N×I) · Wᵀ (I×O), all images at once.
+                // SAFETY: x holds batch images of in_img = I·N floats, w O·I,
+                // y (fresh) batch·O·N: the described matrices.
                 unsafe {
                     gemm_batched(
                         &blas,
@@ -240,6 +263,11 @@ impl Conv2dKernel for Cuda {
                 while b0 < op.batch {
                     let gi = g.min(op.batch - b0);
                     let xv = xs.slice(b0 * in_img..(b0 + gi) * in_img);
+                    // SAFETY: `conv2d_im2col(ConvGeo, const float*, float*, int)`
+                    // reads the gi images of `xv` and writes gi·patch·N floats
+                    // of `col` (scratch of g·patch·N ≥ that); the GEMM then
+                    // reads `col` and w (O·patch) and writes the gi images of
+                    // `yv`, a separate buffer.
                     unsafe {
                         im2col
                             .clone()
@@ -264,6 +292,9 @@ impl Conv2dKernel for Cuda {
                 let bs = device_view(b)?;
                 let f = kernel(&dev, MODULE, PTX, NAMES, "conv2d_bias_add")?;
                 let total = op.batch * out_img;
+                // SAFETY: the arguments match `conv2d_bias_add(float*, const
+                // float*, int, int, long long)`; y holds `total` floats, the
+                // bias O, and the loop touches indices < total only.
                 unsafe { f.launch(grid(total), (&mut *y, &*bs, int(o), int(n), total as i64))? };
             }
         }
@@ -290,6 +321,9 @@ impl Conv2dKernel for Cuda {
         }
         if let Some(gb) = gb {
             let f = kernel(&dev, MODULE, PTX, NAMES, "conv2d_bias_grad")?;
+            // SAFETY: the arguments match `conv2d_bias_grad(const float*,
+            // float*, int, int, int)`; gy holds batch·O·N floats, gb O, one
+            // block per output channel.
             unsafe {
                 f.launch(
                     per_block(o, BLOCK),
@@ -298,6 +332,9 @@ impl Conv2dKernel for Cuda {
             };
         }
         if op.is_pointwise() {
+            // SAFETY: x and gx hold batch images of in_img = I·N floats, gy
+            // batch·O·N, w O·I and gw I·O: the described matrices; the written
+            // gradients are separate buffers from what is read.
             unsafe {
                 // dWᵀ (I×O) += Σ_b X_b (I×N) · dY_bᵀ (N×O)
                 weight_grad(
@@ -334,6 +371,11 @@ impl Conv2dKernel for Cuda {
             let gi = g.min(op.batch - b0);
             let xv = xs.slice(b0 * in_img..(b0 + gi) * in_img);
             let gyv = gy.slice(b0 * out_img..(b0 + gi) * out_img);
+            // SAFETY: `xv`, `gyv` and `gxv` are bounds-checked views of the
+            // group's gi images; `col` and `dcol` are distinct scratch of at
+            // least g·patch·N floats, of which im2col and the GEMM write
+            // gi·patch·N; w holds O·patch and gw patch·O floats; the kernel
+            // signatures (ConvGeo, const float*, float*, int) match.
             unsafe {
                 im2col
                     .clone()

@@ -70,7 +70,9 @@ fn round_up(n: usize, m: usize) -> usize {
 /// `p` must be valid for 8 reads.
 #[inline(always)]
 unsafe fn ld(p: *const f32) -> Lanes {
-    p.cast::<Lanes>().read_unaligned()
+    // SAFETY: the caller guarantees 8 readable floats at `p`; `Lanes` has no
+    // alignment beyond `f32`'s and the read is unaligned anyway.
+    unsafe { p.cast::<Lanes>().read_unaligned() }
 }
 
 /// Writes 8 floats at `p`.
@@ -79,7 +81,9 @@ unsafe fn ld(p: *const f32) -> Lanes {
 /// `p` must be valid for 8 writes.
 #[inline(always)]
 unsafe fn st(p: *mut f32, v: Lanes) {
-    p.cast::<Lanes>().write_unaligned(v)
+    // SAFETY: the caller guarantees 8 writable floats at `p`; the write is
+    // unaligned.
+    unsafe { p.cast::<Lanes>().write_unaligned(v) }
 }
 
 #[inline(always)]
@@ -230,12 +234,17 @@ fn transpose8<const F: bool>(rows: [Lanes; L]) -> [Lanes; L] {
     std::array::from_fn(|j| std::array::from_fn(|i| rows[i][j]))
 }
 
+/// [`transpose8`] in AVX registers.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn transpose8_avx(rows: [Lanes; L]) -> [Lanes; L] {
     use std::arch::x86_64::*;
-    let r: [__m256; L] = std::array::from_fn(|i| _mm256_loadu_ps(rows[i].as_ptr()));
+    // SAFETY: each `rows[i]` is 8 initialised floats (an unaligned load).
+    let r: [__m256; L] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(rows[i].as_ptr()) });
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
     let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -264,7 +273,8 @@ unsafe fn transpose8_avx(rows: [Lanes; L]) -> [Lanes; L] {
     ];
     let mut out = [[0.0f32; L]; L];
     for (dst, v) in out.iter_mut().zip(o) {
-        _mm256_storeu_ps(dst.as_mut_ptr(), v);
+        // SAFETY: `dst` is a row of 8 floats of `out` (an unaligned store).
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
     }
     out
 }
@@ -518,7 +528,8 @@ fn tile_origin(t: usize, tw: usize, tiles_img: usize) -> (usize, usize, usize) {
 /// the staged channels `p`, at `v + ξ·sv + t·ldc`.
 ///
 /// # Safety
-/// `v` must be valid for those writes, which no other thread touches.
+/// `v` must be valid for those writes (`ξ < 36`, `t < t_count`, 8 floats
+/// each), which no other thread touches.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 // Indexing the transposed halves reads clearer than zipped iterators.
@@ -538,23 +549,27 @@ unsafe fn input_tiles<const F: bool>(
     let row = st8.wpp * L;
     for t in 0..t_count {
         let (b, r, s) = tile_origin(t, tw, tiles_img);
-        let base = p.as_ptr().add(st8.at(b, r, s));
+        let base = st8.at(b, r, s);
         // Columns first: cols[l][i] = Σ_k Bᵀ[i][k] d[k][l], then rows.
         let mut tmp = [[[0.0f32; L]; A]; A];
         for l in 0..A {
             let mut d = [[0.0f32; L]; A];
             for (k, dk) in d.iter_mut().enumerate() {
-                *dk = ld(base.add(k * row + l * L));
+                // SAFETY: tiles come in increasing staged offset, so this
+                // 8-float read (pixel (r + k, s + l) of image b) ends at or
+                // before the last tile's last one, asserted ≤ `p.len()` above.
+                *dk = unsafe { ld(p.as_ptr().add(base + k * row + l * L)) };
             }
             let col = bt6::<F>(d);
             for i in 0..A {
                 tmp[i][l] = col[i];
             }
         }
-        let out = v.add(t * ldc);
         for (i, ti) in tmp.into_iter().enumerate() {
             for (j, vj) in bt6::<F>(ti).into_iter().enumerate() {
-                st(out.add((i * A + j) * sv), vj);
+                // SAFETY: ξ = i·6 + j < 36 and t < t_count: a write the caller
+                // guarantees valid and unshared.
+                unsafe { st(v.add(t * ldc + (i * A + j) * sv), vj) };
             }
         }
     }
@@ -564,7 +579,8 @@ unsafe fn input_tiles<const F: bool>(
 /// the tile over `(r, s)`, from `m + ξ·sm + t·ldo`.
 ///
 /// # Safety
-/// `m` must be valid for those reads.
+/// `m` must be valid for those reads (`ξ < 36`, `t < t_count`, 8 floats
+/// each).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 // Indexing the transposed halves reads clearer than zipped iterators.
@@ -583,12 +599,13 @@ unsafe fn output_tiles<const F: bool>(
     assert!(st8.at(b, r + M - 1, s + M - 1) + L <= q.len());
     let row = st8.wpp * L;
     for t in 0..t_count {
-        let src = m.add(t * ldo);
         let mut tmp = [[[0.0f32; L]; A]; M];
         for j in 0..A {
             let mut d = [[0.0f32; L]; A];
             for (i, di) in d.iter_mut().enumerate() {
-                *di = ld(src.add((i * A + j) * sm));
+                // SAFETY: ξ = i·6 + j < 36 and t < t_count: a read the caller
+                // guarantees valid.
+                *di = unsafe { ld(m.add(t * ldo + (i * A + j) * sm)) };
             }
             let col = at4::<F>(d);
             for r in 0..M {
@@ -596,10 +613,13 @@ unsafe fn output_tiles<const F: bool>(
             }
         }
         let (b, r0, s0) = tile_origin(t, tw, tiles_img);
-        let dst = q.as_mut_ptr().add(st8.at(b, r0, s0));
+        let dst = st8.at(b, r0, s0);
         for (r, tr) in tmp.into_iter().enumerate() {
             for (s, v) in at4::<F>(tr).into_iter().enumerate() {
-                st(dst.add(r * row + s * L), v);
+                // SAFETY: tiles come in increasing staged offset, so this
+                // 8-float write (pixel (r0 + r, s0 + s) of image b) ends at or
+                // before the last tile's last one, asserted ≤ `q.len()` above.
+                unsafe { st(q.as_mut_ptr().add(dst + r * row + s * L), v) };
             }
         }
     }
@@ -628,22 +648,26 @@ unsafe fn grad_tiles<const F: bool>(
     let row = st8.wpp * L;
     for t in 0..t_count {
         let (b, r, s) = tile_origin(t, tw, tiles_img);
-        let base = p.as_ptr().add(st8.at(b, r, s));
+        let base = st8.at(b, r, s);
         let mut tmp = [[[0.0f32; L]; M]; A];
         for l in 0..M {
             let mut d = [[0.0f32; L]; M];
             for (k, dk) in d.iter_mut().enumerate() {
-                *dk = ld(base.add(k * row + l * L));
+                // SAFETY: tiles come in increasing staged offset, so this
+                // 8-float read (pixel (r + k, s + l) of image b) ends at or
+                // before the last tile's last one, asserted ≤ `p.len()` above.
+                *dk = unsafe { ld(p.as_ptr().add(base + k * row + l * L)) };
             }
             let col = a6::<F>(d);
             for i in 0..A {
                 tmp[i][l] = col[i];
             }
         }
-        let out = v.add(t * ldc);
         for (i, ti) in tmp.into_iter().enumerate() {
             for (j, vj) in a6::<F>(ti).into_iter().enumerate() {
-                st(out.add((i * A + j) * sv), vj);
+                // SAFETY: ξ = i·6 + j < 36 and t < t_count: a write the caller
+                // guarantees valid and unshared.
+                unsafe { st(v.add(t * ldc + (i * A + j) * sv), vj) };
             }
         }
     }
@@ -662,7 +686,9 @@ struct Out<'a> {
 /// NCHW (`=` or `+=`, plus bias), clipped to `ho × wo`.
 ///
 /// # Safety
-/// `out.y` must be valid for those planes, which no other thread touches.
+/// `out.y` must be valid for those planes (images `b0..b0 + g`, channels
+/// `o0..o0 + n`, `ho × wo` each; initialised if `out.accumulate`), which no
+/// other thread touches.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn unstage<const F: bool>(
@@ -685,26 +711,40 @@ unsafe fn unstage<const F: bool>(
     for b in 0..g {
         for r in 0..ho {
             for s0 in (0..wo).step_by(L) {
+                // SAFETY: b < g, r < ho ≤ hp and s0 + k < round_up(wo, 8) ≤ wpp
+                // (asserted), so the 8 floats at `at(b, r, s0 + k)` lie inside
+                // the g·hp·wpp·8 floats `q` holds.
                 let block: [Lanes; L] =
-                    std::array::from_fn(|k| ld(q.as_ptr().add(st8.at(b, r, s0 + k))));
+                    std::array::from_fn(|k| unsafe { ld(q.as_ptr().add(st8.at(b, r, s0 + k))) });
                 let cols = transpose8::<F>(block);
                 let len = L.min(wo - s0);
                 for (lane, v) in cols.into_iter().enumerate().take(n) {
-                    let dst = y.add((((b0 + b) * co + o0 + lane) * ho + r) * wo + s0);
+                    let dst = (((b0 + b) * co + o0 + lane) * ho + r) * wo + s0;
                     if len == L {
                         let v = std::array::from_fn(|k| v[k] + bias[lane]);
-                        if out.accumulate {
-                            st(dst, add(ld(dst), v));
-                        } else {
-                            st(dst, v);
+                        // SAFETY: columns s0..s0 + 8 ≤ wo of row r of plane
+                        // (b0 + b, o0 + lane), lane < n: the caller's planes,
+                        // initialised when accumulating.
+                        unsafe {
+                            let dst = y.add(dst);
+                            if out.accumulate {
+                                st(dst, add(ld(dst), v));
+                            } else {
+                                st(dst, v);
+                            }
                         }
                     } else {
                         for (k, &vk) in v.iter().enumerate().take(len) {
-                            let d = dst.add(k);
-                            if out.accumulate {
-                                *d += vk + bias[lane];
-                            } else {
-                                d.write(vk + bias[lane]);
+                            // SAFETY: column s0 + k < wo of row r of plane
+                            // (b0 + b, o0 + lane), lane < n: the caller's
+                            // planes, initialised when accumulating.
+                            unsafe {
+                                let d = y.add(dst + k);
+                                if out.accumulate {
+                                    *d += vk + bias[lane];
+                                } else {
+                                    d.write(vk + bias[lane]);
+                                }
                             }
                         }
                     }
@@ -745,7 +785,8 @@ impl KernelLayout {
 /// Row `i` of `U` for every ξ: `u + ξ·rows·cols + i·cols + j`.
 ///
 /// # Safety
-/// `u` must be valid for those writes, which no other thread touches.
+/// `u` must be valid for those writes (`ξ < 36`, `j < cols`), which no
+/// other thread touches.
 #[inline(always)]
 unsafe fn weight_row<const F: bool>(w: &[f32], i: usize, kl: KernelLayout, u: *mut f32) {
     let (ci, cols, su) = (kl.chan_in, kl.cols(), kl.rows() * kl.cols());
@@ -787,15 +828,19 @@ unsafe fn weight_row<const F: bool>(w: &[f32], i: usize, kl: KernelLayout, u: *m
                 tmp[a][kw] = col[a];
             }
         }
-        let dst = u.add(i * cols + j0);
+        let dst = i * cols + j0;
         for (a, ta) in tmp.into_iter().enumerate() {
             for (b, v) in g6::<F>(ta).into_iter().enumerate() {
-                let d = dst.add((a * A + b) * su);
-                if n == L {
-                    st(d, v);
-                } else {
-                    for (k, &vk) in v.iter().enumerate().take(n) {
-                        d.add(k).write(vk);
+                let d = dst + (a * A + b) * su;
+                // SAFETY: ξ = a·6 + b < 36, row i, columns j0..j0 + n ≤ cols:
+                // writes the caller guarantees valid and unshared.
+                unsafe {
+                    if n == L {
+                        st(u.add(d), v);
+                    } else {
+                        for (k, &vk) in v.iter().enumerate().take(n) {
+                            u.add(d + k).write(vk);
+                        }
                     }
                 }
             }
@@ -1124,9 +1169,14 @@ pub(super) unsafe fn forward(
     bias: Option<&[f32]>,
     y: *mut f32,
 ) {
-    forward_nt(Isa::best(), op, x, w, bias, y, threads())
+    // SAFETY: the caller's contract is `forward_nt`'s.
+    unsafe { forward_nt(Isa::best(), op, x, w, bias, y, threads()) }
 }
 
+/// [`forward`] with an explicit build and thread count.
+///
+/// # Safety
+/// As [`forward`].
 unsafe fn forward_nt(
     isa: Isa,
     op: &Conv2dOp,
@@ -1148,7 +1198,10 @@ unsafe fn forward_nt(
             accumulate: false,
             bias,
         };
-        winograd_pass(isa, &forward_geom(op), x, u, out, nt);
+        // SAFETY: `out.y` is the caller's `y`, valid for batch·O·H'·W' =
+        // batch·cout·ho·wo writes of `forward_geom(op)` and aliasing neither
+        // `x` nor the scratch `u`.
+        unsafe { winograd_pass(isa, &forward_geom(op), x, u, out, nt) };
     });
 }
 

@@ -25,6 +25,9 @@ impl GlobalAvgPool2dKernel for Cuda {
         let mut y: CudaVec = self.try_alloc_len(planes)?;
         if planes > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "global_avg_pool2d_forward")?;
+            // SAFETY: the arguments match `global_avg_pool2d_forward(const
+            // float*, float*, int, int)`; x holds planes·plane floats (its
+            // shape), y planes, and warps ≥ planes return at once.
             unsafe { f.launch(grid(planes * 32), (&*xs, &mut *y, int(planes), int(plane)))? };
         }
         tensor_from_device(self, out, y)
@@ -41,6 +44,9 @@ impl GlobalAvgPool2dKernel for Cuda {
         let total = planes * plane;
         if total > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "global_avg_pool2d_backward")?;
+            // SAFETY: the arguments match `global_avg_pool2d_backward(float*,
+            // const float*, int, long long)`; gx holds total floats and gy
+            // planes = total / plane, and the loop touches indices < total only.
             unsafe { f.launch(grid(total), (&mut **gx, &**gy, int(plane), total as i64))? };
         }
         Ok(())

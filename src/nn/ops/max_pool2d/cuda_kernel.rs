@@ -57,6 +57,10 @@ impl MaxPool2dKernel for Cuda {
         let mut y: CudaVec = self.try_alloc_len(total)?;
         if total > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "max_pool2d_forward")?;
+            // SAFETY: the arguments match `max_pool2d_forward(PoolGeo, const
+            // float*, float*)`; x holds planes·h·w floats (its shape), y the
+            // `total` outputs the grid-stride loop writes, and window reads
+            // are clipped to the plane.
             unsafe { f.launch(grid(total), (PoolGeo::from(op), &*xs, &mut *y))? };
         }
         tensor_from_device(self, out, y)
@@ -75,6 +79,9 @@ impl MaxPool2dKernel for Cuda {
         let total = op.planes * op.h_in * op.w_in;
         if total > 0 && op.h_out * op.w_out > 0 {
             let f = kernel(&dev, MODULE, PTX, NAMES, "max_pool2d_backward")?;
+            // SAFETY: the arguments match `max_pool2d_backward(PoolGeo, const
+            // float*, float*, const float*)`; x and gx hold the `total` inputs,
+            // gy planes·oh·ow floats (the output's gradient).
             unsafe { f.launch(grid(total), (PoolGeo::from(op), &*xs, &mut **gx, &**gy))? };
         }
         Ok(())
