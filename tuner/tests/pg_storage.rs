@@ -10,6 +10,8 @@
 //! Kill points are events (rows in the database), never sleeps.
 
 mod common;
+#[path = "pg_support/db.rs"]
+mod db;
 #[path = "pg_support/load.rs"]
 mod load;
 
@@ -18,6 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{fixture, tuned_core};
+use db::{fresh_db, rt, server};
 use load::{run_load, LoadTrial};
 use polytune::orchestrator::TrialPhase;
 use polytune::storage::pg::{PgStore, StudyRow};
@@ -27,44 +30,6 @@ use polytune::storage::PgTarget;
 type Outcome = (String, u64, String, u64, String);
 
 const BIN: &str = env!("CARGO_BIN_EXE_polytune");
-
-/// The server the tests use, or `None` (with the reason printed).
-fn server() -> Option<String> {
-    match std::env::var("POLYTUNE_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            let why = "POLYTUNE_TEST_PG_URL is not set (start a server with scripts/pg-test-cluster.sh start DIR and source DIR/env)";
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI runs the PostgreSQL tests: {why}");
-            }
-            eprintln!("skipping the PostgreSQL test: {why}");
-            None
-        }
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A fresh database `name` on the test server; its URL.
-fn fresh_db(url: &str, name: &str) -> String {
-    let target = PgTarget::parse(url).unwrap();
-    rt().block_on(async {
-        let c = target.connect("polytune test setup").await.unwrap();
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await
-            .unwrap();
-        c.batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-    });
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
 
 fn config(budget: u64, workers: usize) -> String {
     format!(

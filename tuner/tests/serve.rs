@@ -9,6 +9,8 @@
 //! Kill and cancel points are events (rows in the journal), never sleeps.
 
 mod common;
+#[path = "pg_support/db.rs"]
+mod db;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -309,7 +311,10 @@ fn bad_configs_paths_outside_the_root_and_big_bodies_are_refused() {
         .unwrap();
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
-    assert!(err.contains("another polytune serve runs on this directory"), "{err}");
+    assert!(
+        err.contains("another polytune serve runs on this directory"),
+        "{err}"
+    );
     let refused = |body: &str| match c.submit(body, None) {
         Err(ClientError::Refused {
             status, message, ..
@@ -395,7 +400,7 @@ fn tokens_are_required_off_loopback_and_checked() {
     let token_file = site.root.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let t = token_file.display().to_string();
-    let daemon = site.serve(&["--token-file", &t], "0");
+    let daemon = site.serve(&["--token-file", &t, "--log-format", "json"], "0");
     let refused = |c: &Client| match c.studies() {
         Err(ClientError::Refused { status, .. }) => status,
         other => panic!("{other:?}"),
@@ -428,6 +433,16 @@ fn tokens_are_required_off_loopback_and_checked() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!log.contains(TOKEN), "the token leaked into the log: {log}");
     assert_eq!(out.status.code(), Some(143), "{log}");
+    // --log-format json: every line one JSON object with a level and message.
+    assert!(log.lines().count() >= 2, "{log}");
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
 }
 
 #[test]
@@ -634,4 +649,43 @@ fn the_dashboard_shows_the_study_and_its_trials_in_a_real_browser() {
         png.len()
     );
     println!("dashboard screenshot: {}", shot.display());
+}
+
+#[test]
+fn with_postgresql_storage_the_daemon_s_workers_run_the_study() {
+    let Some(url) = db::server() else { return };
+    let url = db::fresh_db(&url, "pt_serve");
+    let site = Site::new();
+    let cfg = config(8, 2);
+    let reference = reference(&site, &cfg);
+    let daemon = site.serve(&["--storage", &url], "0");
+    let c = daemon.client(None);
+    let id = c.submit(&cfg, Some("pg")).unwrap().id;
+    wait_for("the study to finish", Duration::from_secs(120), || {
+        state(&c, id) == "finished"
+    });
+    let d = c.study(id).unwrap();
+    assert_eq!((d.summary.search_done, d.summary.confirm_done), (8, 4));
+    // The database has the trials (no journal) and the workers that ran them.
+    assert!(!site
+        .dir
+        .join(format!("runs/study-{id}/trials.csv"))
+        .exists());
+    assert!(
+        d.trials.iter().all(|t| t.worker.is_some()),
+        "{:?}",
+        d.trials
+    );
+    assert!(!d.workers.is_empty());
+    let fetched = site.root.join("t.toml");
+    std::fs::write(&fetched, c.tuned_toml(id).unwrap()).unwrap();
+    assert_eq!(
+        tuned_core(&fetched),
+        tuned_core(&reference.join("tuned.toml"))
+    );
+    let mut daemon = daemon;
+    let out = daemon.signal(libc::SIGTERM);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("polytune-test"), "the password leaked: {log}");
+    assert!(log.contains("***"), "{log}");
 }
