@@ -56,7 +56,10 @@ fn main() {
                 break format!("http://{}", a.trim());
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "the daemon did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let config = r#"
