@@ -9,13 +9,14 @@ pub(crate) mod device;
 
 pub mod config;
 pub mod loss;
+#[cfg(feature = "vision")]
 pub mod nn;
 
 pub use config::PolyConfig;
 #[cfg(feature = "cuda")]
 pub use device::cuda::{try_open_cuda, CudaOpenError};
 pub use loss::{PolyKind, PolyLoss, PolyLossError, Reduction};
-#[cfg(feature = "cuda")]
+#[cfg(all(feature = "cuda", feature = "vision"))]
 pub use nn::ops::cuda_util::release_unused_cuda_handles;
 
 /// `use poly_loss::prelude::*;` brings the loss functions, [`PolyLoss`],
