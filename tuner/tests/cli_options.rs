@@ -20,8 +20,8 @@
 //! library (no torch): when `python3` is missing the test fails under
 //! `CI=true` and otherwise says that it skipped and why.
 
-mod common;
-mod data_support;
+use crate::common;
+use crate::data_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The preprocessing cache: reuse, rebuild on source changes, rejection of
 //! damaged files, and skipping corrupt images.
 
-mod data_support;
+use crate::data_support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -1,7 +1,7 @@
 //! Decoding and the fastai-style pad + resize, against hand-computed pixels
 //! and a naive f64 implementation of PIL's bilinear resampling.
 
-mod data_support;
+use crate::data_support;
 
 use data_support::{rgb_image, save, tempdir};
 use polytune::data::decode::{decode_rgb, PadGeometry, PadResizer};

@@ -2,8 +2,8 @@
 //! compact integer storage, malformed files) and on the real Flowers-102
 //! label files from the shared folder beside the workspace.
 
-mod data_support;
-mod shared_data;
+use crate::data_support;
+use crate::shared_data;
 
 use std::path::Path;
 

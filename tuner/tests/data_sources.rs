@@ -1,8 +1,8 @@
 //! The three file layouts on generated fixtures: exact labels, ids and
 //! order, and every bad input the issue lists, each naming file/line/key.
 
-mod data_support;
-mod shared_data;
+use crate::data_support;
+use crate::shared_data;
 
 use std::path::Path;
 

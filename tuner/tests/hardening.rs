@@ -13,8 +13,8 @@
 //! - item 12: weights with NaN are refused naming the tensor;
 //! - item 13: causes printed once, ranges in messages, SIGTERM exits 143.
 
-mod common;
-mod hardening_support;
+use crate::common;
+use crate::hardening_support;
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;

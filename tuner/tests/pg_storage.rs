@@ -9,11 +9,9 @@
 //!
 //! Kill points are events (rows in the database), never sleeps.
 
-mod common;
-#[path = "pg_support/db.rs"]
-mod db;
-#[path = "pg_support/load.rs"]
-mod load;
+use crate::common;
+use crate::db;
+use crate::load;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -15,7 +15,7 @@
 //! Every command runs in a temporary working directory, so the image and
 //! feature caches (`.polytune-cache`) stay there.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! behaviour the Bayesian search relies on: seed effects recovered, batches
 //! distinct and inside the box, noisy optima found.
 
-mod golden_json;
+use crate::golden_json;
 
 use golden_json::{f, vec_f};
 use polytune::search::acquisition::{

@@ -8,9 +8,8 @@
 //!
 //! Kill and cancel points are events (rows in the journal), never sleeps.
 
-mod common;
-#[path = "pg_support/db.rs"]
-mod db;
+use crate::common;
+use crate::db;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `polytune::stats` against scipy goldens (`reference/paired_ci_golden.py`),
 //! error cases, and the calibration of the verdict on a flat surrogate.
 
-mod golden_json;
+use crate::golden_json;
 
 use golden_json::{f, vec_f};
 use polytune::stats::{paired_ci, student_t_quantile, StatsError};

@@ -3,7 +3,7 @@
 //! `study.max_retries` times, every attempt journaled; raising the timeout
 //! on a resume retries the trials that timed out.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Whole studies: outputs, failures, bad directories, interrupt and resume.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! and determinism (same seed and ε → the same bits; another ε →
 //! the same batches; another seed → other batches and other results).
 
-mod train_support;
+use crate::train_support;
 
 use polytune::train::{epoch_batches, train, TrainConfig, TrainOptions};
 use train_support::{digits_in, embedded_default, feature_file, report_bits, Recorder};

@@ -3,7 +3,7 @@
 //! file and the key; `save` writes a safetensors model that loads back into
 //! a torchvision-layout network and classifies as the trained one did.
 
-mod train_support;
+use crate::train_support;
 
 use std::path::Path;
 

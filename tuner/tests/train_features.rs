@@ -4,7 +4,7 @@
 //! settings, data), never trusted when truncated or damaged, and written
 //! through a temporary name.
 
-mod train_support;
+use crate::train_support;
 
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 //! `"frozen"` no body tensor changes at all and the feature cache is built,
 //! then hit.
 
-mod train_support;
+use crate::train_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

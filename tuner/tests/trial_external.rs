@@ -2,7 +2,7 @@
 //! program end to end, and programs that crash, print garbage or hang —
 //! each a failed trial with a clear reason while the study goes on.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
