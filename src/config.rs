@@ -32,6 +32,8 @@
 //! // Asking for another N names both counts.
 //! let err = cfg.poly_loss::<2>().unwrap_err();
 //! assert!(err.to_string().contains("1 coefficient"));
+//! // N known only at run time: a `DynPolyLoss`, whatever `terms` says.
+//! assert_eq!(cfg.build().unwrap().epsilon, vec![2.0]);
 //! ```
 
 use std::collections::BTreeMap;
@@ -40,7 +42,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::loss::{PolyKind, PolyLoss};
+use crate::loss::{DynPolyLoss, PolyKind, PolyLoss};
 
 /// Where a string config came from, in error messages.
 const STRING_SOURCE: &str = "<toml string>";
@@ -398,19 +400,52 @@ impl PolyConfig {
         &self,
         source_name: &str,
     ) -> Result<PolyLoss<N>, PolyConfigError> {
+        self.build_named(source_name)?
+            .try_into()
+            .map_err(|loss: DynPolyLoss| PolyConfigError::TermsMismatch {
+                source_name: source_name.to_string(),
+                found: loss.terms(),
+                wanted: N,
+            })
+    }
+
+    /// The configured loss with N = `loss.terms` chosen at run time: what a
+    /// program that does not know N at compile time (the tuner's trainer)
+    /// uses. Fails, naming the key, when the config breaks a rule of
+    /// [`PolyConfig::validate`] (a config from [`PolyConfig::load`] or
+    /// [`PolyConfig::from_toml_str`] has passed them already).
+    ///
+    /// ```
+    /// use dfdx::prelude::*;
+    /// use poly_loss::prelude::*;
+    ///
+    /// let cfg = PolyConfig::from_toml_str(
+    ///     "[loss]\nkind = \"poly-focal\"\nterms = 2\nepsilon = [1.0, -0.5]\ngamma = 2.0\n",
+    /// )
+    /// .unwrap();
+    /// let loss = cfg.build().unwrap();
+    /// assert_eq!(loss.epsilon, vec![1.0, -0.5]);
+    /// assert_eq!(loss.kind, PolyKind::SoftmaxFocal { gamma: 2.0, alpha: None });
+    ///
+    /// let dev = Cpu::default();
+    /// let logits: Tensor<(usize, usize), f32, _> = dev.tensor_from_vec(vec![0.0, 0.0], (1, 2));
+    /// // pt = 1/2: (1/2)² ln 2 + 1·(1/2)³ - 0.5·(1/2)⁴.
+    /// let want = 0.25 * 2f32.ln() + 0.125 - 0.5 * 0.0625;
+    /// assert!((loss.forward(logits, &[0][..]).array() - want).abs() < 1e-6);
+    ///
+    /// // A config edited in code is checked again; the error names the key.
+    /// let mut bad = cfg.clone();
+    /// bad.loss.gamma = Some(-1.0);
+    /// assert!(bad.build().unwrap_err().to_string().contains("loss.gamma"));
+    /// ```
+    pub fn build(&self) -> Result<DynPolyLoss, PolyConfigError> {
+        self.build_named(STRING_SOURCE)
+    }
+
+    fn build_named(&self, source_name: &str) -> Result<DynPolyLoss, PolyConfigError> {
         self.check(source_name)?;
         let l = &self.loss;
-        if l.epsilon.len() != N {
-            return Err(PolyConfigError::TermsMismatch {
-                source_name: source_name.to_string(),
-                found: l.epsilon.len(),
-                wanted: N,
-            });
-        }
-        let mut epsilon = [0.0f32; N];
-        for (e, &v) in epsilon.iter_mut().zip(&l.epsilon) {
-            *e = v as f32;
-        }
+        let epsilon: Vec<f32> = l.epsilon.iter().map(|&v| v as f32).collect();
         let gamma = l.gamma.unwrap_or(0.0) as f32;
         let alpha = l.alpha.map(|a| a as f32);
         let kind = match l.kind {
@@ -419,7 +454,7 @@ impl PolyConfig {
             LossKind::PolySigmoid => PolyKind::Sigmoid,
             LossKind::PolySigmoidFocal => PolyKind::SigmoidFocal { gamma, alpha },
         };
-        Ok(PolyLoss::new(epsilon)
+        Ok(DynPolyLoss::new(epsilon)
             .with_kind(kind)
             .with_label_smoothing(l.label_smoothing as f32))
     }

@@ -15,7 +15,7 @@ pub mod nn;
 pub use config::PolyConfig;
 #[cfg(feature = "cuda")]
 pub use device::cuda::{try_open_cuda, CudaOpenError};
-pub use loss::{PolyKind, PolyLoss, PolyLossError, Reduction};
+pub use loss::{DynPolyLoss, PolyKind, PolyLoss, PolyLossError, Reduction};
 #[cfg(all(feature = "cuda", feature = "vision"))]
 pub use nn::ops::cuda_util::release_unused_cuda_handles;
 

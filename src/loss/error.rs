@@ -9,6 +9,9 @@ pub enum PolyLossError {
         "PolyLoss<N> needs N >= 1 coefficients, got N = 0 (use ε = [0.0] for plain cross-entropy)"
     )]
     NoTerms,
+    /// A [`DynPolyLoss`](super::DynPolyLoss) with no coefficients.
+    #[error("DynPolyLoss needs at least 1 coefficient, got epsilon of length 0 (use epsilon = vec![0.0] for plain cross-entropy)")]
+    EmptyEpsilon,
     /// A class index outside `0..C` (and not the ignore index). Class
     /// targets read on the GPU from a `usize` tensor are checked there and
     /// give a NaN loss instead (see [`Targets::ClassBuffer`](super::Targets::ClassBuffer)).

@@ -15,7 +15,10 @@
 //! - [`poly_focal_loss`], [`poly_sigmoid_loss`], [`poly_sigmoid_focal_loss`]:
 //!   the paper's variants.
 //! - [`PolyLoss`]: all options (label smoothing, class weights, ignore index,
-//!   reduction), usually built from a [`crate::PolyConfig`].
+//!   reduction), N fixed at compile time.
+//! - [`DynPolyLoss`]: the same loss with N fixed at run time (`Vec<f32>`
+//!   coefficients), usually built from a [`crate::PolyConfig`] with
+//!   [`PolyConfig::build`](crate::PolyConfig::build); it runs the same kernels.
 //!
 //! Each call is one custom op on the tape: the forward makes one pass per row
 //! (row max, log-sum-exp, pt, loss); the backward recomputes `p` from the
@@ -25,6 +28,7 @@
 
 #[cfg(feature = "cuda")]
 mod cuda_inputs;
+mod dyn_loss;
 mod epsilon;
 mod error;
 mod poly_sigmoid;
@@ -37,9 +41,12 @@ mod targets;
 
 use dfdx::prelude::*;
 
+pub use dyn_loss::DynPolyLoss;
 pub use epsilon::{check_epsilon, check_epsilon_box};
 pub use error::PolyLossError;
 pub use spec::{PolyKind, PolyLoss, Reduction};
+
+use spec::LossRef;
 pub use targets::{IntoTargets, PolyDevice, TargetStorage, Targets};
 
 /// The instruction-set path the CPU kernels use: `"avx512"`, `"avx2"` or
@@ -328,10 +335,7 @@ impl<const N: usize> PolyLoss<N> {
         logits: Tensor<(B, C), f32, D, T>,
         targets: impl IntoTargets<D>,
     ) -> Result<Tensor<Rank0, f32, D, T>, PolyLossError> {
-        if self.reduction == Reduction::None {
-            return Err(PolyLossError::ReductionNone);
-        }
-        self.run(logits, targets, (), false)
+        self.loss_ref().try_forward(logits, targets)
     }
 
     /// The per-sample losses `(B,)` (weighted by the target class's weight,
@@ -348,6 +352,31 @@ impl<const N: usize> PolyLoss<N> {
 
     /// Fallible [`PolyLoss::forward_per_sample`].
     pub fn try_forward_per_sample<B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
+        &self,
+        logits: Tensor<(B, C), f32, D, T>,
+        targets: impl IntoTargets<D>,
+    ) -> Result<Tensor<(B,), f32, D, T>, PolyLossError> {
+        self.loss_ref().try_forward_per_sample(logits, targets)
+    }
+}
+
+/// The one implementation behind [`PolyLoss`] and [`DynPolyLoss`]: checks,
+/// the mean's denominator and the kernel launch.
+impl LossRef<'_> {
+    /// See [`PolyLoss::try_forward`].
+    fn try_forward<B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
+        &self,
+        logits: Tensor<(B, C), f32, D, T>,
+        targets: impl IntoTargets<D>,
+    ) -> Result<Tensor<Rank0, f32, D, T>, PolyLossError> {
+        if self.reduction == Reduction::None {
+            return Err(PolyLossError::ReductionNone);
+        }
+        self.run(logits, targets, (), false)
+    }
+
+    /// See [`PolyLoss::try_forward_per_sample`].
+    fn try_forward_per_sample<B: Dim, C: Dim, D: PolyDevice, T: Tape<f32, D>>(
         &self,
         logits: Tensor<(B, C), f32, D, T>,
         targets: impl IntoTargets<D>,
@@ -380,7 +409,7 @@ impl<const N: usize> PolyLoss<N> {
                 targets = Targets::Classes(host);
             }
         }
-        if let Some(w) = &self.weight {
+        if let Some(w) = self.weight {
             if w.len() != c {
                 return Err(PolyLossError::ShapeMismatch {
                     what: "class weights",
@@ -407,7 +436,7 @@ impl<const N: usize> PolyLoss<N> {
                         });
                     }
                     counted += 1;
-                    wsum += self.weight.as_ref().map_or(1.0, |w| w[value] as f64);
+                    wsum += self.weight.map_or(1.0, |w| w[value] as f64);
                 }
                 if counted == 0 && self.reduction == Reduction::Mean && !per_sample {
                     if let Some(ignore_index) = self.ignore_index {
@@ -454,7 +483,7 @@ impl<const N: usize> PolyLoss<N> {
                     alpha,
                     focal,
                     smoothing: self.label_smoothing,
-                    weight: self.weight.clone(),
+                    weight: self.weight.map(<[f32]>::to_vec),
                     ignore: self.ignore_index,
                 },
                 scale,
@@ -471,7 +500,7 @@ impl<const N: usize> PolyLoss<N> {
                     focal_weight: alpha.unwrap_or(1.0),
                     focal,
                     smoothing: self.label_smoothing,
-                    weight: self.weight.clone(),
+                    weight: self.weight.map(<[f32]>::to_vec),
                     ignore: self.ignore_index,
                 },
                 scale,
@@ -486,8 +515,8 @@ pub mod prelude {
     pub use super::{
         poly_focal_loss, poly_loss, poly_sigmoid_focal_loss, poly_sigmoid_loss,
         try_poly_focal_loss, try_poly_loss, try_poly_sigmoid_focal_loss, try_poly_sigmoid_loss,
-        IntoTargets, PolyDevice, PolyKind, PolyLogits, PolyLoss, PolyLossError, PolyLossExt,
-        Reduction,
+        DynPolyLoss, IntoTargets, PolyDevice, PolyKind, PolyLogits, PolyLoss, PolyLossError,
+        PolyLossExt, Reduction,
     };
     pub use crate::config::{load_poly_loss, PolyConfig};
 }

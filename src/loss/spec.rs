@@ -188,8 +188,50 @@ impl<const N: usize> PolyLoss<N> {
     /// and, for the plain kinds, that the loss decreases in pt
     /// ([`check_epsilon`](super::check_epsilon): ε₁ ≥ -1 for N = 1).
     pub fn validate(&self) -> Result<(), PolyLossError> {
-        if N == 0 {
-            return Err(PolyLossError::NoTerms);
+        self.loss_ref().validate()
+    }
+
+    /// The borrowed view the shared checks and kernels run on.
+    pub(crate) fn loss_ref(&self) -> LossRef<'_> {
+        LossRef {
+            epsilon: &self.epsilon,
+            kind: self.kind,
+            label_smoothing: self.label_smoothing,
+            weight: self.weight.as_deref(),
+            ignore_index: self.ignore_index,
+            reduction: self.reduction,
+            no_terms: PolyLossError::NoTerms,
+        }
+    }
+}
+
+/// A loss's parameters, borrowed, whatever its term count: what [`PolyLoss`]
+/// and [`DynPolyLoss`](super::DynPolyLoss) hand to the one set of checks and
+/// the one kernel launch, so the typed and the run-time loss cannot drift.
+#[derive(Debug, Clone)]
+pub(crate) struct LossRef<'a> {
+    /// ε₁..ε_N.
+    pub(crate) epsilon: &'a [f32],
+    /// Softmax or sigmoid, plain or focal.
+    pub(crate) kind: PolyKind,
+    /// Label smoothing α.
+    pub(crate) label_smoothing: f32,
+    /// Per-class weights.
+    pub(crate) weight: Option<&'a [f32]>,
+    /// The ignore index.
+    pub(crate) ignore_index: Option<usize>,
+    /// Mean, sum or none.
+    pub(crate) reduction: Reduction,
+    /// The error for an empty `epsilon`: [`PolyLossError::NoTerms`] for
+    /// `PolyLoss<0>`, [`PolyLossError::EmptyEpsilon`] for a `DynPolyLoss`.
+    pub(crate) no_terms: PolyLossError,
+}
+
+impl LossRef<'_> {
+    /// See [`PolyLoss::validate`].
+    pub(crate) fn validate(&self) -> Result<(), PolyLossError> {
+        if self.epsilon.is_empty() {
+            return Err(self.no_terms.clone());
         }
         let ls = self.label_smoothing;
         if !(0.0..=1.0).contains(&ls) {
@@ -199,7 +241,7 @@ impl<const N: usize> PolyLoss<N> {
                 why: "must lie in [0, 1]",
             });
         }
-        for &e in &self.epsilon {
+        for &e in self.epsilon {
             if !e.is_finite() {
                 return Err(PolyLossError::InvalidParameter {
                     name: "epsilon",

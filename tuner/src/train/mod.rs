@@ -1,4 +1,4 @@
-//! The fine-tune trainer: fastai's `fine_tune` schedule with `PolyLoss<N>`,
+//! The fine-tune trainer: fastai's `fine_tune` schedule with Poly-N (a `DynPolyLoss`),
 //! a frozen-phase feature cache, and the trial entry point.
 //!
 //! | module | what |

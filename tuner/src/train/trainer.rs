@@ -1,4 +1,4 @@
-//! The fine-tune: fastai's `fine_tune` schedule with `PolyLoss<N>`.
+//! The fine-tune: fastai's `fine_tune` schedule with Poly-N (a [`DynPolyLoss`]).
 //!
 //! 1. **Frozen** (F epochs), one cycle with peak rates `slice(base_lr)`
 //!    (head `base_lr`, body groups `base_lr/10`), `div = frozen_div`,
@@ -37,7 +37,7 @@ use dfdx::prelude::*;
 use poly_loss::loss::PolyDevice;
 use poly_loss::nn::resnet::{BnMode, ImageClassifier, ResNet18, ResNet50, SmallResNet};
 use poly_loss::nn::VisionDevice;
-use poly_loss::PolyLoss;
+use poly_loss::DynPolyLoss;
 
 use super::config::{ComputeDevice, FrozenBn, ModelKind, TrainConfig};
 use super::error::TrainError;
@@ -51,7 +51,7 @@ use super::schedule::{frozen_group_lrs, unfrozen_group_lrs, OneCycle};
 use super::weights::{load_body, save_model};
 use crate::data::{epoch_order, Augment, Dataset, ImageSet};
 
-/// Most ε terms a run accepts (`PolyLoss<1>` … `PolyLoss<8>`).
+/// Most ε terms a run accepts (the search's `search.terms` range, 1..=8).
 pub const MAX_TERMS: usize = 8;
 
 /// What happened in one training step (for progress bars and tests).
@@ -172,40 +172,11 @@ pub struct TrainReport {
     pub head: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-/// The training loss: `PolyLoss<N>` with N fixed at run time by ε's length.
+/// The training loss: softmax Poly-N with N fixed at run time by ε's length
+/// (a [`DynPolyLoss`], the same kernels as `PolyLoss<N>`).
 #[derive(Debug, Clone)]
-pub enum Loss {
-    #[allow(missing_docs)]
-    P1(PolyLoss<1>),
-    #[allow(missing_docs)]
-    P2(PolyLoss<2>),
-    #[allow(missing_docs)]
-    P3(PolyLoss<3>),
-    #[allow(missing_docs)]
-    P4(PolyLoss<4>),
-    #[allow(missing_docs)]
-    P5(PolyLoss<5>),
-    #[allow(missing_docs)]
-    P6(PolyLoss<6>),
-    #[allow(missing_docs)]
-    P7(PolyLoss<7>),
-    #[allow(missing_docs)]
-    P8(PolyLoss<8>),
-}
-
-macro_rules! each_loss {
-    ($self:expr, $l:ident => $body:expr) => {
-        match $self {
-            Loss::P1($l) => $body,
-            Loss::P2($l) => $body,
-            Loss::P3($l) => $body,
-            Loss::P4($l) => $body,
-            Loss::P5($l) => $body,
-            Loss::P6($l) => $body,
-            Loss::P7($l) => $body,
-            Loss::P8($l) => $body,
-        }
-    };
+pub struct Loss {
+    poly: DynPolyLoss,
 }
 
 impl Loss {
@@ -217,6 +188,7 @@ impl Loss {
     /// assert_eq!(Loss::new(&[2.0, 0.5], 0.0).unwrap().terms(), 2);
     /// assert!(Loss::new(&[], 0.0).is_err());
     /// assert!(Loss::new(&[1e39], 0.0).is_err()); // not an f32
+    /// assert!(Loss::new(&[0.0; 9], 0.0).is_err()); // more than MAX_TERMS
     /// ```
     pub fn new(epsilon: &[f64], label_smoothing: f64) -> Result<Self, TrainError> {
         let bad = |message: String| TrainError::Epsilon {
@@ -231,30 +203,25 @@ impl Loss {
                 epsilon[i]
             )));
         }
-        fn make<const N: usize>(e: &[f32], ls: f64) -> PolyLoss<N> {
-            PolyLoss::new(e.try_into().expect("length checked")).with_label_smoothing(ls as f32)
+        let n = e32.len();
+        if !(1..=MAX_TERMS).contains(&n) {
+            return Err(bad(format!(
+                "{n} terms; a run takes 1 to {MAX_TERMS} coefficients"
+            )));
         }
-        let ls = label_smoothing;
-        Ok(match e32.len() {
-            1 => Loss::P1(make(&e32, ls)),
-            2 => Loss::P2(make(&e32, ls)),
-            3 => Loss::P3(make(&e32, ls)),
-            4 => Loss::P4(make(&e32, ls)),
-            5 => Loss::P5(make(&e32, ls)),
-            6 => Loss::P6(make(&e32, ls)),
-            7 => Loss::P7(make(&e32, ls)),
-            8 => Loss::P8(make(&e32, ls)),
-            n => {
-                return Err(bad(format!(
-                    "{n} terms; a run takes 1 to {MAX_TERMS} coefficients"
-                )))
-            }
+        Ok(Self {
+            poly: DynPolyLoss::new(e32).with_label_smoothing(label_smoothing as f32),
         })
     }
 
     /// N.
     pub fn terms(&self) -> usize {
-        each_loss!(self, l => l.epsilon.len())
+        self.poly.terms()
+    }
+
+    /// The loss the run trains with.
+    pub fn poly(&self) -> &DynPolyLoss {
+        &self.poly
     }
 
     /// The mean loss of a batch.
@@ -263,7 +230,7 @@ impl Loss {
         logits: Tensor<(usize, usize), f32, D, T>,
         labels: &[usize],
     ) -> Result<Tensor<Rank0, f32, D, T>, TrainError> {
-        Ok(each_loss!(self, l => l.try_forward(logits, labels))?)
+        Ok(self.poly.try_forward(logits, labels)?)
     }
 }
 
