@@ -7,14 +7,14 @@
 
 mod common;
 mod data_support;
-mod shared_data;
-mod hardening_support;
-mod train_support;
-mod golden_json;
 #[path = "pg_support/db.rs"]
 mod db;
+mod golden_json;
+mod hardening_support;
 #[path = "pg_support/load.rs"]
 mod load;
+mod shared_data;
+mod train_support;
 
 mod cli_options;
 mod data_augment_golden;
