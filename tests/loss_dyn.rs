@@ -8,8 +8,7 @@ use poly_loss::config::{PolyConfig, PolyConfigError};
 use poly_loss::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-#[path = "support/reference64.rs"]
-mod reference64;
+use crate::reference64;
 use reference64::{assert_all_close, assert_close, Ref, Tg};
 
 const B: usize = 7;

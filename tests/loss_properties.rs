@@ -6,8 +6,7 @@ use dfdx::prelude::*;
 use poly_loss::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-#[path = "support/reference64.rs"]
-mod reference64;
+use crate::reference64;
 use reference64::{assert_all_close, assert_close, Ref, Tg};
 
 fn randn(dev: &Cpu, b: usize, c: usize, scale: f32, seed: u64) -> Tensor<(usize, usize), f32, Cpu> {

@@ -4,8 +4,7 @@
 //! an explicit 4-thread rayon pool, so the path is taken whatever the
 //! machine's core count.
 
-#[path = "support/reference64.rs"]
-mod reference64;
+use crate::reference64;
 
 use dfdx::prelude::*;
 use poly_loss::prelude::*;

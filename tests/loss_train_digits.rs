@@ -1,9 +1,7 @@
 //! Training with `poly_loss::<1>` learns on real data (UCI digits): the
 //! training loss falls and validation accuracy ends far above chance (10%).
 
-#[path = "../examples/support/digits.rs"]
-#[allow(dead_code)]
-mod digits;
+use crate::digits;
 
 #[test]
 fn poly1_learns_digits() {

@@ -2,7 +2,7 @@
 //! central finite differences, over random batch sizes, image sizes, strides
 //! and paddings (odd sizes included), plus the im2col chunking and 1×1 paths.
 
-mod nn_common;
+use crate::nn_common;
 
 use dfdx::prelude::*;
 use nn_common::*;

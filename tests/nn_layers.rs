@@ -2,8 +2,6 @@
 //! parameter names, the batch-norm modes, optimisers, reset, and the
 //! safetensors round trip.
 
-mod nn_common;
-
 use dfdx::optim::{Sgd, SgdConfig};
 use dfdx::prelude::*;
 use poly_loss::nn::builders::{BatchNorm2d, Conv2d, GlobalAvgPool2d, MaxPool2d};

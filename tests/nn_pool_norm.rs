@@ -2,7 +2,7 @@
 //! ReLU and residual variants) and add_relu against float64 references and
 //! central finite differences.
 
-mod nn_common;
+use crate::nn_common;
 
 use dfdx::prelude::*;
 use nn_common::*;

@@ -4,7 +4,7 @@
 //! ResNet-50 forward (against an f64 reference written from its
 //! definition), and survive a save → load round trip bit for bit.
 
-mod nn_common;
+use crate::nn_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
