@@ -14,10 +14,10 @@ use crate::db;
 use crate::load;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, tuned_core};
+use common::{fixture, ok, tuned_core};
 use db::{fresh_db, rt, server};
 use load::{run_load, LoadTrial};
 use polytune::orchestrator::TrialPhase;
@@ -96,19 +96,6 @@ impl Study {
             .map(|t| t.lines().count())
             .unwrap_or(0)
     }
-}
-
-fn ok(out: Output) -> String {
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "failed: {:?}\nstdout:\n{o}\nstderr:\n{e}",
-        out.status
-    );
-    o
 }
 
 fn spawn(mut c: Command) -> Child {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, tuned_core};
+use common::{fixture, ok, tuned_core};
 use polytune::serve::client::{Client, ClientError};
 
 const BIN: &str = env!("CARGO_BIN_EXE_polytune");
@@ -200,17 +200,6 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 fn state(c: &Client, id: u64) -> String {
     c.study(id).unwrap().summary.state
-}
-
-fn ok(out: Output) -> String {
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}\n{text}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 /// The single-process study of the same config, for comparison.
@@ -458,10 +447,13 @@ fn cancel_stops_the_running_trials_and_marks_the_study() {
     wait_for("a finished trial", Duration::from_secs(60), || {
         site.finished_trials(s.id) >= 1
     });
+    // Marked once its trials have stopped: still running in the answer,
+    // unless the coordinator ended before the answer was written.
     let d = c.cancel(s.id).unwrap();
-    assert_eq!(
-        d.summary.state, "running",
-        "marked once its trials have stopped"
+    assert!(
+        ["running", "cancelled"].contains(&d.summary.state.as_str()),
+        "{}",
+        d.summary.state
     );
     wait_for("the cancel", Duration::from_secs(20), || {
         state(&c, s.id) == "cancelled"

@@ -100,3 +100,18 @@ pub fn tuned_core(
     let c = poly_loss::PolyConfig::load(path).unwrap();
     (c.loss, c.result)
 }
+
+/// The standard output of a command that must have succeeded (else a
+/// failure showing its status, output and error output).
+pub fn ok(out: std::process::Output) -> String {
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "failed: {:?}\nstdout:\n{o}\nstderr:\n{e}",
+        out.status
+    );
+    o
+}
