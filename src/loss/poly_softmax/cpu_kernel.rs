@@ -17,7 +17,7 @@ use crate::loss::targets::Targets;
 type RowStat = [f32; 4];
 
 /// The logits (a handle, not a copy) and the row statistics.
-pub struct CpuSaved {
+pub struct CpuSoftmaxSaved {
     z: SavedLogits,
     stats: Vec<RowStat>,
 }
@@ -97,14 +97,14 @@ fn row_probs(z: &[f32], y: &[f32], p: &SoftmaxParams) -> (f32, RowStat) {
 }
 
 impl SoftmaxKernel for Cpu {
-    type Saved = CpuSaved;
+    type Saved = CpuSoftmaxSaved;
 
     fn softmax_fwd<S: Shape, T, O: Shape>(
         &self,
         logits: &Tensor<S, f32, Self, T>,
         job: &SoftmaxJob<Self>,
         out: O,
-    ) -> Result<(Tensor<O, f32, Self>, CpuSaved), CpuError> {
+    ) -> Result<(Tensor<O, f32, Self>, CpuSoftmaxSaved), CpuError> {
         let (b, c, p) = (job.b, job.c, &job.params);
         let saved_z = SavedLogits::new(logits);
         let z = saved_z.slice();
@@ -138,13 +138,13 @@ impl SoftmaxKernel for Cpu {
         };
         let stats = rows.iter().map(|r| [r[1], r[2], r[3], r[4]]).collect();
         let out = self.try_tensor_from_vec(data, out)?;
-        Ok((out, CpuSaved { z: saved_z, stats }))
+        Ok((out, CpuSoftmaxSaved { z: saved_z, stats }))
     }
 
     fn softmax_bwd(
         &self,
         job: &SoftmaxJob<Self>,
-        saved: &CpuSaved,
+        saved: &CpuSoftmaxSaved,
         grad_logits: &mut <Self as Storage<f32>>::Vec,
         grad_out: &<Self as Storage<f32>>::Vec,
     ) -> Result<(), CpuError> {

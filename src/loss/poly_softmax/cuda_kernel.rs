@@ -18,7 +18,7 @@ const FUNCS: &[&str] = &[
     "poly_class_targets",
 ];
 /// Device buffers the backward reuses.
-pub struct CudaSaved {
+pub struct CudaSoftmaxSaved {
     z: DeviceView,
     stats: CudaSlice<f32>,
     inputs: DeviceInputs,
@@ -31,14 +31,14 @@ fn threads_for(c: usize) -> u32 {
 }
 
 impl SoftmaxKernel for Cuda {
-    type Saved = CudaSaved;
+    type Saved = CudaSoftmaxSaved;
 
     fn softmax_fwd<S: Shape, T, O: Shape>(
         &self,
         logits: &Tensor<S, f32, Self, T>,
         job: &SoftmaxJob<Self>,
         out: O,
-    ) -> Result<(Tensor<O, f32, Self>, CudaSaved), CudaError> {
+    ) -> Result<(Tensor<O, f32, Self>, CudaSoftmaxSaved), CudaError> {
         let z = device_view(logits)?;
         let dev = z.device();
         load_module(&dev, MODULE, PTX, FUNCS)?;
@@ -97,13 +97,13 @@ impl SoftmaxKernel for Cuda {
             reduce_rows(&dev, MODULE, &rows, &mut out_buf, b, scale)?;
         }
         let out = tensor_from_device(self, out, out_buf)?;
-        Ok((out, CudaSaved { z, stats, inputs }))
+        Ok((out, CudaSoftmaxSaved { z, stats, inputs }))
     }
 
     fn softmax_bwd(
         &self,
         job: &SoftmaxJob<Self>,
-        saved: &CudaSaved,
+        saved: &CudaSoftmaxSaved,
         grad_logits: &mut <Self as Storage<f32>>::Vec,
         grad_out: &<Self as Storage<f32>>::Vec,
     ) -> Result<(), CudaError> {
