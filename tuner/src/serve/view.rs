@@ -146,6 +146,17 @@ pub async fn detail(
     store: Option<&PgStore>,
     id: u64,
 ) -> Result<Option<StudyDetail>, ServeError> {
+    gather(reg, store, id, true).await
+}
+
+/// Study `id`; with `full` false the workers and the tuned TOML (which a
+/// list entry does not show) are neither queried nor read.
+async fn gather(
+    reg: &Registry,
+    store: Option<&PgStore>,
+    id: u64,
+    full: bool,
+) -> Result<Option<StudyDetail>, ServeError> {
     let Some(record) = reg.record(id) else {
         return Ok(None);
     };
@@ -172,14 +183,18 @@ pub async fn detail(
                 Some(row) => {
                     let rows = store.queue(row.id).await.map_err(pg)?;
                     let prefix = format!("{name}/");
-                    let workers = store
-                        .workers()
-                        .await
-                        .map_err(pg)?
-                        .into_iter()
-                        .filter(|w| w.current.starts_with(&prefix) || w.seen_s_ago < 3600.0)
-                        .map(worker_view)
-                        .collect();
+                    let workers = if full {
+                        store
+                            .workers()
+                            .await
+                            .map_err(pg)?
+                            .into_iter()
+                            .filter(|w| w.current.starts_with(&prefix) || w.seen_s_ago < 3600.0)
+                            .map(worker_view)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     (rows, workers)
                 }
                 None => (Vec::new(), Vec::new()),
@@ -211,7 +226,7 @@ pub async fn detail(
             })
             .sum()
     };
-    let tuned_toml = if record.state == StudyState::Finished {
+    let tuned_toml = if full && record.state == StudyState::Finished {
         let path = dir.join(TUNED_FILE);
         Some(std::fs::read_to_string(&path).map_err(ServeError::io(&path))?)
     } else {
@@ -263,14 +278,15 @@ fn summary_of(r: &StudyRecord, budget: u64, confirm_runs: u64) -> StudySummary {
 }
 
 /// Every study, as list entries (progress and best from the same sources
-/// as [`detail`]).
+/// as [`detail`]; the dashboard polls this, so no worker query and no
+/// tuned-TOML read per study).
 pub async fn list(
     reg: &Registry,
     store: Option<&PgStore>,
 ) -> Result<Vec<StudySummary>, ServeError> {
     let mut out = Vec::new();
     for r in reg.records() {
-        if let Some(d) = detail(reg, store, r.id).await? {
+        if let Some(d) = gather(reg, store, r.id, false).await? {
             out.push(d.summary);
         }
     }
