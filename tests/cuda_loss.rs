@@ -224,9 +224,11 @@ fn cuda_extreme_inputs_stay_finite_and_nan_propagates() {
 
 /// Class targets given as a `usize` tensor on the GPU reach the kernels from
 /// dfdx's own buffer (no host copy) and give the CPU's losses and gradients;
-/// the mean with an ignore index or softmax class weights (whose denominator
-/// needs the values on the host) gives them too. An out-of-range index, which
-/// the host never sees on the device path, makes that row's loss NaN.
+/// the mean with an ignore index or class weights (whose denominator the
+/// device sums from the targets) gives them too, and a mean over only ignored
+/// rows is NaN (PyTorch's 0/0) where host targets give `AllIgnored`. An
+/// out-of-range index, which the host never sees on the device path, makes
+/// that row's loss NaN.
 #[test]
 fn cuda_class_tensor_targets_match_cpu_and_out_of_range_is_nan() {
     let (b, c) = (300, 11);
@@ -253,6 +255,11 @@ fn cuda_class_tensor_targets_match_cpu_and_out_of_range_is_nan() {
                 .with_ignore_index(1),
             base.clone().with_ignore_index(1),
             base.clone().with_weight(w.clone()),
+            base.clone().with_weight(w.clone()).with_ignore_index(1),
+            base.clone()
+                .with_weight(w.clone())
+                .with_ignore_index(1)
+                .with_label_smoothing(0.1),
         ];
         for loss in variants {
             let xc: Tensor<(usize, usize), f32, _> = cpu.tensor_from_vec(z.clone(), (b, c));
@@ -277,6 +284,26 @@ fn cuda_class_tensor_targets_match_cpu_and_out_of_range_is_nan() {
                 );
             }
         }
+        // Every row ignored: CPU refuses, the device mean is NaN with a zero gradient.
+        let ones = vec![1usize; b];
+        let loss = base.clone().with_weight(w.clone()).with_ignore_index(1);
+        assert!(matches!(
+            loss.try_forward(cpu.tensor_from_vec(z.clone(), (b, c)), &ones),
+            Err(PolyLossError::AllIgnored { .. })
+        ));
+        let xg: Tensor<(usize, usize), f32, _> = gpu.tensor_from_vec(z.clone(), (b, c));
+        let tg: Tensor<(usize,), usize, _> = gpu.tensor_from_vec(ones, (b,));
+        let mean = loss.forward(xg.leaky_trace(), tg);
+        assert!(
+            mean.array().is_nan(),
+            "{kind:?}: all ignored {}",
+            mean.array()
+        );
+        let g = mean.backward().get(&xg).as_vec();
+        assert!(
+            g.iter().all(|&v| v == 0.0),
+            "{kind:?}: all ignored gradient"
+        );
         // Row 5 out of range (above 2^32: a 32-bit reader would see 3).
         let mut bad = t.clone();
         bad[5] = (1 << 32) + 3;

@@ -8,10 +8,12 @@
 //! checked view with the host copy as fallback) and `poly_class_targets`
 //! turns it into the kernels' `u32` indices, range-checked on the device
 //! (an out-of-range row's loss and gradient are NaN: no error flag to read
-//! back, so no sync; the NaN shows wherever the loss is read). Only a mean
-//! whose denominator needs the values (an ignore index, or softmax class
-//! weights) copies them to the host first, in `PolyLoss`'s forward.
-//! Transient device memory: 4 bytes per row. Weights and the parameter block
+//! back, so no sync; the NaN shows wherever the loss is read). A mean whose
+//! denominator needs the values (an ignore index, or softmax class weights)
+//! has the forward write each row's share of it (`F_DEV_MEAN`), summed by
+//! `poly_reduce_rows` beside the losses; the backward reads the resulting
+//! factor from the device (`DeviceInputs::scale`).
+//! Transient device memory: 4 bytes per row (8 more per row for such a mean). Weights and the parameter block
 //! are small `htod_copy`s queued from owned host buffers (no wait).
 
 use cudarc::driver::{CudaDevice, CudaSlice, DeviceSlice, DriverError, LaunchAsync, LaunchConfig};
@@ -27,6 +29,9 @@ pub(crate) const F_PROBS: i32 = 1;
 pub(crate) const F_WEIGHT: i32 = 2;
 /// Flag: the output is one reduced scalar (mean or sum), not one per row.
 pub(crate) const F_SCALAR: i32 = 4;
+/// Flag: a mean whose denominator the forward sums on the device from class
+/// targets in a device buffer (see [`JobInputs::device_mean`]).
+pub(crate) const F_DEV_MEAN: i32 = 8;
 /// Marks an ignored row in the target buffer.
 pub(crate) const IGNORED_ROW: u32 = u32::MAX;
 
@@ -43,6 +48,10 @@ pub(crate) struct JobInputs<'a> {
     pub eps: &'a [f32],
     /// Whether the output is reduced to one scalar.
     pub scalar: bool,
+    /// Whether that scalar is a mean over the rows' target weights (softmax)
+    /// or logit counts (sigmoid), summed on the device because the targets
+    /// are a device buffer the host does not read.
+    pub device_mean: bool,
 }
 
 /// The uploaded inputs; kept for the backward pass.
@@ -51,6 +60,9 @@ pub(crate) struct DeviceInputs {
     pub weight: CudaSlice<f32>,
     pub prm: CudaSlice<f32>,
     pub flags: i32,
+    /// The factor of a scalar loss's gradient, written by `poly_reduce_rows`
+    /// in the forward and read by the backward (one float).
+    pub scale: CudaSlice<f32>,
 }
 
 impl JobInputs<'_> {
@@ -88,12 +100,22 @@ impl JobInputs<'_> {
         ))?;
         let flags = (if is_probs { F_PROBS } else { 0 })
             | (if self.weight.is_some() { F_WEIGHT } else { 0 })
-            | (if self.scalar { F_SCALAR } else { 0 });
+            | (if self.scalar { F_SCALAR } else { 0 })
+            | (if self.scalar && self.device_mean {
+                F_DEV_MEAN
+            } else {
+                0
+            });
+        // SAFETY: one float, written by poly_reduce_rows in the forward
+        // before the backward (same stream) reads it; per-row losses never
+        // read it. A plain cudarc buffer, outside dfdx's cache.
+        let scale = unsafe { dev.alloc::<f32>(1) }?;
         Ok(DeviceInputs {
             tgt,
             weight,
             prm,
             flags,
+            scale,
         })
     }
 }
@@ -185,13 +207,42 @@ fn target_indices(t: &[usize], ignore: Option<usize>) -> Vec<u32> {
         .collect()
 }
 
-/// `out[0] = scale · Σ rows[0..b)` in f64 by one block, in a fixed order: the
-/// deterministic second stage of a scalar loss (also for `b = 0`: a zero).
+/// The per-row buffer of a scalar loss's first stage: the row losses
+/// `[0, b)` and, with [`F_DEV_MEAN`], the rows' shares of the mean's
+/// denominator `[b, 2b)`. Left uninitialised when the forward will write
+/// every element (`b > 0`, `c > 0`; `poly_reduce_rows` reads only those, a
+/// per-row loss none); zeroed for `c = 0`, where no forward runs.
+pub(crate) fn row_sums(
+    dev: &Arc<CudaDevice>,
+    b: usize,
+    c: usize,
+    flags: i32,
+) -> Result<CudaSlice<f64>, DriverError> {
+    let len = if flags & F_DEV_MEAN != 0 {
+        2 * b
+    } else if flags & F_SCALAR != 0 {
+        b
+    } else {
+        1
+    };
+    if c == 0 {
+        return dev.alloc_zeros::<f64>(len.max(1));
+    }
+    // SAFETY: see above: with c > 0 no element is read before the forward
+    // (same stream) writes it.
+    unsafe { dev.alloc::<f64>(len.max(1)) }
+}
+
+/// `out[0] = s · Σ rows[0..b)` in f64 by one block, in a fixed order: the
+/// deterministic second stage of a scalar loss (also for `b = 0`: a zero),
+/// with `s = scale`, or `1 / Σ rows[b..2b)` with [`F_DEV_MEAN`] in `inputs.flags`;
+/// `s` goes to `inputs.scale` for the backward.
 /// `module` is the loaded loss module (each has its own copy of the kernel).
 pub(crate) fn reduce_rows(
     dev: &Arc<CudaDevice>,
     module: &str,
     rows: &CudaSlice<f64>,
+    inputs: &mut DeviceInputs,
     out: &mut CudaSlice<f32>,
     b: usize,
     scale: f32,
@@ -202,7 +253,9 @@ pub(crate) fn reduce_rows(
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
-    // SAFETY: rows holds at least b doubles (written by the forward), out one float.
-    unsafe { f.launch(cfg, (rows, out, b as i32, scale)) }?;
+    let args = (rows, out, &mut inputs.scale, b as i32, scale, inputs.flags);
+    // SAFETY: rows holds b (2·b with F_DEV_MEAN) doubles written by the
+    // forward; out and scale one float each.
+    unsafe { f.launch(cfg, args) }?;
     Ok(())
 }

@@ -36,7 +36,9 @@ pub enum PolyLossError {
         /// The logits' shape.
         logits: Vec<usize>,
     },
-    /// Mean reduction where every row carries the ignore index.
+    /// Mean reduction where every row carries the ignore index (host class
+    /// targets; with a class tensor on a CUDA device, which the host does not
+    /// read, such a mean is NaN instead, as PyTorch's).
     #[error("every one of the {rows} rows has the ignore index {ignore_index}: the mean over no rows is undefined")]
     AllIgnored {
         /// The ignore index.

@@ -394,21 +394,17 @@ impl LossRef<'_> {
     ) -> Result<Tensor<O, f32, D, T>, PolyLossError> {
         self.validate()?;
         let (b, c) = (logits.shape().0.size(), logits.shape().1.size());
-        let mut targets = targets.into_targets(b, c)?;
+        let targets = targets.into_targets(b, c)?;
         let sigmoid = self.kind.is_sigmoid();
         let mean = !per_sample && self.reduction != Reduction::Sum;
-        // Class targets in a device buffer stay there (no copy, no sync)
-        // unless the mean's denominator needs their values: with an ignore
-        // index (counted rows, `AllIgnored`) or softmax class weights (Σ w[t]).
-        if let Targets::ClassBuffer(buf) = &targets {
-            if mean && (self.ignore_index.is_some() || (!sigmoid && self.weight.is_some())) {
-                let host = logits
-                    .device()
-                    .class_buffer_to_host(buf)
-                    .map_err(PolyLossError::device)?;
-                targets = Targets::Classes(host);
-            }
-        }
+        // Class targets in a device buffer stay there (no copy, no sync). A
+        // mean whose denominator needs their values (an ignore index: the
+        // counted rows; softmax class weights: Σ w[t]) has the device sum it
+        // beside the losses; over no counted rows it is 0/0 = NaN there (as
+        // PyTorch's), where host targets give `AllIgnored`.
+        let device_mean = matches!(targets, Targets::ClassBuffer(_))
+            && mean
+            && (self.ignore_index.is_some() || (!sigmoid && self.weight.is_some()));
         if let Some(w) = self.weight {
             if w.len() != c {
                 return Err(PolyLossError::ShapeMismatch {
@@ -452,8 +448,9 @@ impl LossRef<'_> {
                     wsum
                 }
             }
-            // Every row counts with weight 1 (kept on the device above only
-            // then); an out-of-range index makes the loss NaN on the device.
+            // Every row counts with weight 1 (or the device sums the
+            // denominator: `device_mean`); an out-of-range index makes the
+            // loss NaN on the device.
             Targets::Probs(_) | Targets::ClassBuffer(_) => {
                 if sigmoid {
                     (b * c) as f64
@@ -487,6 +484,7 @@ impl LossRef<'_> {
                     ignore: self.ignore_index,
                 },
                 scale,
+                device_mean,
             };
             sigmoid_op(logits, job, out)
         } else {
@@ -504,6 +502,7 @@ impl LossRef<'_> {
                     ignore: self.ignore_index,
                 },
                 scale,
+                device_mean,
             };
             softmax_op(logits, job, out)
         }

@@ -13,6 +13,13 @@
 #define PRM_N_EPS 4
 #define PRM_EPS 5
 
+// The flag word of a loss launch (cuda_inputs.rs's F_* constants).
+#define F_PROBS 1     // targets are probabilities, not class indices
+#define F_WEIGHT 2    // per-class weights are given
+#define F_SCALAR 4    // one reduced scalar (mean or sum), not one loss per row
+#define F_DEV_MEAN 8  // a mean whose denominator the forward sums on the device
+                      // (class targets in a device buffer: ignore index, class weights)
+
 #define IGNORED_ROW 0xFFFFFFFFu
 // A class index outside 0..C read from a device target buffer (see
 // poly_class_targets): the row's loss and gradient become NaN.
@@ -101,16 +108,31 @@ __device__ __forceinline__ void focal_poly_terms(const float *prm, double aw, do
     *dg = dgs;
 }
 
-// out[0] = scale * Σ rows[0..b), summed in double by one block in a fixed
-// order: the second stage of the scalar (mean/sum) losses, deterministic
-// where a float atomicAdd across rows would not be. Launch: 1 block.
+// The second stage of the scalar (mean/sum) losses, by one block in double
+// in a fixed order (deterministic where a float atomicAdd across rows would
+// not be): out[0] = s · Σ rows[0..b) and scale_out[0] = s, the factor the
+// backward applies to the scalar's gradient. s = `scale` (host-known
+// denominator), or with F_DEV_MEAN s = 1 / Σ rows[b..2b), the per-row
+// denominators the forward wrote (a mean over no counted rows is 0/0 = NaN,
+// as PyTorch's). Launch: 1 block.
 extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_reduce_rows(
-    const double *rows, float *out, const int b, const float scale) {
+    const double *rows, float *out, float *scale_out, const int b, const float scale,
+    const int flags) {
     __shared__ double sh[32];
-    double acc = 0.0;
-    for (int i = threadIdx.x; i < b; i += blockDim.x) acc += rows[i];
+    double acc = 0.0, den = 0.0;
+    const bool dev_mean = flags & F_DEV_MEAN;
+    for (int i = threadIdx.x; i < b; i += blockDim.x) {
+        acc += rows[i];
+        if (dev_mean) den += rows[b + i];
+    }
     acc = block_sum_d(acc, sh);
-    if (threadIdx.x == 0) out[0] = (float)(acc * (double)scale);
+    if (dev_mean) den = block_sum_d(den, sh);
+    if (threadIdx.x == 0) {
+        // As the host path: the factor rounded to f32 first, then the product in f64.
+        const float s = dev_mean ? (float)(1.0 / den) : scale;
+        out[0] = (float)(acc * (double)s);
+        scale_out[0] = s;
+    }
 }
 
 // Class targets straight from dfdx's `usize` device buffer (64-bit): tgt[i] =

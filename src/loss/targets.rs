@@ -16,7 +16,9 @@ pub enum Targets<D: TargetStorage> {
     /// dfdx's `usize` buffer, borrowed, never copied to the host). The host
     /// cannot check these values: the kernel range-checks them and an index
     /// outside `0..C` makes its row's loss and gradient NaN (where host
-    /// targets give [`PolyLossError::TargetOutOfRange`]).
+    /// targets give [`PolyLossError::TargetOutOfRange`]), and a mean over no
+    /// counted rows (every row ignored) is NaN, as PyTorch's (host targets
+    /// give [`PolyLossError::AllIgnored`]).
     ClassBuffer(D::Classes),
     /// Target probabilities, one row of C per sample.
     Probs(D::Probs),
@@ -39,9 +41,6 @@ pub trait TargetStorage: Device<f32> {
     /// The device buffer of a class tensor when it can be borrowed without a
     /// copy (`None`: the caller copies the indices to the host).
     fn class_buffer<B: Dim, T>(&self, t: &Tensor<(B,), usize, Self, T>) -> Option<Self::Classes>;
-    /// The indices of a class buffer on the host, for the loss calls whose
-    /// host-side work needs them (see `PolyLoss`'s forward).
-    fn class_buffer_to_host(&self, c: &Self::Classes) -> Result<Vec<usize>, Self::Err>;
 }
 
 /// A dfdx device that runs the PolyLoss ops: `Cpu`, and `Cuda` with the
@@ -144,9 +143,6 @@ impl TargetStorage for Cpu {
     fn class_buffer<B: Dim, T>(&self, _: &Tensor<(B,), usize, Self, T>) -> Option<Self::Classes> {
         None
     }
-    fn class_buffer_to_host(&self, c: &Self::Classes) -> Result<Vec<usize>, CpuError> {
-        match *c {}
-    }
     fn probs_buffer<S: Shape, T>(&self, t: &Tensor<S, f32, Self, T>) -> Result<Vec<f32>, CpuError> {
         // `host_vec` copies the raw buffer: make strided (broadcast) targets
         // contiguous first.
@@ -161,9 +157,6 @@ impl TargetStorage for Cuda {
     type Classes = std::sync::Arc<crate::device::cuda::CudaUsizeVec>;
     fn class_buffer<B: Dim, T>(&self, t: &Tensor<(B,), usize, Self, T>) -> Option<Self::Classes> {
         crate::device::cuda::class_targets_view(t)
-    }
-    fn class_buffer_to_host(&self, c: &Self::Classes) -> Result<Vec<usize>, CudaError> {
-        Ok(c.device().dtoh_sync_copy(&***c)?)
     }
     fn probs_buffer<S: Shape, T>(
         &self,

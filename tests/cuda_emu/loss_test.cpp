@@ -36,20 +36,28 @@ static double ref_row(const Cfg &k, const double *z, int c, unsigned t, const fl
 // an out-of-range index in that row (above 2^32, so a 32-bit truncation would
 // look valid), whose loss and gradient must be NaN while every other row
 // matches the reference.
-struct DevTgt { bool on; int bad; };
+struct DevTgt { bool on; int bad; bool all_ignored = false; };
 static void loss_case(const Cfg &k, int b, int c, unsigned seed, bool with_nan = false, bool neg_inf = false, DevTgt dt = {false, -1}) {
   std::mt19937 r(seed);
   auto z = uniform(r, (size_t)b * c, -6, 6); auto y = uniform(r, (size_t)b * c, 0, 1); auto w = uniform(r, c, 0.5, 2);
   std::vector<unsigned> t(b); std::uniform_int_distribution<int> d(0, c - 1);
   unsigned ign = 1 % c;
-  for (int i = 0; i < b; ++i) t[i] = (i % 7 == 3) ? ign : d(r);
+  for (int i = 0; i < b; ++i) t[i] = (dt.all_ignored || i % 7 == 3) ? ign : d(r);
   if (with_nan) z[1] = NAN;
   // A -inf logit in every row, never on the target (PyTorch's cross_entropy is finite there).
   if (neg_inf) for (int i = 0; i < b; ++i) z[(size_t)i * c + (t[i] + 1) % c] = -INFINITY;
   std::vector<unsigned> tgt(b); for (int i = 0; i < b; ++i) tgt[i] = (k.ignore && t[i] == ign) ? IGN : t[i];
   std::vector<float> prm{k.smoothing, k.gamma, k.has_alpha ? k.alpha : -1.f, k.focal ? 1.f : 0.f, (float)k.eps.size()}; prm.insert(prm.end(), k.eps.begin(), k.eps.end());
-  int flags = (k.probs ? F_PROBS : 0) | (k.weight ? F_WEIGHT : 0) | (k.scalar ? F_SCALAR : 0);
+  // A mean whose denominator needs device targets' values (cuda_inputs.rs:
+  // JobInputs::device_mean): the device sums it; the reference is PyTorch's.
+  const bool dev_mean = dt.on && k.scalar && (k.ignore || (k.softmax && k.weight));
+  int flags = (k.probs ? F_PROBS : 0) | (k.weight ? F_WEIGHT : 0) | (k.scalar ? F_SCALAR : 0) | (dev_mean ? F_DEV_MEAN : 0);
   float scale = 1.0f / b;
+  if (dev_mean) {
+    double den = 0;
+    for (int i = 0; i < b; ++i) if (!(k.ignore && t[i] == ign)) den += k.softmax ? (k.weight ? (double)w[t[i]] : 1.0) : (double)c;
+    scale = (float)(1.0 / den);  // all ignored: 1/0 = inf, and the loss 0 * inf = NaN
+  }
   std::vector<unsigned> tgt_buf = k.probs ? std::vector<unsigned>(1, 0) : tgt;
   if (dt.on) {
     std::vector<unsigned long long> src(t.begin(), t.end());
@@ -64,15 +72,20 @@ static void loss_case(const Cfg &k, int b, int c, unsigned seed, bool with_nan =
   }
   std::vector<float> probs_buf = k.probs ? y : std::vector<float>(1, 0.f), w_buf = k.weight ? w : std::vector<float>(1, 0.f);
   std::vector<float> out(k.scalar ? 1 : b, 0.f), stats(4 * std::max(b, 1), 0.f);
-  std::vector<double> rows(k.scalar ? b : 1, 0.0);
+  // Uninitialised on the device (cuda_inputs.rs: row_sums): poison it.
+  std::vector<double> rows(dev_mean ? 2 * b : k.scalar ? b : 1, -12345.0);
+  std::vector<float> scale_buf(1, -777.f);
   double wsum = 0; if (k.weight) for (float v : w) wsum += v; else wsum = (double)c;
   if (k.softmax) launch(poly_softmax_fwd, (unsigned)b, std::clamp(ceil32(c), 32u, (unsigned)POLY_BLOCK), (const float *)z.data(), (const unsigned *)tgt_buf.data(), (const float *)probs_buf.data(), (const float *)w_buf.data(), (const float *)prm.data(), stats.data(), out.data(), rows.data(), b, c, flags, wsum);
   else launch(poly_sigmoid_fwd, (unsigned)b, std::clamp(ceil32(c), 32u, 256u), (const float *)z.data(), (const unsigned *)tgt_buf.data(), (const float *)probs_buf.data(), (const float *)w_buf.data(), (const float *)prm.data(), out.data(), rows.data(), b, c, flags);
-  if (k.scalar) launch(poly_reduce_rows, 1u, (unsigned)POLY_BLOCK, (const double *)rows.data(), out.data(), b, scale);
+  if (k.scalar) launch(poly_reduce_rows, 1u, (unsigned)POLY_BLOCK, (const double *)rows.data(), out.data(), scale_buf.data(), b, dev_mean ? 0.f : scale, flags);
+  if (k.scalar && !(scale_buf[0] == scale || (std::isnan(scale_buf[0]) && dt.bad >= 0) || (std::isinf(scale) && std::isinf(scale_buf[0])))) {
+    printf("FAIL reduction's gradient factor %g, expected %g\n", scale_buf[0], scale); g_fail++;
+  }
   auto go = uniform(r, k.scalar ? 1 : b, 0.5, 2);
   auto g0 = uniform(r, (size_t)b * c); auto g = g0;
-  if (k.softmax) launch(poly_softmax_bwd, (unsigned)b, std::clamp(ceil32(c), 32u, (unsigned)POLY_BLOCK), (const float *)z.data(), (const unsigned *)tgt_buf.data(), (const float *)probs_buf.data(), (const float *)w_buf.data(), (const float *)prm.data(), (const float *)stats.data(), (const float *)go.data(), g.data(), b, c, flags, scale);
-  else { size_t n = (size_t)b * c; launch(poly_sigmoid_bwd, (unsigned)std::min<size_t>((n + 255) / 256, 65535), 256u, (const float *)z.data(), (const unsigned *)tgt_buf.data(), (const float *)probs_buf.data(), (const float *)w_buf.data(), (const float *)prm.data(), (const float *)go.data(), g.data(), b, c, flags, scale); }
+  if (k.softmax) launch(poly_softmax_bwd, (unsigned)b, std::clamp(ceil32(c), 32u, (unsigned)POLY_BLOCK), (const float *)z.data(), (const unsigned *)tgt_buf.data(), (const float *)probs_buf.data(), (const float *)w_buf.data(), (const float *)prm.data(), (const float *)stats.data(), (const float *)go.data(), g.data(), b, c, flags, (const float *)scale_buf.data());
+  else { size_t n = (size_t)b * c; launch(poly_sigmoid_bwd, (unsigned)std::min<size_t>((n + 255) / 256, 65535), 256u, (const float *)z.data(), (const unsigned *)tgt_buf.data(), (const float *)probs_buf.data(), (const float *)w_buf.data(), (const float *)prm.data(), (const float *)go.data(), g.data(), b, c, flags, (const float *)scale_buf.data()); }
   // reference
   std::vector<double> ref_rows(b, 0.0), gref(g0.begin(), g0.end());
   for (int i = 0; i < b; ++i) {
@@ -93,6 +106,12 @@ static void loss_case(const Cfg &k, int b, int c, unsigned seed, bool with_nan =
   if (k.scalar) { double s = 0; for (double v : ref_rows) s += v; oref = {s * scale}; } else oref = ref_rows;
   char wname[200]; snprintf(wname, sizeof wname, "%s%s a%s sm%.1f w%d ign%d probs%d scalar%d b%d c%d%s", k.softmax ? "softmax" : "sigmoid", k.focal ? "Focal" : "", k.has_alpha ? "0.25" : "-", k.smoothing, k.weight, k.ignore, k.probs, k.scalar, b, c, with_nan ? " NaN" : neg_inf ? " -inf" : "");
   std::string base(wname);
+  if (dev_mean && std::isinf(scale)) {
+    // Every row ignored: the mean over no rows is NaN (PyTorch's 0/0); no gradient is written.
+    bool ok = std::isnan(out[0]) && g == g0;
+    printf("%s %s all rows ignored: NaN mean, gradient untouched (loss %g)\n", ok ? "ok  " : "FAIL", wname, out[0]); if (!ok) g_fail++;
+    return;
+  }
   if (with_nan) {
     bool ok = std::isnan(out[0]) && (k.scalar || std::isfinite(out[b - 1]));
     for (int j = 0; j < c; ++j) ok = ok && std::isnan(g[j]);
@@ -112,7 +131,7 @@ static void loss_case(const Cfg &k, int b, int c, unsigned seed, bool with_nan =
     for (int j = 0; j < c; ++j) { g[(size_t)dt.bad * c + j] = 0.f; gref[(size_t)dt.bad * c + j] = 0.0; }
     base += " rows besides the bad one";
   }
-  if (dt.on) base += " device targets";
+  if (dt.on) base += dev_mean ? " device targets, mean summed on the device" : " device targets";
   check((base + " loss").c_str(), out, oref, 2e-5); check((base + " grad").c_str(), g, gref, 2e-4);
 }
 int main() {
@@ -143,9 +162,16 @@ int main() {
   // Class targets read from dfdx's usize buffer on the device: every kind,
   // with and without the ignore index, per row and reduced, in range and with
   // one out-of-range row; more rows than a block (several blocks).
-  for (int sm = 0; sm < 2; ++sm) for (int kind = 0; kind < 3; ++kind) for (int ig = 0; ig < 2; ++ig) for (int scalar = 0; scalar < 2; ++scalar) for (int bad = 0; bad < 2; ++bad) {
-    Cfg kd{sm == 1, kind > 0, kind > 0 ? 2.0f : 0.0f, 0.25f, kind == 1, 0.0f, false, ig == 1, false, scalar == 1, eps};
-    loss_case(kd, 6, 9, 500 + sm * 40 + kind * 8 + ig * 4 + scalar * 2 + bad, false, false, {true, bad ? 2 : -1});
+  // With an ignore index or class weights a mean's denominator is summed on the device.
+  for (int sm = 0; sm < 2; ++sm) for (int kind = 0; kind < 3; ++kind) for (int ig = 0; ig < 2; ++ig) for (int wgt = 0; wgt < 2; ++wgt) for (int scalar = 0; scalar < 2; ++scalar) for (int bad = 0; bad < 2; ++bad) {
+    Cfg kd{sm == 1, kind > 0, kind > 0 ? 2.0f : 0.0f, 0.25f, kind == 1, 0.0f, wgt == 1, ig == 1, false, scalar == 1, eps};
+    loss_case(kd, 6, 9, 500 + sm * 80 + kind * 16 + ig * 8 + wgt * 4 + scalar * 2 + bad, false, false, {true, bad ? 2 : -1});
+  }
+  // The device mean over more rows than a block, smoothing and weights; and every row ignored.
+  for (int sm = 0; sm < 2; ++sm) {
+    Cfg km{sm == 1, false, 0, 0, false, 0.1f, true, true, false, true, eps};
+    loss_case(km, 2 * POLY_BLOCK + 37, 5, 700 + sm, false, false, {true, -1});
+    loss_case(km, 4, 3, 703 + sm, false, false, {true, -1, true});
   }
   for (int sm = 0; sm < 2; ++sm) {
     Cfg kd{sm == 1, false, 0, 0, false, 0.1f, true, true, false, false, eps};

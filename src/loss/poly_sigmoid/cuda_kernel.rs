@@ -7,7 +7,9 @@ use super::{SigmoidJob, SigmoidKernel};
 use crate::device::cuda::{
     device_view, function, load_module, tensor_from_device, CudaVec, DeviceView, PtxTable, BLOCK,
 };
-use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, JobInputs};
+use crate::loss::cuda_inputs::{
+    probs_or_placeholder, reduce_rows, row_sums, DeviceInputs, JobInputs,
+};
 
 const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/poly_sigmoid.ptx.rs"));
 const MODULE: &str = "poly_loss_sigmoid";
@@ -37,7 +39,7 @@ impl SigmoidKernel for Cuda {
         let dev = z.device();
         load_module(&dev, MODULE, PTX, FUNCS)?;
         let (b, c, p) = (job.b, job.c, &job.params);
-        let inputs = JobInputs {
+        let mut inputs = JobInputs {
             targets: &job.targets,
             ignore: p.ignore,
             weight: p.weight.as_deref(),
@@ -47,11 +49,12 @@ impl SigmoidKernel for Cuda {
             focal: p.focal,
             eps: &p.eps,
             scalar: job.scale.is_some(),
+            device_mean: job.device_mean,
         }
         .upload(&dev, MODULE, c)?;
         let mut out_buf: CudaVec = self.try_alloc_len(out.num_elements())?;
-        // Per-row losses of a scalar loss, summed by poly_reduce_rows.
-        let mut rows = dev.alloc_zeros::<f64>(if job.scale.is_some() { b.max(1) } else { 1 })?;
+        // Per-row losses (and denominators) of a scalar loss, summed by poly_reduce_rows.
+        let mut rows = row_sums(&dev, b, c, inputs.flags)?;
         let mut placeholder = None;
         let probs = probs_or_placeholder(&dev, &job.targets, &mut placeholder)?;
         if b > 0 && c > 0 {
@@ -74,11 +77,12 @@ impl SigmoidKernel for Cuda {
                 inputs.flags,
             );
             // SAFETY: z and probs hold b·c floats, tgt b indices, weight c,
-            // out b (or 1 with F_SCALAR), rows b with F_SCALAR, prm the PRM_* block.
+            // out b (or 1 with F_SCALAR), rows b with F_SCALAR (2·b with
+            // F_DEV_MEAN), prm the PRM_* block.
             unsafe { f.launch(cfg, args) }?;
         }
         if let Some(scale) = job.scale {
-            reduce_rows(&dev, MODULE, &rows, &mut out_buf, b, scale)?;
+            reduce_rows(&dev, MODULE, &rows, &mut inputs, &mut out_buf, b, scale)?;
         }
         let out = tensor_from_device(self, out, out_buf)?;
         Ok((out, CudaSigmoidSaved { z, inputs }))
@@ -116,9 +120,10 @@ impl SigmoidKernel for Cuda {
             b as i32,
             c as i32,
             saved.inputs.flags,
-            job.scale.unwrap_or(1.0),
+            &saved.inputs.scale,
         );
-        // SAFETY: as in the forward; grad_logits holds b·c floats (grid-stride loop).
+        // SAFETY: as in the forward; grad_logits holds b·c floats (grid-stride
+        // loop); with F_SCALAR the forward's reduction has written scale.
         unsafe { f.launch(cfg, args) }?;
         Ok(())
     }

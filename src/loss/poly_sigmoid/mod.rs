@@ -53,6 +53,11 @@ pub struct SigmoidJob<D: TargetStorage> {
     pub params: SigmoidParams,
     /// `Some(s)`: the output is `s·Σ_i loss_i`; `None`: per-row sums `(B,)`.
     pub scale: Option<f32>,
+    /// The scalar is a mean whose denominator (the counted rows' target
+    /// weights, or logits) the device sums from [`Targets::ClassBuffer`]
+    /// targets the host never reads; `scale` is then unused. Never set with
+    /// host targets, so never on `Cpu`.
+    pub device_mean: bool,
 }
 
 /// The device kernels of the op. Implemented for `Cpu` and `Cuda`.

@@ -1,13 +1,10 @@
 // Sigmoid PolyLoss (plain and focal), per logit. Forward: one block per row,
 // block-sum of the element losses in double (as the CPU), written per row or,
-// for a scalar loss, to `rows` for poly_reduce_rows (no atomics). Backward: one thread per logit,
+// for a scalar loss, to rows[0..b) (with F_DEV_MEAN the rows' denominators
+// to rows[b..2b)) for poly_reduce_rows (no atomics), whose factor the backward reads. Backward: one thread per logit,
 // recomputing everything from z and y (same formulas as poly_sigmoid::sigmoid_elem).
 #include "launch.cuh"
 #include "../poly_common.cuh"
-
-#define F_PROBS 1
-#define F_WEIGHT 2
-#define F_SCALAR 4
 
 __device__ __forceinline__ void sigmoid_elem(const float *prm, double z, double y, double w,
                                              double *loss, double *grad) {
@@ -61,13 +58,19 @@ extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_sigmoid_fwd(
     if (threadIdx.x == 0) {
         if (flags & F_SCALAR) rows[i] = acc;
         else out[i] = (float)acc;
+        // The row's share of the mean's denominator: C logits, none if ignored
+        // (class targets only: F_DEV_MEAN is never set with probabilities).
+        if (flags & F_DEV_MEAN) {
+            const unsigned int t = tgt[i];
+            rows[b + i] = t == IGNORED_ROW ? 0.0 : t == BAD_ROW ? CUDART_NAN : (double)c;
+        }
     }
 }
 
 extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_sigmoid_bwd(
     const float *z, const unsigned int *tgt, const float *probs, const float *weight,
     const float *prm, const float *grad_out, float *grad, const int b, const int c,
-    const int flags, const float scale) {
+    const int flags, const float *scale) {
     const size_t n = (size_t)b * c;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
          idx += (size_t)gridDim.x * blockDim.x) {
@@ -76,7 +79,7 @@ extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_sigmoid_bwd(
         if (!target_of(tgt, probs, flags, i, k, c, &y)) continue;
         const double w = (flags & F_WEIGHT) ? (double)weight[k] : 1.0;
         sigmoid_elem(prm, (double)z[idx], y, w, &l, &g);
-        const float go = (flags & F_SCALAR) ? grad_out[0] * scale : grad_out[i];
+        const float go = (flags & F_SCALAR) ? grad_out[0] * scale[0] : grad_out[i];
         grad[idx] += go * (float)g;
     }
 }

@@ -7,7 +7,9 @@ use super::{SoftmaxJob, SoftmaxKernel};
 use crate::device::cuda::{
     device_view, function, load_module, tensor_from_device, CudaVec, DeviceView, PtxTable, BLOCK,
 };
-use crate::loss::cuda_inputs::{probs_or_placeholder, reduce_rows, DeviceInputs, JobInputs};
+use crate::loss::cuda_inputs::{
+    probs_or_placeholder, reduce_rows, row_sums, DeviceInputs, JobInputs,
+};
 
 const PTX: PtxTable = include!(concat!(env!("OUT_DIR"), "/poly_softmax.ptx.rs"));
 const MODULE: &str = "poly_loss_softmax";
@@ -43,7 +45,7 @@ impl SoftmaxKernel for Cuda {
         let dev = z.device();
         load_module(&dev, MODULE, PTX, FUNCS)?;
         let (b, c, p) = (job.b, job.c, &job.params);
-        let inputs = JobInputs {
+        let mut inputs = JobInputs {
             targets: &job.targets,
             ignore: p.ignore,
             weight: p.weight.as_deref(),
@@ -53,6 +55,7 @@ impl SoftmaxKernel for Cuda {
             focal: p.focal,
             eps: &p.eps,
             scalar: job.scale.is_some(),
+            device_mean: job.device_mean,
         }
         .upload(&dev, MODULE, c)?;
         // In f64, as the CPU kernel.
@@ -60,10 +63,12 @@ impl SoftmaxKernel for Cuda {
             .weight
             .as_ref()
             .map_or(c as f64, |w| w.iter().map(|&v| f64::from(v)).sum());
-        let mut stats = dev.alloc_zeros::<f32>(4 * b.max(1))?;
+        // SAFETY: the forward writes all 4·b stats when it runs (b > 0 and
+        // c > 0); the backward returns before reading them when it does not.
+        let mut stats = unsafe { dev.alloc::<f32>(4 * b.max(1)) }?;
         let mut out_buf: CudaVec = self.try_alloc_len(out.num_elements())?;
-        // Per-row losses of a scalar loss, summed by poly_reduce_rows.
-        let mut rows = dev.alloc_zeros::<f64>(if job.scale.is_some() { b.max(1) } else { 1 })?;
+        // Per-row losses (and denominators) of a scalar loss, summed by poly_reduce_rows.
+        let mut rows = row_sums(&dev, b, c, inputs.flags)?;
         let mut placeholder = None;
         let probs = probs_or_placeholder(&dev, &job.targets, &mut placeholder)?;
         if b > 0 && c > 0 {
@@ -89,12 +94,12 @@ impl SoftmaxKernel for Cuda {
             );
             // SAFETY: buffer lengths match the kernel's indexing: z and probs
             // hold b·c floats, tgt b indices (< c, IGNORED_ROW or BAD_ROW), weight c,
-            // stats 4·b, out b (or 1 with F_SCALAR), rows b with F_SCALAR,
-            // prm the PRM_* block.
+            // stats 4·b, out b (or 1 with F_SCALAR), rows b with F_SCALAR
+            // (2·b with F_DEV_MEAN), prm the PRM_* block.
             unsafe { f.launch(cfg, args) }?;
         }
         if let Some(scale) = job.scale {
-            reduce_rows(&dev, MODULE, &rows, &mut out_buf, b, scale)?;
+            reduce_rows(&dev, MODULE, &rows, &mut inputs, &mut out_buf, b, scale)?;
         }
         let out = tensor_from_device(self, out, out_buf)?;
         Ok((out, CudaSoftmaxSaved { z, stats, inputs }))
@@ -132,9 +137,10 @@ impl SoftmaxKernel for Cuda {
             b as i32,
             c as i32,
             saved.inputs.flags,
-            job.scale.unwrap_or(1.0),
+            &saved.inputs.scale,
         );
-        // SAFETY: as in the forward; grad_logits holds b·c floats, grad_out b (or 1).
+        // SAFETY: as in the forward; grad_logits holds b·c floats, grad_out b
+        // (or 1, and then the forward's reduction has written scale).
         unsafe { f.launch(cfg, args) }?;
         Ok(())
     }

@@ -2,14 +2,12 @@
 // Forward: block max, then Σ e^(z-m) (+ the sums smoothing/weights/probabilities
 // need), then thread 0 computes the row's loss and backward coefficients in
 // double (same formulas as cpu_kernel.rs). A scalar (mean/sum) loss writes the
-// row losses to `rows` for poly_reduce_rows (no atomics). Backward: one pass per row that
-// recomputes e^(z-m) and adds the gradient (accumulating).
+// row losses to rows[0..b) (and with F_DEV_MEAN the rows' denominators to
+// rows[b..2b)) for poly_reduce_rows (no atomics), whose factor the backward
+// reads. Backward: one pass per row that recomputes e^(z-m) and adds the
+// gradient (accumulating).
 #include "launch.cuh"
 #include "../poly_common.cuh"
-
-#define F_PROBS 1
-#define F_WEIGHT 2
-#define F_SCALAR 4
 
 extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_softmax_fwd(
     const float *z, const unsigned int *tgt, const float *probs, const float *weight,
@@ -26,6 +24,7 @@ extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_softmax_fwd(
             stats[4 * i] = 0.0f; stats[4 * i + 1] = 0.0f; stats[4 * i + 2] = 0.0f; stats[4 * i + 3] = 0.0f;
             if (flags & F_SCALAR) rows[i] = 0.0;
             else out[i] = 0.0f;
+            if (flags & F_DEV_MEAN) rows[b + i] = 0.0;
         }
         return;
     }
@@ -35,6 +34,7 @@ extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_softmax_fwd(
             stats[4 * i + 2] = CUDART_NAN_F; stats[4 * i + 3] = CUDART_NAN_F;
             if (flags & F_SCALAR) rows[i] = CUDART_NAN;
             else out[i] = CUDART_NAN_F;
+            if (flags & F_DEV_MEAN) rows[b + i] = CUDART_NAN;
         }
         return;  // the backward sees NaN stats and writes a NaN gradient row
     }
@@ -112,18 +112,21 @@ extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_softmax_fwd(
     stats[4 * i + 3] = (float)st3;
     if (flags & F_SCALAR) rows[i] = loss;
     else out[i] = (float)loss;
+    // The row's share of the mean's denominator: its target's weight (class
+    // targets only: F_DEV_MEAN is never set with probabilities).
+    if (flags & F_DEV_MEAN) rows[b + i] = has_w ? (double)weight[t] : 1.0;
 }
 
 extern "C" __global__ void __launch_bounds__(POLY_BLOCK) poly_softmax_bwd(
     const float *z, const unsigned int *tgt, const float *probs, const float *weight,
     const float *prm, const float *stats, const float *grad_out, float *grad, const int b,
-    const int c, const int flags, const float scale) {
+    const int c, const int flags, const float *scale) {
     const int i = blockIdx.x;
     if (i >= b) return;
     const bool is_probs = flags & F_PROBS, has_w = flags & F_WEIGHT;
     const unsigned int t = is_probs ? 0u : tgt[i];
     if (!is_probs && t == IGNORED_ROW) return;
-    const float go = (flags & F_SCALAR) ? grad_out[0] * scale : grad_out[i];
+    const float go = (flags & F_SCALAR) ? grad_out[0] * scale[0] : grad_out[i];
     const float m = stats[4 * i], c1 = stats[4 * i + 1], c2 = stats[4 * i + 2], c3 = stats[4 * i + 3];
     const float *zr = z + (size_t)i * c;
     float *gr = grad + (size_t)i * c;
