@@ -7,7 +7,7 @@
 # that PTX (what the driver's JIT does on the GPU), so register-limit and
 # `__launch_bounds__` problems fail here too.
 #
-# nvcc comes from PyPI (`nvidia-cuda-nvcc` + `nvidia-cuda-cccl`, CUDA 13;
+# nvcc comes from PyPI (scripts/nvcc-from-pypi.sh: `nvidia-cuda-nvcc` + `nvidia-cuda-cccl`, CUDA 13;
 # no root, no toolkit) and is cached outside the repository in
 # `${XDG_CACHE_HOME:-$HOME/.cache}/poly-loss/nvcc-<version>`; later runs
 # reuse it. `NVCC=/path/to/nvcc` uses an installed toolkit instead.
@@ -18,45 +18,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pip_version="13.5.37"       # nvidia-cuda-nvcc; nvidia-cuda-cccl follows it
-cccl_version="13.3.5.0.6"
 archs=${CUDA_ARCHS:-"75 80 86 89 90"}
 report=0
 [ "${1:-}" = "--resource-usage" ] && report=1
 
 die() { printf 'check-kernels: %s\n' "$*" >&2; exit 1; }
 
-install_nvcc() {
-  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/poly-loss"
-  local dir="$cache/nvcc-$pip_version"
-  local nvcc_bin="$dir/nvidia/cu13/bin/nvcc"
-  if [ -x "$nvcc_bin" ] && [ -f "$dir/.complete" ]; then
-    echo "$nvcc_bin"
-    return
-  fi
-  command -v python3 >/dev/null || die "python3 not found: it is needed to install nvcc from PyPI (or set NVCC)"
-  python3 -m pip --version >/dev/null 2>&1 || die "python3 has no pip: install python3-pip (or set NVCC)"
-  mkdir -p "$cache"
-  local tmp
-  tmp=$(mktemp -d "$cache/.nvcc-install.XXXXXX")
-  echo "installing nvcc $pip_version from PyPI into $dir" >&2
-  if ! python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
-      --target "$tmp" "nvidia-cuda-nvcc==$pip_version" "nvidia-cuda-cccl==$cccl_version" >&2; then
-    rm -rf "$tmp"
-    die "pip could not install nvidia-cuda-nvcc==$pip_version / nvidia-cuda-cccl==$cccl_version (network or index problem; see pip's message above)"
-  fi
-  [ -x "$tmp/nvidia/cu13/bin/nvcc" ] || { rm -rf "$tmp"; die "the nvidia-cuda-nvcc wheel has no nvidia/cu13/bin/nvcc"; }
-  touch "$tmp/.complete"
-  rm -rf "$dir"
-  mv "$tmp" "$dir"  # atomic: a half-finished install is never used
-  echo "$nvcc_bin"
-}
-
-if [ -n "${NVCC:-}" ]; then
-  nvcc=$NVCC
-else
-  nvcc=$(install_nvcc)
-fi
+nvcc=$(scripts/nvcc-from-pypi.sh) || die "no nvcc (see above)"
 "$nvcc" --version >/dev/null 2>&1 || die "$nvcc does not run"
 nvcc_dir=$(dirname "$nvcc")
 ptxas="$nvcc_dir/ptxas"
