@@ -15,7 +15,7 @@ use crate::nn::ops::cpu_util::{multiversion, relu_mask, uninit_vec, SendPtr};
 /// f32 lanes are flushed to the f64 totals after this many values.
 const FLUSH: usize = 1024;
 
-multiversion! {
+multiversion! { avx2:
     /// One channel's `(Σ (x − k), Σ (x − k)²)` in f64 over its `batch`
     /// planes of `plane` values at `x[c0 + b·stride..]`, with eight f32 lanes
     /// flushed every ~1024 values. Shifting by a sample `k` of the data keeps
@@ -57,7 +57,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+multiversion! { avx2:
     /// One plane of the forward pass: `y = act(scale·x + shift [+ r])`.
     fn affine_plane(
         x: &[f32],
@@ -112,8 +112,9 @@ impl ChannelSpan {
 }
 
 /// One channel's `(Σ dz, Σ dz·(x − m))` over its planes, `dz = dy·[y > 0]`
-/// (or `dy` without `y`): AVX2 intrinsics when available (the compiler
-/// turns the masked sums into branches otherwise), else a portable loop.
+/// (or `dy` without `y`): AVX2 intrinsics at [`crate::cpu_dispatch`] level
+/// Avx2 and above (the compiler turns the masked sums into branches
+/// otherwise), else a portable loop.
 fn channel_grad_sums(
     x: &[f32],
     gy: &[f32],
@@ -124,9 +125,9 @@ fn channel_grad_sums(
     let end = span.end();
     assert!(x.len() >= end && gy.len() >= end && y.is_none_or(|y| y.len() >= end));
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 + FMA; every plane lies inside the
-        // slices (asserted above).
+    if crate::cpu_dispatch::level() >= crate::cpu_dispatch::Level::Avx2 {
+        // SAFETY: the level is Avx2 or above only on CPUs with AVX2 + FMA;
+        // every plane lies inside the slices (asserted above).
         return unsafe { channel_grad_sums_avx2(x, gy, y, span, m) };
     }
     channel_grad_sums_portable(x, gy, y, span, m)
@@ -242,7 +243,7 @@ unsafe fn channel_grad_sums_avx2(
     (sd, sdx)
 }
 
-multiversion! {
+multiversion! { avx2:
     /// One plane of the input gradient: `gx += k·dz + cx·x + c0`, `gr += dz`,
     /// with `coef = [k, cx, c0]`.
     fn plane_grad(
