@@ -9,7 +9,7 @@ use std::path::Path;
 
 use dfdx::prelude::*;
 use poly_loss::nn::pretrained::{load_pretrained, tensor_names, LoadOptions};
-use poly_loss::nn::resnet::{builders, ImageClassifier, SmallResNet};
+use poly_loss::nn::resnet::{builders, SmallResNet};
 use polytune::cli::load_config;
 use polytune::train::metrics::Accumulator;
 use polytune::train::{
