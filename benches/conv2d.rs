@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dfdx::prelude::*;
 use poly_loss::nn::builders::BatchNorm2d as OurBn;
-use poly_loss::nn::ops::{add_relu, conv2d, VisionDevice};
+use poly_loss::nn::ops::{add_relu, conv2d, Tail, VisionDevice};
 
 const B: usize = 8;
 const C: usize = 256;
@@ -110,7 +110,7 @@ fn ops<D: VisionDevice + DeviceBuildExt + Synchronize>(c: &mut Criterion, dev: D
     let mut ours = dev.build_module::<OurBn<C>, f32>();
     g.bench_function(BenchmarkId::new("fwd_bwd", "ours_fused"), |bch| {
         fwd_bwd(bch, &dev, &seed, |seed| {
-            let y = ours.forward_relu_mut(x.leaky_trace());
+            let y = ours.forward_tail_mut(x.leaky_trace(), Tail::Relu);
             backward_with(y, seed)
         })
     });

@@ -127,7 +127,7 @@ fn child(case: &str) {
                     cpu_start = cpu_ms();
                 }
                 let t = Instant::now();
-                let logits = model.try_forward_logits_eval(x.clone()).expect("forward");
+                let logits = model.try_forward(x.clone()).expect("forward");
                 std::hint::black_box(logits);
                 if i >= warmup {
                     times.push(t.elapsed().as_secs_f64() * 1e3);

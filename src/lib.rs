@@ -5,6 +5,7 @@
 //! the stable-Rust vision layers dfdx 0.13 lacks and a torchvision-layout
 //! ResNet-50.
 
+pub(crate) mod cpu_dispatch;
 pub(crate) mod device;
 
 pub mod config;

@@ -190,20 +190,20 @@ fn batch_norm_case(batch: usize, h: usize, w: usize) {
                 bn_g.forward_mut(xg.leaky_trace()),
             ),
             2 => (
-                bn_c.forward_relu(xc.leaky_trace()),
-                bn_g.forward_relu(xg.leaky_trace()),
+                bn_c.forward_tail(xc.leaky_trace(), Tail::Relu),
+                bn_g.forward_tail(xg.leaky_trace(), Tail::Relu),
             ),
             3 => (
-                bn_c.forward_relu_mut(xc.leaky_trace()),
-                bn_g.forward_relu_mut(xg.leaky_trace()),
+                bn_c.forward_tail_mut(xc.leaky_trace(), Tail::Relu),
+                bn_g.forward_tail_mut(xg.leaky_trace(), Tail::Relu),
             ),
             4 => (
-                bn_c.forward_add_relu(xc.leaky_trace(), resc.clone()),
-                bn_g.forward_add_relu(xg.leaky_trace(), resg.clone()),
+                bn_c.forward_tail(xc.leaky_trace(), Tail::AddRelu(resc.retaped())),
+                bn_g.forward_tail(xg.leaky_trace(), Tail::AddRelu(resg.retaped())),
             ),
             _ => (
-                bn_c.forward_add_relu_mut(xc.leaky_trace(), resc.clone()),
-                bn_g.forward_add_relu_mut(xg.leaky_trace(), resg.clone()),
+                bn_c.forward_tail_mut(xc.leaky_trace(), Tail::AddRelu(resc.retaped())),
+                bn_g.forward_tail_mut(xg.leaky_trace(), Tail::AddRelu(resg.retaped())),
             ),
         };
         let what = format!("bn variant {variant} {batch}x6x{h}x{w}");

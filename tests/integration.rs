@@ -1,7 +1,7 @@
 //! Most poly-loss integration tests in one binary (one link instead of
 //! fifteen on CI's 2 cores). Each test file is a module; the shared
 //! references are declared once here. Separate binaries: the SIMD-override
-//! tests (`loss_simd_*`: each forces one CPU path for its whole process) and
+//! tests (`simd_*`: each forces one CPU path for its whole process) and
 //! the CUDA tests (`cuda_*`, run by name by `scripts/gpu-check.sh`).
 //!
 //! Run one file's tests with a filter: `cargo test -p poly-loss --test integration loss_dyn::`.

@@ -6,6 +6,7 @@ use dfdx::optim::{Sgd, SgdConfig};
 use dfdx::prelude::*;
 use poly_loss::nn::builders::{BatchNorm2d, Conv2d, GlobalAvgPool2d, MaxPool2d};
 use poly_loss::nn::modules;
+use poly_loss::nn::ops::Tail;
 
 type Net = (
     (Conv2d<3, 8, 3, 1, 1>, BatchNorm2d<8>),
@@ -175,22 +176,26 @@ fn modules_compose_with_dfdx_and_fused_methods_agree() {
     let r: Tensor<Rank4<2, 4, 3, 3>, f32, _> = dev.sample_normal();
     // Fused BN+ReLU equals BN then dfdx's ReLU (eval and train).
     assert_eq!(
-        bn.forward_relu(x.clone()).as_vec(),
+        bn.forward_tail(x.clone(), Tail::Relu).as_vec(),
         bn.forward(x.clone()).relu().as_vec()
     );
     let mut bn2 = bn.clone();
     assert_eq!(
-        bn.forward_relu_mut(x.clone()).as_vec(),
+        bn.forward_tail_mut(x.clone(), Tail::Relu).as_vec(),
         bn2.forward_mut(x.clone()).relu().as_vec()
     );
     assert_eq!(bn.running_mean.array(), bn2.running_mean.array());
     // Fused BN + add + ReLU against the unfused composition.
-    let fused = bn.forward_add_relu(x.clone(), r.clone()).as_vec();
+    let fused = bn
+        .forward_tail(x.clone(), Tail::AddRelu(r.clone()))
+        .as_vec();
     let plain = (bn.forward(x.clone()) + r.clone()).relu().as_vec();
     for (a, b) in fused.iter().zip(&plain) {
         assert!((a - b).abs() < 1e-6);
     }
-    let fused = bn.forward_add_relu_mut(x.clone(), r.clone()).as_vec();
+    let fused = bn
+        .forward_tail_mut(x.clone(), Tail::AddRelu(r.clone()))
+        .as_vec();
     let plain = (bn2.forward_mut(x) + r).relu().as_vec();
     for (a, b) in fused.iter().zip(&plain) {
         assert!((a - b).abs() < 1e-5);

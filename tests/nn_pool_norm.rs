@@ -144,25 +144,18 @@ fn check_bn(case: &BnCase, train: bool, relu: bool, residual: bool) {
     let mut rvar: Tensor<Rank1<C>, f32, _> =
         dev.tensor_from_vec(case.rvar.clone(), Default::default());
     let xt = x.leaky_trace();
-    let y = match (train, residual) {
-        (false, false) => batch_norm2d_eval(xt, &gamma, &beta, &rmean, &rvar, EPS, relu),
-        (true, false) => {
-            batch_norm2d_train(xt, &gamma, &beta, &mut rmean, &mut rvar, EPS, 0.1, relu)
-        }
-        (false, true) => {
-            batch_norm2d_add_relu_eval(xt, res.clone(), &gamma, &beta, &rmean, &rvar, EPS)
-        }
-        (true, true) => batch_norm2d_add_relu_train(
-            xt,
-            res.clone(),
-            &gamma,
-            &beta,
-            &mut rmean,
-            &mut rvar,
-            EPS,
-            0.1,
-        ),
+    // The fused residual tail always applies ReLU.
+    let tail = match (relu, residual) {
+        (_, true) => Tail::AddRelu(res.retaped()),
+        (true, false) => Tail::Relu,
+        (false, false) => Tail::None,
     };
+    let params = if train {
+        BatchNormParams::train(&gamma, &beta, &mut rmean, &mut rvar, EPS, 0.1)
+    } else {
+        BatchNormParams::eval(&gamma, &beta, &rmean, &rvar, EPS)
+    };
+    let y = batch_norm2d(xt, params, tail);
     let (x64, g64, b64) = (to64(&case.x), to64(&case.gamma), to64(&case.beta));
     let (rm64, rv64, res64, r64) = (
         to64(&case.rmean),
@@ -256,7 +249,8 @@ fn batch_norm_running_stats_hand_computed() {
     let (g, b): (Tensor<Rank1<1>, f32, _>, _) = (dev.ones(), dev.zeros());
     let mut m: Tensor<Rank1<1>, f32, _> = dev.tensor([1.0]);
     let mut v: Tensor<Rank1<1>, f32, _> = dev.tensor([2.0]);
-    let y = batch_norm2d_train(x.clone(), &g, &b, &mut m, &mut v, 0.0, 0.1, false);
+    let params = BatchNormParams::train(&g, &b, &mut m, &mut v, 0.0, 0.1);
+    let y = batch_norm2d(x.clone(), params, Tail::None);
     // 0.9·1 + 0.1·3 = 1.2 ; 0.9·2 + 0.1·14/3 = 2.2666…
     assert!((m.array()[0] - 1.2).abs() < 1e-6, "{:?}", m.array());
     assert!(
@@ -270,7 +264,11 @@ fn batch_norm_running_stats_hand_computed() {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
     // A second step moves them again (momentum applied to the new values).
-    let _ = batch_norm2d_train(x, &g, &b, &mut m, &mut v, 0.0, 0.5, false);
+    let _ = batch_norm2d(
+        x,
+        BatchNormParams::train(&g, &b, &mut m, &mut v, 0.0, 0.5),
+        Tail::None,
+    );
     assert!((m.array()[0] - (0.6 + 1.5)).abs() < 1e-6);
 }
 
@@ -281,7 +279,8 @@ fn batch_norm_train_refuses_single_values() {
     let x: Tensor<Rank4<1, 2, 1, 1>, f32, _> = dev.zeros();
     let (g, b): (Tensor<Rank1<2>, f32, _>, _) = (dev.ones(), dev.zeros());
     let (mut m, mut v): (Tensor<Rank1<2>, f32, _>, _) = (dev.zeros(), dev.ones());
-    let _ = batch_norm2d_train(x, &g, &b, &mut m, &mut v, 1e-5, 0.1, false);
+    let params = BatchNormParams::train(&g, &b, &mut m, &mut v, 1e-5, 0.1);
+    let _ = batch_norm2d(x, params, Tail::None);
 }
 
 #[test]

@@ -31,7 +31,9 @@ fn batch_norm_modes_and_running_statistics() {
     let a = m.forward_logits(x.clone(), BnMode::Eval).as_vec();
     assert_eq!(stats(&m), before);
     assert_eq!(m.forward(x.clone()).as_vec(), a);
-    assert_eq!(m.try_forward_logits_eval(x.clone()).unwrap().as_vec(), a);
+    // The `&self` body forward is what `BnMode::Eval` runs.
+    let body = m.try_forward_body_eval(x.clone()).unwrap().as_vec();
+    assert_eq!(m.forward_body(x.clone(), BnMode::Eval).as_vec(), body);
 
     // Eval under a tape (frozen statistics, fine-tuning): gradients reach
     // the convolutions and the batch-norm affine parameters; stats stay.
@@ -64,9 +66,12 @@ fn head_on_cached_features_equals_the_full_forward() {
     let mut m = dev.build_module::<builders::SmallResNet<3>, f32>();
     let x = images(&dev, 5, 8);
     // Frozen body: features without a tape, cached as plain tensors.
-    let cached = m.try_forward_features_eval(x.clone()).unwrap();
+    let cached = m.try_forward_features(x.clone(), BnMode::Eval).unwrap();
     assert_eq!(cached.shape().concrete(), [5, 16]);
-    let full = m.try_forward_logits_eval(x.clone()).unwrap().as_vec();
+    let full = m
+        .try_forward_logits(x.clone(), BnMode::Eval)
+        .unwrap()
+        .as_vec();
     assert_eq!(m.forward_head(cached.clone()).as_vec(), full);
 
     // The head trains alone on the cached features: only its tensors get
@@ -295,7 +300,7 @@ fn small_resnet_learns_a_toy_task() {
         opt.update(&mut m, &grads).unwrap();
         m.zero_grads(&mut grads);
     }
-    let logits = m.try_forward_logits_eval(vx).unwrap().as_vec();
+    let logits = m.try_forward_logits(vx, BnMode::Eval).unwrap().as_vec();
     let correct = vlabels
         .iter()
         .enumerate()

@@ -273,7 +273,7 @@ fn resnet50_forward_matches_f64_torchvision_definition() {
     let (b, h, w) = (2, 48, 48);
     let xv = uniform(&mut rng(7), b * 3 * h * w);
     let x: Images<Cpu> = dev.tensor_from_vec(xv.clone(), (b, Const::<3>, h, w));
-    let logits = model.try_forward_logits_eval(x.clone()).unwrap();
+    let logits = model.try_forward_logits(x.clone(), BnMode::Eval).unwrap();
     assert_eq!(logits.shape().concrete(), [2, 7]);
     let (want_logits, _) = resnet50_f64(&sd, &to64(&xv), (b, h, w), true);
     assert_close("eval logits", &logits.as_vec(), &want_logits, 1e-4);
@@ -300,7 +300,10 @@ fn save_then_load_gives_bit_identical_outputs() {
     for _ in 0..3 {
         let _ = a.forward_logits(x.clone(), BnMode::Train);
     }
-    let want_eval = a.try_forward_logits_eval(x.clone()).unwrap().as_vec();
+    let want_eval = a
+        .try_forward_logits(x.clone(), BnMode::Eval)
+        .unwrap()
+        .as_vec();
     let path = temp_path("small.safetensors");
     a.save_safetensors(&path).unwrap();
 
@@ -312,7 +315,9 @@ fn save_then_load_gives_bit_identical_outputs() {
     assert_eq!(report.loaded.len(), tensor_names(&c).len());
     for m in [&mut b, &mut c] {
         assert_eq!(
-            m.try_forward_logits_eval(x.clone()).unwrap().as_vec(),
+            m.try_forward_logits(x.clone(), BnMode::Eval)
+                .unwrap()
+                .as_vec(),
             want_eval
         );
     }

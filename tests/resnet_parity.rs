@@ -20,14 +20,14 @@ use dfdx::nn::tensor_collection::{
 use dfdx::prelude::*;
 use poly_loss::nn::pretrained::{load_pretrained, LoadOptions};
 use poly_loss::nn::resnet::{
-    BasicBlock, BnMode, Bottleneck, Downsample, Identity, ImageClassifier, Images, ResNet,
-    SmallResNet,
+    BasicBlock, BnMode, Bottleneck, Downsample, Identity, ImageClassifier, ImageNetStem, Images,
+    ResNet, SmallResNet,
 };
 
 /// The reduced ResNet-50 of the reference script (Bottleneck, stem 8,
 /// planes 4/8/8/16, blocks 2/1/1/1, 10 classes).
 type TinyBottleneckNet = ResNet<
-    8,
+    ImageNetStem<8, f32, Cpu>,
     (
         Bottleneck<8, 4, 16, 1, Downsample<8, 16, 1, f32, Cpu>, f32, Cpu>,
         Bottleneck<16, 4, 16, 1, Identity, f32, Cpu>,
@@ -43,7 +43,7 @@ type TinyBottleneckNet = ResNet<
 
 /// The reduced ResNet-18 (BasicBlock, stem 8, planes 8/16/16/32, blocks 2/1/1/1).
 type TinyBasicNet = ResNet<
-    8,
+    ImageNetStem<8, f32, Cpu>,
     (
         BasicBlock<8, 8, 1, Identity, f32, Cpu>,
         BasicBlock<8, 8, 1, Identity, f32, Cpu>,
@@ -61,7 +61,7 @@ type TinyBasicNet = ResNet<
 /// 2/1/1/1): on its 64×64 input, layer1's 3×3 convolutions (16 → 16 on
 /// 16×16 maps, 4 images) take the CPU kernels' Winograd path.
 type WideBasicNet = ResNet<
-    16,
+    ImageNetStem<16, f32, Cpu>,
     (
         BasicBlock<16, 16, 1, Identity, f32, Cpu>,
         BasicBlock<16, 16, 1, Identity, f32, Cpu>,
@@ -225,8 +225,8 @@ where
     );
     let batch = shape[0];
 
-    // Eval mode, no tape, `&self`.
-    let logits = model.try_forward_logits_eval(x.clone()).unwrap();
+    // Eval mode, no tape.
+    let logits = model.try_forward_logits(x.clone(), BnMode::Eval).unwrap();
     let w = assert_close(
         &format!("{net} eval_logits"),
         &logits.as_vec(),

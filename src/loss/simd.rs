@@ -7,9 +7,7 @@
 //! relative error ≈ 2 ulp over the clamped range) that LLVM vectorises. Each
 //! primitive is written once as an `#[inline(always)]` body over 16 independent
 //! lanes and compiled three times: for AVX-512, AVX2+FMA and the baseline;
-//! [`level`] picks one at run time.
-
-use std::sync::atomic::{AtomicU8, Ordering};
+//! [`crate::cpu_dispatch`] picks one at run time (`POLY_LOSS_SIMD` caps it).
 
 const LANES: usize = 16;
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -42,83 +40,8 @@ pub(crate) fn exp_lane(x: f32) -> f32 {
     p * scale
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(u8)]
-pub(crate) enum Level {
-    Scalar = 1,
-    Avx2 = 2,
-    Avx512 = 3,
-}
-
-static LEVEL: AtomicU8 = AtomicU8::new(0);
-
-/// The instruction set the primitives use, detected once.
-/// `POLY_LOSS_SIMD=scalar|avx2` caps it (for testing and comparisons).
-pub(crate) fn level() -> Level {
-    match LEVEL.load(Ordering::Relaxed) {
-        1 => Level::Scalar,
-        2 => Level::Avx2,
-        3 => Level::Avx512,
-        _ => {
-            let l = detect();
-            LEVEL.store(l as u8, Ordering::Relaxed);
-            l
-        }
-    }
-}
-
-fn detect() -> Level {
-    let cap = std::env::var("POLY_LOSS_SIMD").unwrap_or_default();
-    let mut best = Level::Scalar;
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            best = Level::Avx2;
-        }
-        if best == Level::Avx2
-            && std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512dq")
-            && std::is_x86_feature_detected!("avx512bw")
-        {
-            best = Level::Avx512;
-        }
-    }
-    match cap.as_str() {
-        "scalar" => Level::Scalar,
-        "avx2" if best == Level::Avx512 => Level::Avx2,
-        _ => best,
-    }
-}
-
-/// Defines `pub(crate) fn $name(args) -> ret` that runs `$body` compiled for
-/// the best available instruction set.
-macro_rules! multiversion {
-    ($($(#[$meta:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty $body:block)*) => {$(
-        $(#[$meta])*
-        pub(crate) fn $name($($arg: $ty),*) -> $ret {
-            #[inline(always)]
-            fn body($($arg: $ty),*) -> $ret $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-                fn v512($($arg: $ty),*) -> $ret { body($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                fn v256($($arg: $ty),*) -> $ret { body($($arg),*) }
-                match level() {
-                    // SAFETY: `level` reports Avx512 only after `detect` saw
-                    // avx512f/vl/dq/bw, avx2 and fma at run time.
-                    Level::Avx512 => return unsafe { v512($($arg),*) },
-                    // SAFETY: `level` reports Avx2 only after `detect` saw avx2
-                    // and fma at run time (the cap only lowers the level).
-                    Level::Avx2 => return unsafe { v256($($arg),*) },
-                    Level::Scalar => {}
-                }
-            }
-            body($($arg),*)
-        }
-    )*};
-}
+use crate::cpu_dispatch::multiversion;
+pub(crate) use crate::cpu_dispatch::{level, Level};
 
 #[inline(always)]
 fn hsum(a: [f32; LANES]) -> f32 {
@@ -134,9 +57,9 @@ fn hsum(a: [f32; LANES]) -> f32 {
     w[0]
 }
 
-multiversion! {
+multiversion! { avx512:
     /// max of a row (NaN entries are skipped; callers detect NaN separately).
-    fn row_max(z: &[f32]) -> f32 {
+    pub(crate) fn row_max(z: &[f32]) -> f32 {
         let mut acc = [f32::NEG_INFINITY; LANES];
         let chunks = z.chunks_exact(LANES);
         let tail = chunks.remainder();
@@ -153,7 +76,7 @@ multiversion! {
     }
 
     /// (Σ e^(z-m), Σ (z-m)); the second is NaN when the row holds NaN or +∞.
-    fn sum_exp_shift(z: &[f32], m: f32) -> (f32, f32) {
+    pub(crate) fn sum_exp_shift(z: &[f32], m: f32) -> (f32, f32) {
         // Four independent accumulators per sum: the exp polynomial is a
         // long dependency chain, so several vectors must be in flight.
         let mut s = [[0.0f32; LANES]; 4];
@@ -191,7 +114,7 @@ multiversion! {
     }
 
     /// Σ w_k (z_k - m).
-    fn dot_shift(z: &[f32], w: &[f32], m: f32) -> f32 {
+    pub(crate) fn dot_shift(z: &[f32], w: &[f32], m: f32) -> f32 {
         let mut s = [0.0f32; LANES];
         let zc = z.chunks_exact(LANES);
         let wc = w.chunks_exact(LANES);
@@ -210,7 +133,7 @@ multiversion! {
 
     /// Probability targets: with e_k = e^(z_k-m), y'_k = a·y_k + b and
     /// u_k = w_k y'_k: returns (Σ e, Σ y' e, Σ u (z-m), Σ u, Σ (z-m)).
-    fn sum_exp_probs(z: &[f32], y: &[f32], w: Option<&[f32]>, m: f32, a: f32, b: f32) -> [f32; 5] {
+    pub(crate) fn sum_exp_probs(z: &[f32], y: &[f32], w: Option<&[f32]>, m: f32, a: f32, b: f32) -> [f32; 5] {
         let mut acc = [[0.0f32; LANES]; 5];
         let n = z.len() / LANES * LANES;
         for i in (0..n).step_by(LANES) {
@@ -249,7 +172,7 @@ multiversion! {
     }
 
     /// g_k += ca·e^(z_k-m) - cb·w_k (w_k = 1 without weights).
-    fn grad_index_row(g: &mut [f32], z: &[f32], w: Option<&[f32]>, m: f32, ca: f32, cb: f32) -> () {
+    pub(crate) fn grad_index_row(g: &mut [f32], z: &[f32], w: Option<&[f32]>, m: f32, ca: f32, cb: f32) {
         match w {
             Some(w) => {
                 for ((g, &v), &wv) in g.iter_mut().zip(z).zip(w) {
@@ -265,10 +188,10 @@ multiversion! {
     }
 
     /// g_k += e^(z_k-m)(ca + bc·y'_k) - a·w_k y'_k with y'_k = sa·y_k + sb.
-    fn grad_probs_row(
+    pub(crate) fn grad_probs_row(
         g: &mut [f32], z: &[f32], y: &[f32], w: Option<&[f32]>, m: f32,
         coef: [f32; 5],
-    ) -> () {
+    ) {
         let [ca, bc, a, sa, sb] = coef;
         match w {
             Some(w) => {

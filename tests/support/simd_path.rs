@@ -1,7 +1,7 @@
-//! Shared body of the `loss_simd_*` tests: each test binary pins one
-//! instruction-set path (POLY_LOSS_SIMD is read once per process), asserts
-//! that the kernels took it, and checks the fused op against a naive f64
-//! reference on a multi-threaded shape.
+//! Shared body of the `simd_*` tests: each test binary pins one
+//! instruction-set path (POLY_LOSS_SIMD is read once per process, by every
+//! CPU kernel alike), asserts that the kernels took it, and checks the fused
+//! loss against a naive f64 reference on a multi-threaded shape.
 
 use dfdx::prelude::*;
 use poly_loss::prelude::*;
@@ -36,23 +36,33 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
-/// Pins `path` for this process (`scalar`, `avx2` or `best`), asserts the
-/// kernels took exactly that path, and checks them against f64. A CPU that
-/// cannot run `path` fails the test under `CI=true` and otherwise skips it
+/// Pins `path` for this process (`scalar`, `avx2` or `best`; every test of
+/// a binary pins the same value before its first kernel call) and asserts
+/// the kernels took exactly that path. Returns false when the CPU cannot
+/// run `path`: that fails under `CI=true` and otherwise skips the caller
 /// with a message.
-pub fn check_against_f64(path: &str) {
+pub fn pin(path: &str) -> bool {
     std::env::set_var("POLY_LOSS_SIMD", path);
     let Some(want) = expected_path(path) else {
         let why = format!("POLY_LOSS_SIMD={path}: this CPU lacks the instructions (AVX2 + FMA)");
         assert!(!in_ci(), "{why}; CI=true, so the path may not go untested");
         eprintln!("SKIPPED {why}");
-        return;
+        return false;
     };
     assert_eq!(
         poly_loss::loss::cpu_simd_path(),
         want,
         "POLY_LOSS_SIMD={path} must run the {want} kernels"
     );
+    true
+}
+
+/// Pins `path` ([`pin`]) and checks the fused loss against f64 on a
+/// multi-threaded shape.
+pub fn check_against_f64(path: &str) {
+    if !pin(path) {
+        return;
+    }
     let (b, c) = (40, 1003); // > 32k logits: the parallel path; 1003 leaves tails
     let mut rng = StdRng::seed_from_u64(42);
     let z: Vec<f32> = (0..b * c).map(|_| rng.gen_range(-20.0..20.0)).collect();

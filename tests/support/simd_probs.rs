@@ -1,4 +1,4 @@
-//! Shared body of the probability-target checks in the `loss_simd_*` tests:
+//! Shared body of the probability-target checks in the `simd_*` tests:
 //! the 16-float chunk loops of `sum_exp_probs` (forward) and
 //! `grad_probs_row` (backward) at class counts around the chunk width
 //! (15, 16, 17: no chunk, one chunk, one chunk and a tail) and at 1000 (many

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use dfdx::prelude::*;
 use poly_loss::nn::pretrained::{load_pretrained, tensor_names, LoadOptions};
-use poly_loss::nn::resnet::{builders, ImageClassifier, SmallResNet};
+use poly_loss::nn::resnet::{builders, SmallResNet};
 use polytune::cli::load_config;
 use polytune::train::metrics::Accumulator;
 use polytune::train::{
@@ -164,8 +164,7 @@ fn saved_model_loads_back_and_classifies_alike() {
         let b = valid.assemble(chunk, None).unwrap();
         let [n, _, h, w] = b.shape();
         let x = dev.tensor_from_vec(b.images, (n, Const::<3>, h, w));
-        let logits =
-            <SmallResNet<10> as ImageClassifier<Cpu>>::try_forward_logits_eval(&net, x).unwrap();
+        let logits = <SmallResNet<10> as Module<_>>::try_forward(&net, x).unwrap();
         acc.add(&logits.as_vec(), 10, &b.labels);
     }
     let m = acc.finish();

@@ -3,10 +3,7 @@
 
 use dfdx::prelude::*;
 
-use crate::nn::ops::{
-    try_batch_norm2d_add_relu_eval, try_batch_norm2d_add_relu_train, try_batch_norm2d_eval,
-    try_batch_norm2d_train, BatchNorm2dKernel,
-};
+use crate::nn::ops::{try_batch_norm2d, BatchNorm2dKernel, BatchNormParams, Tail};
 
 /// Type-level builders, used with dfdx's `dev.build_module::<M, f32>()`.
 pub mod builder {
@@ -46,9 +43,8 @@ pub const BN_MOMENTUM: f64 = 0.1;
 /// statistics via `model.forward(x.traced(grads))`, and infers with
 /// `model.forward(x)`.
 ///
-/// The fused variants [`BatchNorm2d::forward_relu`],
-/// [`BatchNorm2d::forward_add_relu`] (and their `_mut` training twins) apply
-/// ReLU, or residual add + ReLU, in the same pass.
+/// [`BatchNorm2d::forward_tail`] (and its `_mut` training twin) applies a
+/// [`Tail`] — ReLU, or residual add + ReLU — in the same pass.
 ///
 /// # Parameters
 ///
@@ -141,82 +137,9 @@ impl<const C: usize, E: Dtype, D: Device<E>> TensorCollection<E, D> for BatchNor
 type Img<B, const C: usize, H, W, D, T> = Tensor<(B, Const<C>, H, W), f32, D, T>;
 
 impl<const C: usize, D: Device<f32> + BatchNorm2dKernel> BatchNorm2d<C, f32, D> {
-    /// Evaluation mode followed by ReLU, fused (see [`Module`] impl).
-    pub fn forward_relu<B: Dim, H: Dim, W: Dim, T: Tape<f32, D>>(
-        &self,
-        x: Img<B, C, H, W, D, T>,
-    ) -> Img<B, C, H, W, D, T> {
-        self.try_forward_relu(x).unwrap()
-    }
-
-    /// Fallible [`Self::forward_relu`].
-    pub fn try_forward_relu<B: Dim, H: Dim, W: Dim, T: Tape<f32, D>>(
-        &self,
-        x: Img<B, C, H, W, D, T>,
-    ) -> Result<Img<B, C, H, W, D, T>, D::Err> {
-        try_batch_norm2d_eval(
-            x,
-            &self.weight,
-            &self.bias,
-            &self.running_mean,
-            &self.running_var,
-            self.eps,
-            true,
-        )
-    }
-
-    /// Training mode followed by ReLU, fused (see [`ModuleMut`] impl).
-    pub fn forward_relu_mut<B: Dim, H: Dim, W: Dim, T: Tape<f32, D>>(
-        &mut self,
-        x: Img<B, C, H, W, D, T>,
-    ) -> Img<B, C, H, W, D, T> {
-        self.try_forward_relu_mut(x).unwrap()
-    }
-
-    /// Fallible [`Self::forward_relu_mut`].
-    pub fn try_forward_relu_mut<B: Dim, H: Dim, W: Dim, T: Tape<f32, D>>(
-        &mut self,
-        x: Img<B, C, H, W, D, T>,
-    ) -> Result<Img<B, C, H, W, D, T>, D::Err> {
-        try_batch_norm2d_train(
-            x,
-            &self.weight,
-            &self.bias,
-            &mut self.running_mean,
-            &mut self.running_var,
-            self.eps,
-            self.momentum,
-            true,
-        )
-    }
-
-    /// Evaluation mode, `relu(bn(x) + residual)` fused: a ResNet block's
-    /// tail. Tapes are merged (put the tape on `x`, or on both).
-    pub fn forward_add_relu<B: Dim, H: Dim, W: Dim, T, R>(
-        &self,
-        x: Img<B, C, H, W, D, T>,
-        residual: Img<B, C, H, W, D, R>,
-    ) -> Img<B, C, H, W, D, T>
-    where
-        T: Tape<f32, D> + Merge<R>,
-        R: Tape<f32, D>,
-    {
-        self.try_forward_add_relu(x, residual).unwrap()
-    }
-
-    /// Fallible [`Self::forward_add_relu`].
-    pub fn try_forward_add_relu<B: Dim, H: Dim, W: Dim, T, R>(
-        &self,
-        x: Img<B, C, H, W, D, T>,
-        residual: Img<B, C, H, W, D, R>,
-    ) -> Result<Img<B, C, H, W, D, T>, D::Err>
-    where
-        T: Tape<f32, D> + Merge<R>,
-        R: Tape<f32, D>,
-    {
-        try_batch_norm2d_add_relu_eval(
-            x,
-            residual,
+    /// The op's parameters in evaluation mode (running statistics).
+    pub fn params_eval(&self) -> BatchNormParams<'_, C, D> {
+        BatchNormParams::eval(
             &self.weight,
             &self.bias,
             &self.running_mean,
@@ -225,32 +148,10 @@ impl<const C: usize, D: Device<f32> + BatchNorm2dKernel> BatchNorm2d<C, f32, D> 
         )
     }
 
-    /// Training mode, `relu(bn(x) + residual)` fused.
-    pub fn forward_add_relu_mut<B: Dim, H: Dim, W: Dim, T, R>(
-        &mut self,
-        x: Img<B, C, H, W, D, T>,
-        residual: Img<B, C, H, W, D, R>,
-    ) -> Img<B, C, H, W, D, T>
-    where
-        T: Tape<f32, D> + Merge<R>,
-        R: Tape<f32, D>,
-    {
-        self.try_forward_add_relu_mut(x, residual).unwrap()
-    }
-
-    /// Fallible [`Self::forward_add_relu_mut`].
-    pub fn try_forward_add_relu_mut<B: Dim, H: Dim, W: Dim, T, R>(
-        &mut self,
-        x: Img<B, C, H, W, D, T>,
-        residual: Img<B, C, H, W, D, R>,
-    ) -> Result<Img<B, C, H, W, D, T>, D::Err>
-    where
-        T: Tape<f32, D> + Merge<R>,
-        R: Tape<f32, D>,
-    {
-        try_batch_norm2d_add_relu_train(
-            x,
-            residual,
+    /// The op's parameters in training mode (batch statistics; the running
+    /// statistics are updated).
+    pub fn params_train(&mut self) -> BatchNormParams<'_, C, D> {
+        BatchNormParams::train(
             &self.weight,
             &self.bias,
             &mut self.running_mean,
@@ -258,6 +159,45 @@ impl<const C: usize, D: Device<f32> + BatchNorm2dKernel> BatchNorm2d<C, f32, D> 
             self.eps,
             self.momentum,
         )
+    }
+
+    /// Evaluation mode followed by `tail` (ReLU, or residual add + ReLU: a
+    /// ResNet block's tail), fused in one pass. `Tail::None` is
+    /// [`Module::forward`].
+    pub fn forward_tail<B: Dim, H: Dim, W: Dim, T: Tape<f32, D>>(
+        &self,
+        x: Img<B, C, H, W, D, T>,
+        tail: Tail<(B, Const<C>, H, W), D, T>,
+    ) -> Img<B, C, H, W, D, T> {
+        self.try_forward_tail(x, tail).unwrap()
+    }
+
+    /// Fallible [`Self::forward_tail`].
+    pub fn try_forward_tail<B: Dim, H: Dim, W: Dim, T: Tape<f32, D>>(
+        &self,
+        x: Img<B, C, H, W, D, T>,
+        tail: Tail<(B, Const<C>, H, W), D, T>,
+    ) -> Result<Img<B, C, H, W, D, T>, D::Err> {
+        try_batch_norm2d(x, self.params_eval(), tail)
+    }
+
+    /// Training mode followed by `tail`, fused. `Tail::None` is
+    /// [`ModuleMut::forward_mut`].
+    pub fn forward_tail_mut<B: Dim, H: Dim, W: Dim, T: Tape<f32, D>>(
+        &mut self,
+        x: Img<B, C, H, W, D, T>,
+        tail: Tail<(B, Const<C>, H, W), D, T>,
+    ) -> Img<B, C, H, W, D, T> {
+        self.try_forward_tail_mut(x, tail).unwrap()
+    }
+
+    /// Fallible [`Self::forward_tail_mut`].
+    pub fn try_forward_tail_mut<B: Dim, H: Dim, W: Dim, T: Tape<f32, D>>(
+        &mut self,
+        x: Img<B, C, H, W, D, T>,
+        tail: Tail<(B, Const<C>, H, W), D, T>,
+    ) -> Result<Img<B, C, H, W, D, T>, D::Err> {
+        try_batch_norm2d(x, self.params_train(), tail)
     }
 }
 
@@ -272,15 +212,7 @@ where
     type Error = D::Err;
 
     fn try_forward(&self, x: Img<B, C, H, W, D, T>) -> Result<Self::Output, D::Err> {
-        try_batch_norm2d_eval(
-            x,
-            &self.weight,
-            &self.bias,
-            &self.running_mean,
-            &self.running_var,
-            self.eps,
-            false,
-        )
+        self.try_forward_tail(x, Tail::None)
     }
 }
 
@@ -295,15 +227,6 @@ where
     type Error = D::Err;
 
     fn try_forward_mut(&mut self, x: Img<B, C, H, W, D, T>) -> Result<Self::Output, D::Err> {
-        try_batch_norm2d_train(
-            x,
-            &self.weight,
-            &self.bias,
-            &mut self.running_mean,
-            &mut self.running_var,
-            self.eps,
-            self.momentum,
-            false,
-        )
+        self.try_forward_tail_mut(x, Tail::None)
     }
 }

@@ -165,34 +165,9 @@ pub(crate) fn with_scratch_slot<R>(slot: usize, len: usize, f: impl FnOnce(&mut 
     })
 }
 
-/// Defines a function whose body is compiled twice — for AVX2 + FMA and for
-/// the baseline target — and picks the AVX2 build at run time when the CPU
-/// has it. The crate is built for baseline x86-64 (SSE2), where the
-/// element-wise loops below would only get 4-wide vectors.
-macro_rules! multiversion {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$m])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU supports the features `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-pub(crate) use multiversion;
+pub(crate) use crate::cpu_dispatch::multiversion;
 
-multiversion! {
+multiversion! { avx2:
     /// Sums `xs` with eight independent accumulators (vectorises, and is
     /// more accurate than one running sum), flushed to f64 every 1024 values.
     pub(crate) fn sum_f32(xs: &[f32]) -> f64 {

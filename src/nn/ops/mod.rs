@@ -12,8 +12,7 @@
 //! | [`conv2d()`] | NCHW 2-D convolution, square kernel, stride, zero padding, optional bias |
 //! | [`max_pool2d()`] | max pooling (kernel, stride, padding); gradient to the first maximum |
 //! | [`global_avg_pool2d()`] | mean over H×W: `(B, C, H, W)` → `(B, C)` |
-//! | [`batch_norm2d_eval`] / [`batch_norm2d_train`] | batch-norm with running / batch statistics, optional fused ReLU |
-//! | [`batch_norm2d_add_relu_eval`] / [`batch_norm2d_add_relu_train`] | `relu(bn(x) + residual)`: a ResNet block's tail in one pass |
+//! | [`batch_norm2d()`] | batch-norm with running (eval) or batch (train) statistics, [`BatchNormParams`]; fused [`Tail`]: ReLU, or `relu(bn(x) + residual)` (a ResNet block's tail in one pass) |
 //! | [`add_relu()`] | `relu(a + b)` |
 //!
 //! The fused ops exist because dfdx's stock element-wise ops are far slower
@@ -35,9 +34,7 @@ pub(crate) mod cuda_util;
 
 pub use add_relu::{add_relu, try_add_relu, AddReluKernel};
 pub use batch_norm2d::{
-    batch_norm2d_add_relu_eval, batch_norm2d_add_relu_train, batch_norm2d_eval, batch_norm2d_train,
-    try_batch_norm2d_add_relu_eval, try_batch_norm2d_add_relu_train, try_batch_norm2d_eval,
-    try_batch_norm2d_train, BatchNorm2dKernel,
+    batch_norm2d, try_batch_norm2d, BatchNorm2dKernel, BatchNormParams, BatchNormStats, Tail,
 };
 pub use conv2d::{conv2d, conv2d_output_size, try_conv2d, Conv2dKernel};
 pub use global_avg_pool2d::{global_avg_pool2d, try_global_avg_pool2d, GlobalAvgPool2dKernel};

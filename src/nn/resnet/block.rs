@@ -1,13 +1,15 @@
 //! Residual blocks in torchvision's layout: [`BasicBlock`] (ResNet-18/34) and
 //! [`Bottleneck`] (ResNet-50/101/152, "v1.5": the stride sits on the 3×3
 //! conv), their shortcuts ([`Downsample`], [`Identity`]) and [`Stage`], the
-//! trait that blocks and tuples of blocks (`layer1` … `layer4`) share.
+//! trait that blocks, tuples of blocks (`layer1` … `layer4`) and
+//! [`EmptyStage`] share.
 
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
 use dfdx::nn::ZeroSizedModule;
 use dfdx::prelude::*;
 
 use crate::nn::layers::{BatchNorm2d, Conv2d};
+use crate::nn::ops::Tail;
 use crate::nn::VisionDevice;
 
 /// An NCHW batch with `C` channels (`Const<N>`), run-time batch and size.
@@ -27,6 +29,9 @@ pub trait Stage<D: VisionDevice>: TensorCollection<f32, D> {
     type In: ConstDim;
     /// Output channels, `Const<N>`.
     type Out: ConstDim;
+    /// Whether this is an [`EmptyStage`]: a [`ResNet`](super::ResNet)
+    /// leaves it out of its layer groups.
+    const EMPTY: bool = false;
 
     /// Training-mode forward (batch statistics, running statistics updated).
     fn try_forward_train<T: Tape<f32, D>>(
@@ -43,6 +48,39 @@ pub trait Stage<D: VisionDevice>: TensorCollection<f32, D> {
     /// Sets γ of the last batch-norm of every residual branch to 0, so each
     /// block starts as the identity (torchvision's `zero_init_residual=True`).
     fn try_zero_init_residual(&mut self) -> Result<(), D::Err>;
+}
+
+/// A stage slot left empty: no blocks, no tensors, passes its `C`-channel
+/// input through. A [`ResNet`](super::ResNet) with `EmptyStage`s as
+/// `layer3` and `layer4` has two stages, as
+/// [`SmallResNet`](super::SmallResNet).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmptyStage<const C: usize>;
+
+impl<const C: usize> ZeroSizedModule for EmptyStage<C> {}
+
+impl<const C: usize, D: VisionDevice> Stage<D> for EmptyStage<C> {
+    type In = Const<C>;
+    type Out = Const<C>;
+    const EMPTY: bool = true;
+
+    fn try_forward_train<T: Tape<f32, D>>(
+        &mut self,
+        x: Img<Const<C>, D, T>,
+    ) -> Result<Img<Const<C>, D, T>, D::Err> {
+        Ok(x)
+    }
+
+    fn try_forward_eval<T: Tape<f32, D>>(
+        &self,
+        x: Img<Const<C>, D, T>,
+    ) -> Result<Img<Const<C>, D, T>, D::Err> {
+        Ok(x)
+    }
+
+    fn try_zero_init_residual(&mut self) -> Result<(), D::Err> {
+        Ok(())
+    }
 }
 
 /// The shortcut branch of a block: [`Identity`] or [`Downsample`].
@@ -198,9 +236,9 @@ where
         // back, so `x` gets the gradients of both branches.
         let shortcut = self.downsample.try_shortcut_train(x.with_empty_tape())?;
         let y = self.conv1.try_forward(x)?;
-        let y = self.bn1.try_forward_relu_mut(y)?;
+        let y = self.bn1.try_forward_tail_mut(y, Tail::Relu)?;
         let y = self.conv2.try_forward(y)?;
-        self.bn2.try_forward_add_relu_mut(y, shortcut)
+        self.bn2.try_forward_tail_mut(y, Tail::AddRelu(shortcut))
     }
 
     fn try_forward_eval<T: Tape<f32, D>>(
@@ -209,9 +247,9 @@ where
     ) -> Result<Img<Const<O>, D, T>, D::Err> {
         let shortcut = self.downsample.try_shortcut_eval(x.with_empty_tape())?;
         let y = self.conv1.try_forward(x)?;
-        let y = self.bn1.try_forward_relu(y)?;
+        let y = self.bn1.try_forward_tail(y, Tail::Relu)?;
         let y = self.conv2.try_forward(y)?;
-        self.bn2.try_forward_add_relu(y, shortcut)
+        self.bn2.try_forward_tail(y, Tail::AddRelu(shortcut))
     }
 
     fn try_zero_init_residual(&mut self) -> Result<(), D::Err> {
@@ -307,11 +345,11 @@ where
     ) -> Result<Img<Const<O>, D, T>, D::Err> {
         let shortcut = self.downsample.try_shortcut_train(x.with_empty_tape())?;
         let y = self.conv1.try_forward(x)?;
-        let y = self.bn1.try_forward_relu_mut(y)?;
+        let y = self.bn1.try_forward_tail_mut(y, Tail::Relu)?;
         let y = self.conv2.try_forward(y)?;
-        let y = self.bn2.try_forward_relu_mut(y)?;
+        let y = self.bn2.try_forward_tail_mut(y, Tail::Relu)?;
         let y = self.conv3.try_forward(y)?;
-        self.bn3.try_forward_add_relu_mut(y, shortcut)
+        self.bn3.try_forward_tail_mut(y, Tail::AddRelu(shortcut))
     }
 
     fn try_forward_eval<T: Tape<f32, D>>(
@@ -320,11 +358,11 @@ where
     ) -> Result<Img<Const<O>, D, T>, D::Err> {
         let shortcut = self.downsample.try_shortcut_eval(x.with_empty_tape())?;
         let y = self.conv1.try_forward(x)?;
-        let y = self.bn1.try_forward_relu(y)?;
+        let y = self.bn1.try_forward_tail(y, Tail::Relu)?;
         let y = self.conv2.try_forward(y)?;
-        let y = self.bn2.try_forward_relu(y)?;
+        let y = self.bn2.try_forward_tail(y, Tail::Relu)?;
         let y = self.conv3.try_forward(y)?;
-        self.bn3.try_forward_add_relu(y, shortcut)
+        self.bn3.try_forward_tail(y, Tail::AddRelu(shortcut))
     }
 
     fn try_zero_init_residual(&mut self) -> Result<(), D::Err> {

@@ -165,9 +165,10 @@ pub trait LayerGroupVisitor<D: Device<f32>> {
 /// An image classifier split into a body (image → pooled features) and a
 /// head (features → logits), so a trainer can
 ///
-/// - **freeze the body**: run [`try_forward_features_eval`] without a tape
-///   (running statistics, nothing recorded), cache the features, and train
-///   the head alone on them with [`try_forward_head`] under a tape;
+/// - **freeze the body**: run [`try_forward_features`] in [`BnMode::Eval`]
+///   without a tape (running statistics, nothing recorded), cache the
+///   features, and train the head alone on them with [`try_forward_head`]
+///   under a tape;
 /// - **fine-tune everything**: [`try_forward_logits`] under a tape, with
 ///   batch-norm in [`BnMode::Train`] or [`BnMode::Eval`] (frozen statistics);
 /// - **use discriminative learning rates**: [`try_visit_groups`] hands over
@@ -179,12 +180,19 @@ pub trait LayerGroupVisitor<D: Device<f32>> {
 ///   average and max pooling of it);
 /// - **start from pretrained weights**: [`load_pretrained`].
 ///
+/// The forwards come in one family: `try_forward_{body,features,logits}(x,
+/// mode)` and their panicking twins `forward_*(x, mode)`, all through `&mut
+/// self` (train mode updates running statistics). Eval mode is also
+/// reachable through `&self`: [`try_forward_body_eval`] (what
+/// `BnMode::Eval` runs) and dfdx's `Module::try_forward` (images → logits).
+///
 /// Every model takes `(batch, 3, H, W)` images (`H`, `W` at run time); the
 /// whole model is a dfdx [`TensorCollection`] (build, optimisers,
 /// `ZeroGrads`, `ResetParams`, `Save/LoadFromSafetensors`) whose tensor names
 /// are torchvision's.
 ///
-/// [`try_forward_features_eval`]: Self::try_forward_features_eval
+/// [`try_forward_features`]: Self::try_forward_features
+/// [`try_forward_body_eval`]: Self::try_forward_body_eval
 /// [`try_forward_head`]: Self::try_forward_head
 /// [`try_forward_logits`]: Self::try_forward_logits
 /// [`try_visit_groups`]: Self::try_visit_groups
@@ -216,7 +224,8 @@ pub trait ImageClassifier<D: VisionDevice>: TensorCollection<f32, D> + Sized {
         mode: BnMode,
     ) -> Result<Img<Self::FeatureDim, D, T>, D::Err>;
 
-    /// [`Self::try_forward_body`] with batch-norm in eval mode, through `&self`.
+    /// [`Self::try_forward_body`] in [`BnMode::Eval`], through `&self` (for
+    /// callers that share the model, such as feature extraction).
     fn try_forward_body_eval<T: Tape<f32, D>>(
         &self,
         x: Images<D, T>,
@@ -229,14 +238,6 @@ pub trait ImageClassifier<D: VisionDevice>: TensorCollection<f32, D> + Sized {
         mode: BnMode,
     ) -> Result<Features<Self::FeatureDim, D, T>, D::Err> {
         try_global_avg_pool2d(self.try_forward_body(x, mode)?)
-    }
-
-    /// Body forward with batch-norm in eval mode, through `&self`.
-    fn try_forward_features_eval<T: Tape<f32, D>>(
-        &self,
-        x: Images<D, T>,
-    ) -> Result<Features<Self::FeatureDim, D, T>, D::Err> {
-        try_global_avg_pool2d(self.try_forward_body_eval(x)?)
     }
 
     /// Head forward: features → logits `(batch, CLASSES)`.
@@ -268,13 +269,13 @@ pub trait ImageClassifier<D: VisionDevice>: TensorCollection<f32, D> + Sized {
         self.try_forward_head(f)
     }
 
-    /// Full forward with batch-norm in eval mode, through `&self`.
-    fn try_forward_logits_eval<T: Tape<f32, D>>(
-        &self,
+    /// Panicking [`Self::try_forward_body`].
+    fn forward_body<T: Tape<f32, D>>(
+        &mut self,
         x: Images<D, T>,
-    ) -> Result<Logits<Self::ClassDim, D, T>, D::Err> {
-        let f = self.try_forward_features_eval(x)?;
-        self.try_forward_head(f)
+        mode: BnMode,
+    ) -> Img<Self::FeatureDim, D, T> {
+        self.try_forward_body(x, mode).unwrap()
     }
 
     /// Panicking [`Self::try_forward_features`].

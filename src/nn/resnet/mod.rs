@@ -1,6 +1,7 @@
 //! torchvision-layout ResNets on the crate's vision layers: [`ResNet50`],
 //! [`ResNet18`], the generic [`ResNet`], their blocks ([`Bottleneck`],
-//! [`BasicBlock`]) and [`SmallResNet`] for tiny images, all behind the
+//! [`BasicBlock`]) and [`SmallResNet`] (the generic ResNet with a small stem
+//! and two stages) for tiny images, all behind the
 //! trainer-facing [`ImageClassifier`] trait.
 //!
 //! Parameter names are torchvision's `state_dict` keys, so a torchvision or
@@ -42,7 +43,7 @@ mod block;
 mod classifier;
 mod model;
 
-pub use block::{BasicBlock, Bottleneck, Downsample, Identity, Img, Shortcut, Stage};
+pub use block::{BasicBlock, Bottleneck, Downsample, EmptyStage, Identity, Img, Shortcut, Stage};
 pub use classifier::{
     BnMode, Features, ImageClassifier, Images, LayerGroup, LayerGroupVisitor, Logits,
 };

@@ -1,16 +1,17 @@
-//! The networks: [`ResNet`] (torchvision's 7×7 stem, four stages), with
-//! [`ResNet50`] and [`ResNet18`], and [`SmallResNet`] for 8×8 … 32×32 inputs.
+//! The networks: [`ResNet`] (a stem, up to four stages, the head), with
+//! [`ResNet50`] and [`ResNet18`] (torchvision's 7×7 stem, four stages) and
+//! [`SmallResNet`] (3×3 stem, two stages) for 8×8 … 32×32 inputs.
 
 use dfdx::nn::modules::Linear;
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;
 
-use super::block::{BasicBlock, Bottleneck, Downsample, Identity, Img, Stage};
+use super::block::{BasicBlock, Bottleneck, Downsample, EmptyStage, Identity, Img, Stage};
 use super::classifier::{
     BnMode, Features, ImageClassifier, Images, LayerGroup, LayerGroupVisitor, Logits,
 };
 use crate::nn::layers::{BatchNorm2d, Conv2d};
-use crate::nn::ops::try_max_pool2d;
+use crate::nn::ops::{try_global_avg_pool2d, try_max_pool2d, Tail};
 use crate::nn::VisionDevice;
 
 /// A ResNet stem: `conv1` (K×K, stride S, padding P, `3 → W`), `bn1`, ReLU,
@@ -72,7 +73,7 @@ where
         x: Images<D, T>,
     ) -> Result<Img<Const<W>, D, T>, D::Err> {
         let x = self.conv1.try_forward(x)?;
-        let x = self.bn1.try_forward_relu_mut(x)?;
+        let x = self.bn1.try_forward_tail_mut(x, Tail::Relu)?;
         if POOL {
             try_max_pool2d(x, 3, 2, 1)
         } else {
@@ -85,7 +86,7 @@ where
         x: Images<D, T>,
     ) -> Result<Img<Const<W>, D, T>, D::Err> {
         let x = self.conv1.try_forward(x)?;
-        let x = self.bn1.try_forward_relu(x)?;
+        let x = self.bn1.try_forward_tail(x, Tail::Relu)?;
         if POOL {
             try_max_pool2d(x, 3, 2, 1)
         } else {
@@ -98,48 +99,69 @@ where
     }
 }
 
-/// A torchvision-layout ResNet: ImageNet stem ([`ImageNetStem`]`<W>`),
-/// stages `layer1` … `layer4` (tuples of [`BasicBlock`]s or
-/// [`Bottleneck`]s, see [`Stage`]), global average pooling and `fc`
-/// (`F → C`).
+/// A torchvision-layout ResNet: a stem `St` ([`ImageNetStem`]`<W>` for the
+/// ImageNet models, [`SmallStem`] for tiny images), stages `layer1` …
+/// `layer4` (tuples of [`BasicBlock`]s or [`Bottleneck`]s, see [`Stage`];
+/// `layer3`/`layer4` may be [`EmptyStage`]s for a shallower net), global
+/// average pooling and `fc` (`F → C`).
 ///
 /// Tensor names are exactly torchvision's `state_dict` keys (minus
 /// `num_batches_tracked`): `conv1.weight`, `bn1.running_var`,
-/// `layer2.0.downsample.1.weight`, `fc.bias`, …
+/// `layer2.0.downsample.1.weight`, `fc.bias`, … (an empty stage has none).
 ///
-/// Use the aliases [`ResNet50`] and [`ResNet18`]; other widths and depths
-/// are this type with other stages. Implements [`ImageClassifier`]
-/// (the trainer's interface) and dfdx's `Module` (eval-mode batch-norm,
-/// `&self`) and `ModuleMut` (train-mode batch-norm, `&mut self`) on
-/// [`Images`], with or without a tape.
+/// Use the aliases [`ResNet50`], [`ResNet18`] and [`SmallResNet`]; other
+/// widths and depths are this type with other stages. Implements
+/// [`ImageClassifier`] (the trainer's interface) and dfdx's `Module`
+/// (eval-mode batch-norm, `&self`) and `ModuleMut` (train-mode batch-norm,
+/// `&mut self`) on [`Images`], with or without a tape.
 #[derive(Clone, Debug)]
-pub struct ResNet<
+pub struct ResNet<St, L1, L2, L3, L4, const F: usize, const C: usize, E: Dtype, D: Storage<E>> {
+    /// `conv1`, `bn1` (+ ReLU, max-pool for the ImageNet stem).
+    pub stem: St,
+    /// Stage 1.
+    pub layer1: L1,
+    /// Stage 2.
+    pub layer2: L2,
+    /// Stage 3 (or an [`EmptyStage`]).
+    pub layer3: L3,
+    /// Stage 4 (or an [`EmptyStage`]).
+    pub layer4: L4,
+    /// The classification head, `F → C`.
+    pub fc: Linear<F, C, E, D>,
+}
+
+/// The ResNet of stem `Stem<W, K, S, P, POOL>`: the impls below flatten the
+/// stem's tensors to the top level (`conv1.*`, `bn1.*`) as torchvision does.
+type ResNetOf<
     const W: usize,
+    const K: usize,
+    const S: usize,
+    const P: usize,
+    const POOL: bool,
     L1,
     L2,
     L3,
     L4,
     const F: usize,
     const C: usize,
-    E: Dtype,
-    D: Storage<E>,
-> {
-    /// `conv1`, `bn1` (+ ReLU, max-pool).
-    pub stem: ImageNetStem<W, E, D>,
-    /// Stage 1 (stride 1).
-    pub layer1: L1,
-    /// Stage 2 (stride 2).
-    pub layer2: L2,
-    /// Stage 3 (stride 2).
-    pub layer3: L3,
-    /// Stage 4 (stride 2).
-    pub layer4: L4,
-    /// The classification head, `F → C`.
-    pub fc: Linear<F, C, E, D>,
-}
+    E,
+    D,
+> = ResNet<Stem<W, K, S, P, POOL, E, D>, L1, L2, L3, L4, F, C, E, D>;
 
-impl<const W: usize, L1, L2, L3, L4, const F: usize, const C: usize, D> TensorCollection<f32, D>
-    for ResNet<W, L1, L2, L3, L4, F, C, f32, D>
+impl<
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const POOL: bool,
+        L1,
+        L2,
+        L3,
+        L4,
+        const F: usize,
+        const C: usize,
+        D,
+    > TensorCollection<f32, D> for ResNetOf<W, K, S, P, POOL, L1, L2, L3, L4, F, C, f32, D>
 where
     L1: TensorCollection<f32, D>,
     L2: TensorCollection<f32, D>,
@@ -147,8 +169,21 @@ where
     L4: TensorCollection<f32, D>,
     D: Device<f32>,
 {
-    type To<E2: Dtype, D2: Device<E2>> =
-        ResNet<W, L1::To<E2, D2>, L2::To<E2, D2>, L3::To<E2, D2>, L4::To<E2, D2>, F, C, E2, D2>;
+    type To<E2: Dtype, D2: Device<E2>> = ResNetOf<
+        W,
+        K,
+        S,
+        P,
+        POOL,
+        L1::To<E2, D2>,
+        L2::To<E2, D2>,
+        L3::To<E2, D2>,
+        L4::To<E2, D2>,
+        F,
+        C,
+        E2,
+        D2,
+    >;
 
     fn iter_tensors<V: ModuleVisitor<Self, f32, D>>(
         visitor: &mut V,
@@ -177,8 +212,59 @@ where
     }
 }
 
-impl<const W: usize, L1, L2, L3, L4, const F: usize, const C: usize, D> ImageClassifier<D>
-    for ResNet<W, L1, L2, L3, L4, F, C, f32, D>
+/// fastai's `_resnet_split`, `body[:6]` | `body[6:]` | head, generalised
+/// to the stages a ResNet has: the stem and the first half of the stages |
+/// the other stages | the head. Indexed by the number of stages (2, 3, 4).
+const GROUPS_BY_DEPTH: [&[&str]; 3] = [
+    &["stem-layer1", "layer2", "fc"],
+    &["stem-layer2", "layer3", "fc"],
+    &["stem-layer2", "layer3-layer4", "fc"],
+];
+/// The sub-modules and their groups, for [`GROUPS_BY_DEPTH`].
+const MODULES_BY_DEPTH: [&[(&str, usize)]; 3] = [
+    &[("stem", 0), ("layer1", 0), ("layer2", 1), ("fc", 2)],
+    &[
+        ("stem", 0),
+        ("layer1", 0),
+        ("layer2", 0),
+        ("layer3", 1),
+        ("fc", 2),
+    ],
+    &[
+        ("stem", 0),
+        ("layer1", 0),
+        ("layer2", 0),
+        ("layer3", 1),
+        ("layer4", 1),
+        ("fc", 2),
+    ],
+];
+
+/// The number of non-empty stages, minus 2 (an index into the tables
+/// above). Only trailing stages may be empty, and at most two.
+const fn depth_index(empty: [bool; 4]) -> usize {
+    match empty {
+        [false, false, false, false] => 2,
+        [false, false, false, true] => 1,
+        [false, false, true, true] => 0,
+        _ => panic!("a ResNet needs layer1 and layer2; layer4 must be empty when layer3 is"),
+    }
+}
+
+impl<
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const POOL: bool,
+        L1,
+        L2,
+        L3,
+        L4,
+        const F: usize,
+        const C: usize,
+        D,
+    > ImageClassifier<D> for ResNetOf<W, K, S, P, POOL, L1, L2, L3, L4, F, C, f32, D>
 where
     D: VisionDevice + 'static,
     L1: Stage<D, In = Const<W>> + 'static,
@@ -191,16 +277,12 @@ where
     type Head = Linear<F, C, f32, D>;
     const HEAD: &'static str = "fc";
     /// fastai's `_resnet_split`: `body[:6]` (stem, `layer1`, `layer2`) |
-    /// `body[6:]` (`layer3`, `layer4`) | the head.
-    const GROUPS: &'static [&'static str] = &["stem-layer2", "layer3-layer4", "fc"];
-    const MODULES: &'static [(&'static str, usize)] = &[
-        ("stem", 0),
-        ("layer1", 0),
-        ("layer2", 0),
-        ("layer3", 1),
-        ("layer4", 1),
-        ("fc", 2),
-    ];
+    /// `body[6:]` (`layer3`, `layer4`) | the head; with two stages (stem,
+    /// `layer1`) | `layer2` | the head.
+    const GROUPS: &'static [&'static str] =
+        GROUPS_BY_DEPTH[depth_index([L1::EMPTY, L2::EMPTY, L3::EMPTY, L4::EMPTY])];
+    const MODULES: &'static [(&'static str, usize)] =
+        MODULES_BY_DEPTH[depth_index([L1::EMPTY, L2::EMPTY, L3::EMPTY, L4::EMPTY])];
 
     fn try_forward_body<T: Tape<f32, D>>(
         &mut self,
@@ -244,13 +326,22 @@ where
     }
 
     fn try_visit_groups<V: LayerGroupVisitor<D>>(&mut self, v: &mut V) -> Result<(), V::Err> {
-        let group = |slot| LayerGroup::nth(Self::GROUPS, Self::MODULES, slot);
-        v.visit(group(0), &mut self.stem)?;
-        v.visit(group(1), &mut self.layer1)?;
-        v.visit(group(2), &mut self.layer2)?;
-        v.visit(group(3), &mut self.layer3)?;
-        v.visit(group(4), &mut self.layer4)?;
-        v.visit(group(5), &mut self.fc)
+        // Slots follow MODULES, which lists the non-empty stages only.
+        let mut slot = 0;
+        let mut group = || {
+            slot += 1;
+            LayerGroup::nth(Self::GROUPS, Self::MODULES, slot - 1)
+        };
+        v.visit(group(), &mut self.stem)?;
+        v.visit(group(), &mut self.layer1)?;
+        v.visit(group(), &mut self.layer2)?;
+        if !L3::EMPTY {
+            v.visit(group(), &mut self.layer3)?;
+        }
+        if !L4::EMPTY {
+            v.visit(group(), &mut self.layer4)?;
+        }
+        v.visit(group(), &mut self.fc)
     }
 
     fn try_zero_init_residual(&mut self) -> Result<(), D::Err> {
@@ -261,160 +352,70 @@ where
     }
 }
 
-/// A small ResNet for tiny images (8×8 to 32×32, 3 channels): a 3×3/1 stem
-/// with 8 channels and no pooling ([`SmallStem`]), `layer1` = one
-/// [`BasicBlock`] 8 → 8, `layer2` = one [`BasicBlock`] 8 → 16 with stride 2
-/// and a [`Downsample`], global average pooling and `fc` (16 → `C`):
-/// 5,266 parameters for 10 classes. Same parameter names and
-/// [`ImageClassifier`] interface as [`ResNet50`], so tests and the quick
-/// tuner run exercise the same code paths in milliseconds.
-#[derive(Clone, Debug)]
-pub struct SmallResNet<const C: usize, E: Dtype = f32, D: Storage<E> = Cpu> {
-    /// `conv1`, `bn1` (+ ReLU).
-    pub stem: SmallStem<8, E, D>,
-    /// `layer1.0`: 8 → 8, stride 1.
-    pub layer1: (BasicBlock<8, 8, 1, Identity, E, D>,),
-    /// `layer2.0`: 8 → 16, stride 2.
-    pub layer2: (BasicBlock<8, 16, 2, Downsample<8, 16, 2, E, D>, E, D>,),
-    /// The classification head, 16 → `C`.
-    pub fc: Linear<16, C, E, D>,
-}
+/// dfdx `Module`: images → logits with eval-mode batch-norm, through `&self`.
+impl<
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const POOL: bool,
+        L1,
+        L2,
+        L3,
+        L4,
+        const F: usize,
+        const C: usize,
+        D,
+        T,
+    > Module<Images<D, T>> for ResNetOf<W, K, S, P, POOL, L1, L2, L3, L4, F, C, f32, D>
+where
+    D: VisionDevice + 'static,
+    L1: Stage<D, In = Const<W>> + 'static,
+    L2: Stage<D, In = L1::Out> + 'static,
+    L3: Stage<D, In = L2::Out> + 'static,
+    L4: Stage<D, In = L3::Out, Out = Const<F>> + 'static,
+    T: Tape<f32, D>,
+{
+    type Output = Logits<Const<C>, D, T>;
+    type Error = D::Err;
 
-impl<const C: usize, D: Device<f32>> TensorCollection<f32, D> for SmallResNet<C, f32, D> {
-    type To<E2: Dtype, D2: Device<E2>> = SmallResNet<C, E2, D2>;
-
-    fn iter_tensors<V: ModuleVisitor<Self, f32, D>>(
-        visitor: &mut V,
-    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        visitor.visit_fields(
-            (
-                Self::module("conv1", |s| &s.stem.conv1, |s| &mut s.stem.conv1),
-                Self::module("bn1", |s| &s.stem.bn1, |s| &mut s.stem.bn1),
-                Self::module("layer1", |s| &s.layer1, |s| &mut s.layer1),
-                Self::module("layer2", |s| &s.layer2, |s| &mut s.layer2),
-                Self::module("fc", |s| &s.fc, |s| &mut s.fc),
-            ),
-            |(conv1, bn1, layer1, layer2, fc)| SmallResNet {
-                stem: Stem { conv1, bn1 },
-                layer1,
-                layer2,
-                fc,
-            },
-        )
+    fn try_forward(&self, x: Images<D, T>) -> Result<Self::Output, D::Err> {
+        let body = self.try_forward_body_eval(x)?;
+        self.try_forward_head(try_global_avg_pool2d(body)?)
     }
 }
 
-impl<const C: usize, D: VisionDevice + 'static> ImageClassifier<D> for SmallResNet<C, f32, D> {
-    type FeatureDim = Const<16>;
-    type ClassDim = Const<C>;
-    type Head = Linear<16, C, f32, D>;
-    const HEAD: &'static str = "fc";
-    /// The same shape as fastai's ResNet split: the early layers (stem,
-    /// `layer1`) | the last stage (`layer2`) | the head.
-    const GROUPS: &'static [&'static str] = &["stem-layer1", "layer2", "fc"];
-    const MODULES: &'static [(&'static str, usize)] =
-        &[("stem", 0), ("layer1", 0), ("layer2", 1), ("fc", 2)];
+/// dfdx `ModuleMut`: images → logits with train-mode batch-norm.
+impl<
+        const W: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const POOL: bool,
+        L1,
+        L2,
+        L3,
+        L4,
+        const F: usize,
+        const C: usize,
+        D,
+        T,
+    > ModuleMut<Images<D, T>> for ResNetOf<W, K, S, P, POOL, L1, L2, L3, L4, F, C, f32, D>
+where
+    D: VisionDevice + 'static,
+    L1: Stage<D, In = Const<W>> + 'static,
+    L2: Stage<D, In = L1::Out> + 'static,
+    L3: Stage<D, In = L2::Out> + 'static,
+    L4: Stage<D, In = L3::Out, Out = Const<F>> + 'static,
+    T: Tape<f32, D>,
+{
+    type Output = Logits<Const<C>, D, T>;
+    type Error = D::Err;
 
-    fn try_forward_body<T: Tape<f32, D>>(
-        &mut self,
-        x: Images<D, T>,
-        mode: BnMode,
-    ) -> Result<Img<Const<16>, D, T>, D::Err> {
-        if mode == BnMode::Eval {
-            return self.try_forward_body_eval(x);
-        }
-        let x = self.stem.try_forward_train(x)?;
-        let x = self.layer1.try_forward_train(x)?;
-        self.layer2.try_forward_train(x)
-    }
-
-    fn try_forward_body_eval<T: Tape<f32, D>>(
-        &self,
-        x: Images<D, T>,
-    ) -> Result<Img<Const<16>, D, T>, D::Err> {
-        let x = self.stem.try_forward_eval(x)?;
-        let x = self.layer1.try_forward_eval(x)?;
-        self.layer2.try_forward_eval(x)
-    }
-
-    fn try_forward_head<T: Tape<f32, D>>(
-        &self,
-        features: Features<Const<16>, D, T>,
-    ) -> Result<Logits<Const<C>, D, T>, D::Err> {
-        self.fc.try_forward(features)
-    }
-
-    fn head(&self) -> &Self::Head {
-        &self.fc
-    }
-
-    fn head_mut(&mut self) -> &mut Self::Head {
-        &mut self.fc
-    }
-
-    fn try_visit_groups<V: LayerGroupVisitor<D>>(&mut self, v: &mut V) -> Result<(), V::Err> {
-        let group = |slot| LayerGroup::nth(Self::GROUPS, Self::MODULES, slot);
-        v.visit(group(0), &mut self.stem)?;
-        v.visit(group(1), &mut self.layer1)?;
-        v.visit(group(2), &mut self.layer2)?;
-        v.visit(group(3), &mut self.fc)
-    }
-
-    fn try_zero_init_residual(&mut self) -> Result<(), D::Err> {
-        self.layer1.try_zero_init_residual()?;
-        self.layer2.try_zero_init_residual()
+    fn try_forward_mut(&mut self, x: Images<D, T>) -> Result<Self::Output, D::Err> {
+        self.try_forward_logits(x, BnMode::Train)
     }
 }
-
-/// dfdx `Module` (eval-mode batch-norm) and `ModuleMut` (train-mode) for a
-/// classifier, images → logits, matching the vision layers' convention.
-macro_rules! module_impls {
-    ([$($g:tt)*] $model:ty, $classes:ty, [$($bounds:tt)*]) => {
-        impl<$($g)*, T: Tape<f32, D>> Module<Images<D, T>> for $model
-        where
-            $($bounds)*
-        {
-            type Output = Logits<$classes, D, T>;
-            type Error = D::Err;
-
-            fn try_forward(&self, x: Images<D, T>) -> Result<Self::Output, D::Err> {
-                self.try_forward_logits_eval(x)
-            }
-        }
-
-        impl<$($g)*, T: Tape<f32, D>> ModuleMut<Images<D, T>> for $model
-        where
-            $($bounds)*
-        {
-            type Output = Logits<$classes, D, T>;
-            type Error = D::Err;
-
-            fn try_forward_mut(&mut self, x: Images<D, T>) -> Result<Self::Output, D::Err> {
-                self.try_forward_logits(x, BnMode::Train)
-            }
-        }
-    };
-}
-
-module_impls!(
-    [const W: usize, L1, L2, L3, L4, const F: usize, const C: usize, D]
-    ResNet<W, L1, L2, L3, L4, F, C, f32, D>,
-    Const<C>,
-    [
-        D: VisionDevice + 'static,
-        L1: Stage<D, In = Const<W>> + 'static,
-        L2: Stage<D, In = L1::Out> + 'static,
-        L3: Stage<D, In = L2::Out> + 'static,
-        L4: Stage<D, In = L3::Out, Out = Const<F>> + 'static,
-    ]
-);
-
-module_impls!(
-    [const C: usize, D]
-    SmallResNet<C, f32, D>,
-    Const<C>,
-    [D: VisionDevice + 'static,]
-);
 
 /// Bottleneck with an identity shortcut, `C → M → C`.
 type BnId<const C: usize, const M: usize, E, D> = Bottleneck<C, M, C, 1, Identity, E, D>;
@@ -455,7 +456,7 @@ pub type ResNet50Layer4<E = f32, D = Cpu> = (
 /// classes. Build with `dev.build_module::<builders::ResNet50<C>, f32>()`
 /// or `ResNet50::<C, f32, _>::build(&dev)`.
 pub type ResNet50<const C: usize, E = f32, D = Cpu> = ResNet<
-    64,
+    ImageNetStem<64, E, D>,
     ResNet50Layer1<E, D>,
     ResNet50Layer2<E, D>,
     ResNet50Layer3<E, D>,
@@ -475,12 +476,32 @@ type BbDown<const I: usize, const O: usize, const S: usize, E, D> =
 /// torchvision's `resnet18` (11.7 M parameters; 512 features) with `C`
 /// classes. `layer1` has no downsample (64 → 64, stride 1), as in torchvision.
 pub type ResNet18<const C: usize, E = f32, D = Cpu> = ResNet<
-    64,
+    ImageNetStem<64, E, D>,
     (BbId<64, E, D>, BbId<64, E, D>),
     (BbDown<64, 128, 2, E, D>, BbId<128, E, D>),
     (BbDown<128, 256, 2, E, D>, BbId<256, E, D>),
     (BbDown<256, 512, 2, E, D>, BbId<512, E, D>),
     512,
+    C,
+    E,
+    D,
+>;
+
+/// A small ResNet for tiny images (8×8 to 32×32, 3 channels): a 3×3/1 stem
+/// with 8 channels and no pooling ([`SmallStem`]), `layer1` = one
+/// [`BasicBlock`] 8 → 8, `layer2` = one [`BasicBlock`] 8 → 16 with stride 2
+/// and a [`Downsample`], no `layer3`/`layer4` ([`EmptyStage`]s), global
+/// average pooling and `fc` (16 → `C`): 5,266 parameters for 10 classes.
+/// The generic [`ResNet`], so tests and the quick tuner run exercise the
+/// same code paths as [`ResNet50`] in milliseconds. Layer groups: (stem,
+/// `layer1`) | `layer2` | `fc`.
+pub type SmallResNet<const C: usize, E = f32, D = Cpu> = ResNet<
+    SmallStem<8, E, D>,
+    (BasicBlock<8, 8, 1, Identity, E, D>,),
+    (BbDown<8, 16, 2, E, D>,),
+    EmptyStage<16>,
+    EmptyStage<16>,
+    16,
     C,
     E,
     D,

@@ -12,7 +12,7 @@ use crate::nn::ops::cpu_util::{multiversion, relu_mask, uninit_vec};
 /// Elements per parallel task.
 const BLOCK: usize = 1 << 15;
 
-multiversion! {
+multiversion! { avx2:
     fn forward_block(a: &[f32], b: &[f32], y: &mut [MaybeUninit<f32>]) {
         for ((d, &x), &r) in y.iter_mut().zip(a).zip(b) {
             let t = x + r;
@@ -21,7 +21,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+multiversion! { avx2:
     fn backward_block(y: &[f32], gy: &[f32], ga: &mut [f32], gb: &mut [f32]) {
         for (((a, b), &yv), &g) in ga.iter_mut().zip(gb.iter_mut()).zip(y).zip(gy) {
             let m = relu_mask(yv, g);

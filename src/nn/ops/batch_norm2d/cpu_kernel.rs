@@ -6,7 +6,7 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-use super::{BatchNorm2dKernel, BatchNormOp};
+use super::{BatchNorm2dKernel, BatchNormGrads, BatchNormOp, BatchNormTensors};
 use crate::device::cpu::host_slice;
 use std::mem::MaybeUninit;
 
@@ -15,7 +15,7 @@ use crate::nn::ops::cpu_util::{multiversion, relu_mask, uninit_vec, SendPtr};
 /// f32 lanes are flushed to the f64 totals after this many values.
 const FLUSH: usize = 1024;
 
-multiversion! {
+multiversion! { avx2:
     /// One channel's `(Σ (x − k), Σ (x − k)²)` in f64 over its `batch`
     /// planes of `plane` values at `x[c0 + b·stride..]`, with eight f32 lanes
     /// flushed every ~1024 values. Shifting by a sample `k` of the data keeps
@@ -57,7 +57,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+multiversion! { avx2:
     /// One plane of the forward pass: `y = act(scale·x + shift [+ r])`.
     fn affine_plane(
         x: &[f32],
@@ -94,44 +94,59 @@ multiversion! {
     }
 }
 
-/// One channel's `(Σ dz, Σ dz·(x − m))` over its `batch` planes at
-/// `[c0 + b·stride..]`, `dz = dy·[y > 0]` (or `dy` without `y`): AVX2
-/// intrinsics when available (the compiler turns the masked sums into
-/// branches otherwise), else a portable loop.
-#[allow(clippy::too_many_arguments)]
+/// Where one channel's values lie in an NCHW buffer: `batch` planes of
+/// `plane` values, plane `b` at `c0 + b·stride`.
+#[derive(Clone, Copy, Debug)]
+struct ChannelSpan {
+    c0: usize,
+    stride: usize,
+    batch: usize,
+    plane: usize,
+}
+
+impl ChannelSpan {
+    /// One past the last index of the channel's last plane.
+    fn end(&self) -> usize {
+        self.c0 + (self.batch.max(1) - 1) * self.stride + self.plane
+    }
+}
+
+/// One channel's `(Σ dz, Σ dz·(x − m))` over its planes, `dz = dy·[y > 0]`
+/// (or `dy` without `y`): AVX2 intrinsics at [`crate::cpu_dispatch`] level
+/// Avx2 and above (the compiler turns the masked sums into branches
+/// otherwise), else a portable loop.
 fn channel_grad_sums(
     x: &[f32],
     gy: &[f32],
     y: Option<&[f32]>,
-    c0: usize,
-    stride: usize,
-    batch: usize,
-    plane: usize,
+    span: ChannelSpan,
     m: f32,
 ) -> (f64, f64) {
-    let end = c0 + (batch.max(1) - 1) * stride + plane;
+    let end = span.end();
     assert!(x.len() >= end && gy.len() >= end && y.is_none_or(|y| y.len() >= end));
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 + FMA; every plane lies inside the
-        // slices (asserted above).
-        return unsafe { channel_grad_sums_avx2(x, gy, y, c0, stride, batch, plane, m) };
+    if crate::cpu_dispatch::level() >= crate::cpu_dispatch::Level::Avx2 {
+        // SAFETY: the level is Avx2 or above only on CPUs with AVX2 + FMA;
+        // every plane lies inside the slices (asserted above).
+        return unsafe { channel_grad_sums_avx2(x, gy, y, span, m) };
     }
-    channel_grad_sums_portable(x, gy, y, c0, stride, batch, plane, m)
+    channel_grad_sums_portable(x, gy, y, span, m)
 }
 
 /// The portable twin of [`channel_grad_sums_avx2`].
-#[allow(clippy::too_many_arguments)]
 fn channel_grad_sums_portable(
     x: &[f32],
     gy: &[f32],
     y: Option<&[f32]>,
-    c0: usize,
-    stride: usize,
-    batch: usize,
-    plane: usize,
+    span: ChannelSpan,
     m: f32,
 ) -> (f64, f64) {
+    let ChannelSpan {
+        c0,
+        stride,
+        batch,
+        plane,
+    } = span;
     let (mut sd, mut sdx) = (0.0f64, 0.0f64);
     for b in 0..batch {
         let at = c0 + b * stride;
@@ -153,22 +168,24 @@ fn channel_grad_sums_portable(
 /// [`channel_grad_sums`] in AVX2 registers.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA, and `c0 + (batch − 1)·stride + plane`
-/// must not exceed the length of `x`, `gy` or `y`.
+/// The CPU must support AVX2 and FMA, and `span.end()` must not exceed the
+/// length of `x`, `gy` or `y`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn channel_grad_sums_avx2(
     x: &[f32],
     gy: &[f32],
     y: Option<&[f32]>,
-    c0: usize,
-    stride: usize,
-    batch: usize,
-    plane: usize,
+    span: ChannelSpan,
     m: f32,
 ) -> (f64, f64) {
     use std::arch::x86_64::*;
+    let ChannelSpan {
+        c0,
+        stride,
+        batch,
+        plane,
+    } = span;
     let hsum = |v: __m256| -> f64 {
         let mut t = [0.0f32; 8];
         // SAFETY: `t` holds 8 floats (an unaligned store).
@@ -226,19 +243,18 @@ unsafe fn channel_grad_sums_avx2(
     (sd, sdx)
 }
 
-multiversion! {
-    /// One plane of the input gradient: `gx += k·dz + cx·x + c0`, `gr += dz`.
-    #[allow(clippy::too_many_arguments)]
+multiversion! { avx2:
+    /// One plane of the input gradient: `gx += k·dz + cx·x + c0`, `gr += dz`,
+    /// with `coef = [k, cx, c0]`.
     fn plane_grad(
         x: &[f32],
         gy: &[f32],
         y: Option<&[f32]>,
         gx: &mut [f32],
         gr: Option<&mut [f32]>,
-        k: f32,
-        cx: f32,
-        c0: f32,
+        coef: [f32; 3],
     ) {
+        let [k, cx, c0] = coef;
         match (y, gr) {
             (None, None) => {
                 for ((g, &xv), &d) in gx.iter_mut().zip(x).zip(gy) {
@@ -322,20 +338,17 @@ impl BatchNorm2dKernel for Cpu {
         op: &BatchNormOp,
         x: &Tensor<Sx, f32, Self>,
         residual: Option<&Tensor<Sx, f32, Self>>,
-        gamma: &Tensor<Sc, f32, Self>,
-        beta: &Tensor<Sc, f32, Self>,
-        mean: &Tensor<Sc, f32, Self>,
-        var: &Tensor<Sc, f32, Self>,
+        norm: &BatchNormTensors<'_, Sc, Self>,
         out: Sx,
     ) -> Result<Tensor<Sx, f32, Self>, Self::Err> {
         let xs = host_slice(x);
         let rs = residual.map(host_slice);
         let coef = affine(
             op,
-            host_slice(gamma),
-            host_slice(beta),
-            host_slice(mean),
-            host_slice(var),
+            host_slice(norm.gamma),
+            host_slice(norm.beta),
+            host_slice(norm.mean),
+            host_slice(norm.var),
         );
         let (c_n, plane) = (op.channels, op.plane);
         let total = op.batch * c_n * plane;
@@ -363,18 +376,23 @@ impl BatchNorm2dKernel for Cpu {
         op: &BatchNormOp,
         x: &Tensor<Sx, f32, Self>,
         y: Option<&Tensor<Sx, f32, Self>>,
-        gamma: &Tensor<Sc, f32, Self>,
-        mean: &Tensor<Sc, f32, Self>,
-        var: &Tensor<Sc, f32, Self>,
-        gx: &mut Self::Vec,
-        ggamma: &mut Self::Vec,
-        gbeta: &mut Self::Vec,
-        gresidual: Option<&mut Self::Vec>,
+        norm: &BatchNormTensors<'_, Sc, Self>,
+        grads: BatchNormGrads<'_, Self>,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
+        let BatchNormGrads {
+            x: gx,
+            gamma: ggamma,
+            beta: gbeta,
+            residual: gresidual,
+        } = grads;
         let xs = host_slice(x);
         let ys = y.map(host_slice);
-        let (gamma, mean, var) = (host_slice(gamma), host_slice(mean), host_slice(var));
+        let (gamma, mean, var) = (
+            host_slice(norm.gamma),
+            host_slice(norm.mean),
+            host_slice(norm.var),
+        );
         let (c_n, plane) = (op.channels, op.plane);
         let total = op.batch * c_n * plane;
         assert_eq!(xs.len(), total);
@@ -386,8 +404,13 @@ impl BatchNorm2dKernel for Cpu {
         let sums: Vec<(f64, f64)> = (0..c_n)
             .into_par_iter()
             .map(|c| {
-                let (sd, sdx) =
-                    channel_grad_sums(xs, gy, ys, c * plane, c_n * plane, op.batch, plane, mean[c]);
+                let span = ChannelSpan {
+                    c0: c * plane,
+                    stride: c_n * plane,
+                    batch: op.batch,
+                    plane,
+                };
+                let (sd, sdx) = channel_grad_sums(xs, gy, ys, span, mean[c]);
                 let inv = 1.0 / (var[c] as f64 + op.eps).sqrt();
                 (sd, sdx * inv)
             })
@@ -422,7 +445,6 @@ impl BatchNorm2dKernel for Cpu {
             .enumerate()
             .with_min_len((4096 / plane.max(1)).max(1))
             .for_each(|(p, gxp)| {
-                let [k, cx, c0] = coefs[p % c_n];
                 let at = p * plane;
                 // SAFETY: plane `p` of the residual gradient belongs to this task only.
                 let grp = gr_ptr
@@ -434,9 +456,7 @@ impl BatchNorm2dKernel for Cpu {
                     y,
                     gxp,
                     grp,
-                    k,
-                    cx,
-                    c0,
+                    coefs[p % c_n],
                 );
             });
         Ok(())
@@ -457,8 +477,14 @@ mod tests {
         let y: Vec<f32> = (0..n).map(|i| val(i + 29)).collect();
         for plane in 1..=19 {
             for mask in [None, Some(y.as_slice())] {
-                let want = channel_grad_sums_portable(&x, &gy, mask, 2, 5 * plane, 3, plane, 0.3);
-                let got = channel_grad_sums(&x, &gy, mask, 2, 5 * plane, 3, plane, 0.3);
+                let span = ChannelSpan {
+                    c0: 2,
+                    stride: 5 * plane,
+                    batch: 3,
+                    plane,
+                };
+                let want = channel_grad_sums_portable(&x, &gy, mask, span, 0.3);
+                let got = channel_grad_sums(&x, &gy, mask, span, 0.3);
                 assert!(
                     (got.0 - want.0).abs() < 1e-5,
                     "{plane}: {got:?} vs {want:?}"

@@ -5,7 +5,7 @@
 use cudarc::driver::{DeviceRepr, LaunchAsync};
 use dfdx::prelude::*;
 
-use super::{BatchNorm2dKernel, BatchNormOp};
+use super::{BatchNorm2dKernel, BatchNormGrads, BatchNormOp, BatchNormTensors};
 use crate::device::cuda::{device_view, tensor_from_device, CudaVec, PtxTable, BLOCK};
 use crate::nn::ops::cuda_util::{grid, int, kernel, per_block};
 
@@ -81,10 +81,7 @@ impl BatchNorm2dKernel for Cuda {
         op: &BatchNormOp,
         x: &Tensor<Sx, f32, Self>,
         residual: Option<&Tensor<Sx, f32, Self>>,
-        gamma: &Tensor<Sc, f32, Self>,
-        beta: &Tensor<Sc, f32, Self>,
-        mean: &Tensor<Sc, f32, Self>,
-        var: &Tensor<Sc, f32, Self>,
+        norm: &BatchNormTensors<'_, Sc, Self>,
         out: Sx,
     ) -> Result<Tensor<Sx, f32, Self>, Self::Err> {
         let xs = device_view(x)?;
@@ -92,10 +89,10 @@ impl BatchNorm2dKernel for Cuda {
         // Without a residual the kernel never reads `r`; x stands in.
         let rs = residual.map(device_view).transpose()?;
         let (g, b, m, v) = (
-            device_view(gamma)?,
-            device_view(beta)?,
-            device_view(mean)?,
-            device_view(var)?,
+            device_view(norm.gamma)?,
+            device_view(norm.beta)?,
+            device_view(norm.mean)?,
+            device_view(norm.var)?,
         );
         let total = op.batch * op.channels * op.plane;
         let mut y: CudaVec = self.try_alloc_len(total)?;
@@ -130,15 +127,16 @@ impl BatchNorm2dKernel for Cuda {
         op: &BatchNormOp,
         x: &Tensor<Sx, f32, Self>,
         y: Option<&Tensor<Sx, f32, Self>>,
-        gamma: &Tensor<Sc, f32, Self>,
-        mean: &Tensor<Sc, f32, Self>,
-        var: &Tensor<Sc, f32, Self>,
-        gx: &mut Self::Vec,
-        ggamma: &mut Self::Vec,
-        gbeta: &mut Self::Vec,
-        gresidual: Option<&mut Self::Vec>,
+        norm: &BatchNormTensors<'_, Sc, Self>,
+        grads: BatchNormGrads<'_, Self>,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err> {
+        let BatchNormGrads {
+            x: gx,
+            gamma: ggamma,
+            beta: gbeta,
+            residual: gresidual,
+        } = grads;
         let dev = gy.device();
         let total = op.batch * op.channels * op.plane;
         if total == 0 {
@@ -148,7 +146,11 @@ impl BatchNorm2dKernel for Cuda {
         // Without ReLU the kernels never read `y`; x stands in.
         let ys = y.map(device_view).transpose()?;
         let ys = ys.as_ref().unwrap_or(&xs);
-        let (g, m, v) = (device_view(gamma)?, device_view(mean)?, device_view(var)?);
+        let (g, m, v) = (
+            device_view(norm.gamma)?,
+            device_view(norm.mean)?,
+            device_view(norm.var)?,
+        );
         // SAFETY: uninitialised; `bn_backward_reduce` below writes all
         // 2·channels values (one block per channel) before `bn_backward_apply`
         // reads them on the same stream.

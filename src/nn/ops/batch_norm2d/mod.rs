@@ -45,8 +45,33 @@ impl BatchNormOp {
     }
 }
 
-/// Device kernels for the batch-norm ops. `mean`/`var` are per-channel
-/// statistics (batch or running), `var` biased; `x`, `residual`, `y` are
+/// The per-channel tensors one kernel call normalises with: the affine
+/// parameters `γ`, `β` and the statistics `mean`, `var` (batch or running,
+/// `var` biased).
+pub struct BatchNormTensors<'a, Sc: Shape, D: Storage<f32>> {
+    /// γ, the per-channel scale.
+    pub gamma: &'a Tensor<Sc, f32, D>,
+    /// β, the per-channel shift (unused by the backward pass).
+    pub beta: &'a Tensor<Sc, f32, D>,
+    /// The mean subtracted.
+    pub mean: &'a Tensor<Sc, f32, D>,
+    /// The (biased) variance divided by.
+    pub var: &'a Tensor<Sc, f32, D>,
+}
+
+/// The gradient buffers one backward call accumulates into (`+=`).
+pub struct BatchNormGrads<'a, D: Storage<f32>> {
+    /// Of the input `x`.
+    pub x: &'a mut D::Vec,
+    /// Of γ.
+    pub gamma: &'a mut D::Vec,
+    /// Of β.
+    pub beta: &'a mut D::Vec,
+    /// Of the residual, when the op adds one ([`Tail::AddRelu`]).
+    pub residual: Option<&'a mut D::Vec>,
+}
+
+/// Device kernels for the batch-norm ops. `x`, `residual`, `y` are
 /// contiguous `(B, C, H, W)` tensors.
 pub trait BatchNorm2dKernel: Storage<f32> {
     /// Per-channel mean and biased variance of `x` over batch and plane.
@@ -58,77 +83,199 @@ pub trait BatchNorm2dKernel: Storage<f32> {
     ) -> Result<(Tensor<Sc, f32, Self>, Tensor<Sc, f32, Self>), Self::Err>;
 
     /// `y = act(γ (x − mean)/√(var + ε) + β [+ residual])`.
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm2d_forward<Sx: Shape, Sc: Shape>(
         &self,
         op: &BatchNormOp,
         x: &Tensor<Sx, f32, Self>,
         residual: Option<&Tensor<Sx, f32, Self>>,
-        gamma: &Tensor<Sc, f32, Self>,
-        beta: &Tensor<Sc, f32, Self>,
-        mean: &Tensor<Sc, f32, Self>,
-        var: &Tensor<Sc, f32, Self>,
+        norm: &BatchNormTensors<'_, Sc, Self>,
         out: Sx,
     ) -> Result<Tensor<Sx, f32, Self>, Self::Err>;
 
-    /// Accumulates the gradients of `x`, `γ`, `β` and the residual. `y` (the
-    /// forward output) is given iff `op.relu`, for the ReLU mask.
-    #[allow(clippy::too_many_arguments)]
+    /// Accumulates the gradients of `x`, `γ`, `β` and the residual from the
+    /// output gradient `gy`. `y` (the forward output) is given iff
+    /// `op.relu`, for the ReLU mask.
     fn batch_norm2d_backward<Sx: Shape, Sc: Shape>(
         &self,
         op: &BatchNormOp,
         x: &Tensor<Sx, f32, Self>,
         y: Option<&Tensor<Sx, f32, Self>>,
-        gamma: &Tensor<Sc, f32, Self>,
-        mean: &Tensor<Sc, f32, Self>,
-        var: &Tensor<Sc, f32, Self>,
-        gx: &mut Self::Vec,
-        ggamma: &mut Self::Vec,
-        gbeta: &mut Self::Vec,
-        gresidual: Option<&mut Self::Vec>,
+        norm: &BatchNormTensors<'_, Sc, Self>,
+        grads: BatchNormGrads<'_, Self>,
         gy: &Self::Vec,
     ) -> Result<(), Self::Err>;
 }
 
-/// Which statistics a call normalises with.
-enum Stats<'a, const C: usize, D: Storage<f32>> {
+/// Which statistics a batch-norm call normalises with — its mode.
+pub enum BatchNormStats<'a, const C: usize, D: Storage<f32>> {
+    /// Evaluation mode: the running statistics, left unchanged.
     Running {
+        /// Running mean.
         mean: &'a Tensor<Rank1<C>, f32, D>,
+        /// Running (unbiased) variance.
         var: &'a Tensor<Rank1<C>, f32, D>,
     },
+    /// Training mode: the batch statistics (biased variance); the running
+    /// statistics are updated in place, `r = (1 − momentum)·r +
+    /// momentum·batch_stat`, with the unbiased variance (as PyTorch).
     Batch {
+        /// Running mean, updated.
         running_mean: &'a mut Tensor<Rank1<C>, f32, D>,
+        /// Running (unbiased) variance, updated.
         running_var: &'a mut Tensor<Rank1<C>, f32, D>,
+        /// Weight of the batch statistic in the update.
         momentum: f64,
     },
 }
 
+/// The parameters and mode of one [`batch_norm2d()`] call: `weight` (γ),
+/// `bias` (β), the statistics and `eps`.
+pub struct BatchNormParams<'a, const C: usize, D: Storage<f32>> {
+    /// γ, the per-channel scale (gets a gradient under a tape).
+    pub weight: &'a Tensor<Rank1<C>, f32, D>,
+    /// β, the per-channel shift (gets a gradient under a tape).
+    pub bias: &'a Tensor<Rank1<C>, f32, D>,
+    /// Running statistics (eval) or batch statistics (train).
+    pub stats: BatchNormStats<'a, C, D>,
+    /// Added to the variance before the square root.
+    pub eps: f64,
+}
+
+impl<'a, const C: usize, D: Storage<f32>> BatchNormParams<'a, C, D> {
+    /// Evaluation mode: normalise with `running_mean`/`running_var`, which
+    /// stay unchanged (and never get gradients).
+    pub fn eval(
+        weight: &'a Tensor<Rank1<C>, f32, D>,
+        bias: &'a Tensor<Rank1<C>, f32, D>,
+        running_mean: &'a Tensor<Rank1<C>, f32, D>,
+        running_var: &'a Tensor<Rank1<C>, f32, D>,
+        eps: f64,
+    ) -> Self {
+        let stats = BatchNormStats::Running {
+            mean: running_mean,
+            var: running_var,
+        };
+        Self {
+            weight,
+            bias,
+            stats,
+            eps,
+        }
+    }
+
+    /// Training mode: normalise with the batch statistics and update
+    /// `running_mean`/`running_var` with `momentum`.
+    pub fn train(
+        weight: &'a Tensor<Rank1<C>, f32, D>,
+        bias: &'a Tensor<Rank1<C>, f32, D>,
+        running_mean: &'a mut Tensor<Rank1<C>, f32, D>,
+        running_var: &'a mut Tensor<Rank1<C>, f32, D>,
+        eps: f64,
+        momentum: f64,
+    ) -> Self {
+        let stats = BatchNormStats::Batch {
+            running_mean,
+            running_var,
+            momentum,
+        };
+        Self {
+            weight,
+            bias,
+            stats,
+            eps,
+        }
+    }
+}
+
+/// What follows the affine transform in the same pass.
+///
+/// The residual of [`Tail::AddRelu`] carries the input's tape type `T`: a
+/// residual branch recorded on `x.with_empty_tape()` (as a ResNet block
+/// does) is merged back; a tape-free residual beside a traced `x` is passed
+/// as `residual.retaped()`. Either way it gets its gradient.
+pub enum Tail<S: Shape, D: Storage<f32>, T> {
+    /// `y = bn(x)`.
+    None,
+    /// `y = relu(bn(x))`.
+    Relu,
+    /// `y = relu(bn(x) + residual)`: the tail of a ResNet block. The
+    /// residual must be another tensor than `x`.
+    AddRelu(Tensor<S, f32, D, T>),
+}
+
 type Img<B, const C: usize, H, W> = (B, Const<C>, H, W);
 
-#[allow(clippy::too_many_arguments)]
-fn batch_norm2d_impl<B: Dim, const C: usize, H: Dim, W: Dim, D, T, R>(
+/// Batch-norm over `(B, C, H, W)` with running (eval) or batch (train)
+/// statistics, see [`BatchNormStats`], followed by the fused `tail` (one
+/// pass, no temporary). Works with or without a tape; with one, `x`,
+/// `weight`, `bias` (and the residual) get gradients, the running
+/// statistics never do. Training mode needs more than one value per
+/// channel (`B·H·W > 1`).
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use poly_loss::nn::ops::{batch_norm2d, BatchNormParams, Tail};
+///
+/// let dev = Cpu::default();
+/// let (g, b): (Tensor<Rank1<2>, f32, _>, _) = (dev.ones(), dev.zeros());
+///
+/// // Evaluation mode with a fused ReLU.
+/// let x: Tensor<Rank4<1, 2, 1, 1>, f32, _> = dev.tensor([[[[3.0]], [[-1.0]]]]);
+/// let (m, v): (Tensor<Rank1<2>, f32, _>, _) = (dev.tensor([1.0, 0.0]), dev.tensor([4.0, 1.0]));
+/// let y = batch_norm2d(x, BatchNormParams::eval(&g, &b, &m, &v, 0.0), Tail::Relu);
+/// assert_eq!(y.as_vec(), vec![1.0, 0.0]); // (3−1)/2, relu(−1)
+///
+/// // Training mode: batch statistics, running statistics updated.
+/// let x: Tensor<Rank4<2, 1, 1, 1>, f32, _> = dev.tensor([[[[1.0]]], [[[3.0]]]]);
+/// let (g, b): (Tensor<Rank1<1>, f32, _>, _) = (dev.ones(), dev.zeros());
+/// let (mut m, mut v): (Tensor<Rank1<1>, f32, _>, _) = (dev.zeros(), dev.ones());
+/// let y = batch_norm2d(x, BatchNormParams::train(&g, &b, &mut m, &mut v, 0.0, 0.1), Tail::None);
+/// assert_eq!(y.as_vec(), vec![-1.0, 1.0]);
+/// assert_eq!(m.array(), [0.2]); // 0.9·0 + 0.1·2
+/// assert_eq!(v.array(), [1.1]); // 0.9·1 + 0.1·(unbiased variance 2)
+/// ```
+pub fn batch_norm2d<B: Dim, const C: usize, H: Dim, W: Dim, D, T>(
     x: Tensor<Img<B, C, H, W>, f32, D, T>,
-    residual: Option<Tensor<Img<B, C, H, W>, f32, D, R>>,
-    weight: &Tensor<Rank1<C>, f32, D>,
-    bias: &Tensor<Rank1<C>, f32, D>,
-    stats: Stats<'_, C, D>,
-    eps: f64,
-    relu: bool,
+    params: BatchNormParams<'_, C, D>,
+    tail: Tail<Img<B, C, H, W>, D, T>,
+) -> Tensor<Img<B, C, H, W>, f32, D, T>
+where
+    D: Device<f32> + BatchNorm2dKernel,
+    T: Tape<f32, D>,
+{
+    try_batch_norm2d(x, params, tail).unwrap()
+}
+
+/// Fallible [`batch_norm2d()`].
+pub fn try_batch_norm2d<B: Dim, const C: usize, H: Dim, W: Dim, D, T>(
+    x: Tensor<Img<B, C, H, W>, f32, D, T>,
+    params: BatchNormParams<'_, C, D>,
+    tail: Tail<Img<B, C, H, W>, D, T>,
 ) -> Result<Tensor<Img<B, C, H, W>, f32, D, T>, D::Err>
 where
     D: Device<f32> + BatchNorm2dKernel,
-    T: Tape<f32, D> + Merge<R>,
-    R: Tape<f32, D>,
+    T: Tape<f32, D>,
 {
+    let BatchNormParams {
+        weight,
+        bias,
+        stats,
+        eps,
+    } = params;
     let shape = *x.shape();
     let (b, _, h, w) = shape;
+    let (relu, residual) = match tail {
+        Tail::None => (false, None),
+        Tail::Relu => (true, None),
+        Tail::AddRelu(r) => (true, Some(r)),
+    };
     let op = BatchNormOp {
         batch: b.size(),
         channels: C,
         plane: h.size() * w.size(),
         eps,
         relu,
-        train: matches!(stats, Stats::Batch { .. }),
+        train: matches!(stats, BatchNormStats::Batch { .. }),
     };
     let x = x.try_contiguous()?;
     let (x, tape) = x.split_tape();
@@ -142,8 +289,8 @@ where
     };
     let dev = x.device().clone();
     let (mean, var) = match stats {
-        Stats::Running { mean, var } => (mean.clone(), var.clone()),
-        Stats::Batch {
+        BatchNormStats::Running { mean, var } => (mean.clone(), var.clone()),
+        BatchNormStats::Batch {
             running_mean,
             running_var,
             momentum,
@@ -159,312 +306,56 @@ where
             (m, v)
         }
     };
-    let out =
-        dev.batch_norm2d_forward(&op, &x, residual.as_ref(), weight, bias, &mean, &var, shape)?;
+    let norm = BatchNormTensors {
+        gamma: weight,
+        beta: bias,
+        mean: &mean,
+        var: &var,
+    };
+    let out = dev.batch_norm2d_forward(&op, &x, residual.as_ref(), &norm, shape)?;
     if T::OWNS_TAPE {
         // All saves are `Arc` clones. The output (ReLU mask) is usually held by
         // the next layer anyway, so keeping it costs no memory.
         let y = relu.then(|| out.clone());
-        let gamma = weight.clone();
+        let (gamma, beta) = (weight.clone(), bias.clone());
         let (x_ghost, w_ghost, b_ghost, out_ghost) =
             (x.ghost(), weight.ghost(), bias.ghost(), out.ghost());
         let r_ghost = residual.as_ref().map(|r| r.ghost());
         drop(residual);
         tape.add_backward_op(move |grads| {
+            let norm = BatchNormTensors {
+                gamma: &gamma,
+                beta: &beta,
+                mean: &mean,
+                var: &var,
+            };
             if let Some(r_ghost) = r_ghost {
                 let (gx, gw, gb, gr, gy) = grads_mut_and_ref!(
                     &mut *grads,
                     [x_ghost, w_ghost, b_ghost, r_ghost],
                     out_ghost
                 );
-                dev.batch_norm2d_backward(
-                    &op,
-                    &x,
-                    y.as_ref(),
-                    &gamma,
-                    &mean,
-                    &var,
-                    gx,
-                    gw,
-                    gb,
-                    Some(gr),
-                    gy,
-                )?;
+                let g = BatchNormGrads {
+                    x: gx,
+                    gamma: gw,
+                    beta: gb,
+                    residual: Some(gr),
+                };
+                dev.batch_norm2d_backward(&op, &x, y.as_ref(), &norm, g, gy)?;
             } else {
                 let (gx, gw, gb, gy) =
                     grads_mut_and_ref!(&mut *grads, [x_ghost, w_ghost, b_ghost], out_ghost);
-                dev.batch_norm2d_backward(
-                    &op,
-                    &x,
-                    y.as_ref(),
-                    &gamma,
-                    &mean,
-                    &var,
-                    gx,
-                    gw,
-                    gb,
-                    None,
-                    gy,
-                )?;
+                let g = BatchNormGrads {
+                    x: gx,
+                    gamma: gw,
+                    beta: gb,
+                    residual: None,
+                };
+                dev.batch_norm2d_backward(&op, &x, y.as_ref(), &norm, g, gy)?;
             }
             release_grad!(grads, out_ghost, dev);
             Ok(())
         });
     }
     Ok(out.put_tape(tape))
-}
-
-/// Evaluation-mode batch-norm: normalises with the running statistics (not
-/// updated), optionally followed by ReLU (fused: one pass, no temporary).
-/// Works with or without a tape; with one, `x`, `weight` and `bias` get
-/// gradients (`running_*` never do).
-///
-/// ```
-/// use dfdx::prelude::*;
-/// use poly_loss::nn::ops::batch_norm2d_eval;
-///
-/// let dev = Cpu::default();
-/// let x: Tensor<Rank4<1, 2, 1, 1>, f32, _> = dev.tensor([[[[3.0]], [[-1.0]]]]);
-/// let (g, b): (Tensor<Rank1<2>, f32, _>, _) = (dev.ones(), dev.zeros());
-/// let (m, v): (Tensor<Rank1<2>, f32, _>, _) = (dev.tensor([1.0, 0.0]), dev.tensor([4.0, 1.0]));
-/// let y = batch_norm2d_eval(x, &g, &b, &m, &v, 0.0, true);
-/// assert_eq!(y.as_vec(), vec![1.0, 0.0]); // (3−1)/2, relu(−1)
-/// ```
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm2d_eval<B: Dim, const C: usize, H: Dim, W: Dim, D, T>(
-    x: Tensor<Img<B, C, H, W>, f32, D, T>,
-    weight: &Tensor<Rank1<C>, f32, D>,
-    bias: &Tensor<Rank1<C>, f32, D>,
-    running_mean: &Tensor<Rank1<C>, f32, D>,
-    running_var: &Tensor<Rank1<C>, f32, D>,
-    eps: f64,
-    relu: bool,
-) -> Tensor<Img<B, C, H, W>, f32, D, T>
-where
-    D: Device<f32> + BatchNorm2dKernel,
-    T: Tape<f32, D>,
-{
-    try_batch_norm2d_eval(x, weight, bias, running_mean, running_var, eps, relu).unwrap()
-}
-
-/// Fallible [`batch_norm2d_eval`].
-#[allow(clippy::too_many_arguments)]
-pub fn try_batch_norm2d_eval<B: Dim, const C: usize, H: Dim, W: Dim, D, T>(
-    x: Tensor<Img<B, C, H, W>, f32, D, T>,
-    weight: &Tensor<Rank1<C>, f32, D>,
-    bias: &Tensor<Rank1<C>, f32, D>,
-    running_mean: &Tensor<Rank1<C>, f32, D>,
-    running_var: &Tensor<Rank1<C>, f32, D>,
-    eps: f64,
-    relu: bool,
-) -> Result<Tensor<Img<B, C, H, W>, f32, D, T>, D::Err>
-where
-    D: Device<f32> + BatchNorm2dKernel,
-    T: Tape<f32, D>,
-{
-    batch_norm2d_impl(
-        x,
-        None::<Tensor<Img<B, C, H, W>, f32, D, NoneTape>>,
-        weight,
-        bias,
-        Stats::Running {
-            mean: running_mean,
-            var: running_var,
-        },
-        eps,
-        relu,
-    )
-}
-
-/// Training-mode batch-norm: normalises with the batch statistics and
-/// updates `running_mean`/`running_var` in place (momentum, unbiased
-/// variance, as PyTorch), optionally followed by a fused ReLU. Needs more
-/// than one value per channel (`B·H·W > 1`).
-///
-/// ```
-/// use dfdx::prelude::*;
-/// use poly_loss::nn::ops::batch_norm2d_train;
-///
-/// let dev = Cpu::default();
-/// let x: Tensor<Rank4<2, 1, 1, 1>, f32, _> = dev.tensor([[[[1.0]]], [[[3.0]]]]);
-/// let (g, b): (Tensor<Rank1<1>, f32, _>, _) = (dev.ones(), dev.zeros());
-/// let (mut m, mut v): (Tensor<Rank1<1>, f32, _>, _) = (dev.zeros(), dev.ones());
-/// let y = batch_norm2d_train(x, &g, &b, &mut m, &mut v, 0.0, 0.1, false);
-/// assert_eq!(y.as_vec(), vec![-1.0, 1.0]);
-/// assert_eq!(m.array(), [0.2]); // 0.9·0 + 0.1·2
-/// assert_eq!(v.array(), [1.1]); // 0.9·1 + 0.1·(unbiased variance 2)
-/// ```
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm2d_train<B: Dim, const C: usize, H: Dim, W: Dim, D, T>(
-    x: Tensor<Img<B, C, H, W>, f32, D, T>,
-    weight: &Tensor<Rank1<C>, f32, D>,
-    bias: &Tensor<Rank1<C>, f32, D>,
-    running_mean: &mut Tensor<Rank1<C>, f32, D>,
-    running_var: &mut Tensor<Rank1<C>, f32, D>,
-    eps: f64,
-    momentum: f64,
-    relu: bool,
-) -> Tensor<Img<B, C, H, W>, f32, D, T>
-where
-    D: Device<f32> + BatchNorm2dKernel,
-    T: Tape<f32, D>,
-{
-    try_batch_norm2d_train(
-        x,
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        eps,
-        momentum,
-        relu,
-    )
-    .unwrap()
-}
-
-/// Fallible [`batch_norm2d_train`].
-#[allow(clippy::too_many_arguments)]
-pub fn try_batch_norm2d_train<B: Dim, const C: usize, H: Dim, W: Dim, D, T>(
-    x: Tensor<Img<B, C, H, W>, f32, D, T>,
-    weight: &Tensor<Rank1<C>, f32, D>,
-    bias: &Tensor<Rank1<C>, f32, D>,
-    running_mean: &mut Tensor<Rank1<C>, f32, D>,
-    running_var: &mut Tensor<Rank1<C>, f32, D>,
-    eps: f64,
-    momentum: f64,
-    relu: bool,
-) -> Result<Tensor<Img<B, C, H, W>, f32, D, T>, D::Err>
-where
-    D: Device<f32> + BatchNorm2dKernel,
-    T: Tape<f32, D>,
-{
-    batch_norm2d_impl(
-        x,
-        None::<Tensor<Img<B, C, H, W>, f32, D, NoneTape>>,
-        weight,
-        bias,
-        Stats::Batch {
-            running_mean,
-            running_var,
-            momentum,
-        },
-        eps,
-        relu,
-    )
-}
-
-/// `relu(bn_eval(x) + residual)` in one pass: the tail of a ResNet block
-/// with frozen statistics. `x` and `residual` must be different tensors;
-/// their tapes are merged (either may carry it).
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm2d_add_relu_eval<B: Dim, const C: usize, H: Dim, W: Dim, D, T, R>(
-    x: Tensor<Img<B, C, H, W>, f32, D, T>,
-    residual: Tensor<Img<B, C, H, W>, f32, D, R>,
-    weight: &Tensor<Rank1<C>, f32, D>,
-    bias: &Tensor<Rank1<C>, f32, D>,
-    running_mean: &Tensor<Rank1<C>, f32, D>,
-    running_var: &Tensor<Rank1<C>, f32, D>,
-    eps: f64,
-) -> Tensor<Img<B, C, H, W>, f32, D, T>
-where
-    D: Device<f32> + BatchNorm2dKernel,
-    T: Tape<f32, D> + Merge<R>,
-    R: Tape<f32, D>,
-{
-    try_batch_norm2d_add_relu_eval(x, residual, weight, bias, running_mean, running_var, eps)
-        .unwrap()
-}
-
-/// Fallible [`batch_norm2d_add_relu_eval`].
-#[allow(clippy::too_many_arguments)]
-pub fn try_batch_norm2d_add_relu_eval<B: Dim, const C: usize, H: Dim, W: Dim, D, T, R>(
-    x: Tensor<Img<B, C, H, W>, f32, D, T>,
-    residual: Tensor<Img<B, C, H, W>, f32, D, R>,
-    weight: &Tensor<Rank1<C>, f32, D>,
-    bias: &Tensor<Rank1<C>, f32, D>,
-    running_mean: &Tensor<Rank1<C>, f32, D>,
-    running_var: &Tensor<Rank1<C>, f32, D>,
-    eps: f64,
-) -> Result<Tensor<Img<B, C, H, W>, f32, D, T>, D::Err>
-where
-    D: Device<f32> + BatchNorm2dKernel,
-    T: Tape<f32, D> + Merge<R>,
-    R: Tape<f32, D>,
-{
-    batch_norm2d_impl(
-        x,
-        Some(residual),
-        weight,
-        bias,
-        Stats::Running {
-            mean: running_mean,
-            var: running_var,
-        },
-        eps,
-        true,
-    )
-}
-
-/// `relu(bn_train(x) + residual)` in one pass (batch statistics, running
-/// statistics updated as in [`batch_norm2d_train`]). `x` and `residual`
-/// must be different tensors; their tapes are merged.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm2d_add_relu_train<B: Dim, const C: usize, H: Dim, W: Dim, D, T, R>(
-    x: Tensor<Img<B, C, H, W>, f32, D, T>,
-    residual: Tensor<Img<B, C, H, W>, f32, D, R>,
-    weight: &Tensor<Rank1<C>, f32, D>,
-    bias: &Tensor<Rank1<C>, f32, D>,
-    running_mean: &mut Tensor<Rank1<C>, f32, D>,
-    running_var: &mut Tensor<Rank1<C>, f32, D>,
-    eps: f64,
-    momentum: f64,
-) -> Tensor<Img<B, C, H, W>, f32, D, T>
-where
-    D: Device<f32> + BatchNorm2dKernel,
-    T: Tape<f32, D> + Merge<R>,
-    R: Tape<f32, D>,
-{
-    try_batch_norm2d_add_relu_train(
-        x,
-        residual,
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        eps,
-        momentum,
-    )
-    .unwrap()
-}
-
-/// Fallible [`batch_norm2d_add_relu_train`].
-#[allow(clippy::too_many_arguments)]
-pub fn try_batch_norm2d_add_relu_train<B: Dim, const C: usize, H: Dim, W: Dim, D, T, R>(
-    x: Tensor<Img<B, C, H, W>, f32, D, T>,
-    residual: Tensor<Img<B, C, H, W>, f32, D, R>,
-    weight: &Tensor<Rank1<C>, f32, D>,
-    bias: &Tensor<Rank1<C>, f32, D>,
-    running_mean: &mut Tensor<Rank1<C>, f32, D>,
-    running_var: &mut Tensor<Rank1<C>, f32, D>,
-    eps: f64,
-    momentum: f64,
-) -> Result<Tensor<Img<B, C, H, W>, f32, D, T>, D::Err>
-where
-    D: Device<f32> + BatchNorm2dKernel,
-    T: Tape<f32, D> + Merge<R>,
-    R: Tape<f32, D>,
-{
-    batch_norm2d_impl(
-        x,
-        Some(residual),
-        weight,
-        bias,
-        Stats::Batch {
-            running_mean,
-            running_var,
-            momentum,
-        },
-        eps,
-        true,
-    )
 }

@@ -145,7 +145,7 @@ unsafe fn im2col_raw(op: &Conv2dOp, x: &[f32], n0: usize, nc: usize, col: *mut f
     });
 }
 
-multiversion! {
+multiversion! { avx2:
     /// `dst[t] = src[t·s]`.
     fn strided_copy(dst: &mut [f32], src: &[f32], s: usize) {
         if s == 2 {
@@ -161,7 +161,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+multiversion! { avx2:
     /// `dst[t·s] += src[t]`.
     fn strided_add(dst: &mut [f32], src: &[f32], s: usize) {
         if s == 2 {
@@ -176,7 +176,7 @@ multiversion! {
     }
 }
 
-multiversion! {
+multiversion! { avx2:
     /// `dst += src`.
     fn add_into(dst: &mut [f32], src: &[f32]) {
         for (g, v) in dst.iter_mut().zip(src) {

@@ -280,8 +280,9 @@ unsafe fn transpose8_avx(rows: [Lanes; L]) -> [Lanes; L] {
 }
 
 /// Which build of the vector code a convolution runs, chosen once per call
-/// by the entry points ([`Isa::best`]) and passed down explicitly: nothing
-/// global, so concurrent calls (and tests) cannot change each other's path.
+/// by the entry points ([`Isa::best`], from the process's
+/// [`crate::cpu_dispatch::level`]) and passed down explicitly, so a test can
+/// run either build in the same process without changing anyone else's.
 mod isa {
     /// A build of the transforms: portable, or compiled for AVX2 + FMA.
     #[derive(Clone, Copy, Debug)]
@@ -301,12 +302,24 @@ mod isa {
             trace: None,
         };
 
-        /// The AVX2 + FMA build, when this CPU has both.
+        /// The AVX2 + FMA build, when this CPU has both (whatever
+        /// `POLY_LOSS_SIMD` says: tests use it to force that build).
+        #[cfg(test)]
         pub(super) fn avx2_fma() -> Option<Isa> {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
+            Isa::at_least_avx2(crate::cpu_dispatch::detected())
+        }
+
+        /// The build for the process's [`crate::cpu_dispatch::level`]: AVX2 +
+        /// FMA at Avx2 and above, else portable (so `POLY_LOSS_SIMD=scalar`
+        /// forces the portable build).
+        pub(super) fn best() -> Isa {
+            Isa::at_least_avx2(crate::cpu_dispatch::level()).unwrap_or(Isa::PORTABLE)
+        }
+
+        /// The AVX2 + FMA build if `level` (detected, or detected and
+        /// capped) allows it.
+        fn at_least_avx2(level: crate::cpu_dispatch::Level) -> Option<Isa> {
+            if cfg!(target_arch = "x86_64") && level >= crate::cpu_dispatch::Level::Avx2 {
                 return Some(Isa {
                     avx2_fma: true,
                     #[cfg(test)]
@@ -314,11 +327,6 @@ mod isa {
                 });
             }
             None
-        }
-
-        /// The fastest build this CPU runs.
-        pub(super) fn best() -> Isa {
-            Isa::avx2_fma().unwrap_or(Isa::PORTABLE)
         }
 
         /// True for the AVX2 + FMA build (only on CPUs that have them).
@@ -1591,13 +1599,16 @@ mod tests {
     }
 
     #[test]
-    fn best_is_the_fastest_build_the_cpu_runs() {
+    fn best_is_the_fastest_build_the_process_level_allows() {
+        use crate::cpu_dispatch::{level, Level};
         #[cfg(target_arch = "x86_64")]
         let has = std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma");
         #[cfg(not(target_arch = "x86_64"))]
         let has = false;
-        assert_eq!(Isa::best().is_avx2_fma(), has);
+        assert_eq!(Isa::avx2_fma().is_some(), has);
+        // `level` is what the CPU has, capped by POLY_LOSS_SIMD.
+        assert_eq!(Isa::best().is_avx2_fma(), level() >= Level::Avx2);
         assert!(!Isa::PORTABLE.is_avx2_fma());
     }
 }
