@@ -49,9 +49,10 @@ pub use spec::{PolyKind, PolyLoss, Reduction};
 use spec::LossRef;
 pub use targets::{IntoTargets, PolyDevice, TargetStorage, Targets};
 
-/// The instruction-set path the CPU kernels use: `"avx512"`, `"avx2"` or
-/// `"scalar"` (capped by the environment variable `POLY_LOSS_SIMD=scalar|avx2`,
-/// read once per process).
+/// The instruction-set path the loss's CPU kernels use: `"avx512"`, `"avx2"`
+/// or `"scalar"`, capped for every CPU kernel of the process by the
+/// environment variable `POLY_LOSS_SIMD=scalar|avx2|avx512` (read once; the
+/// vision kernels go up to AVX2).
 pub fn cpu_simd_path() -> &'static str {
     match simd::level() {
         simd::Level::Avx512 => "avx512",
