@@ -27,7 +27,8 @@ use common::{analytic, config, options};
 use hardening_support::*;
 use polytune::data::decode::decode_rgb;
 use polytune::data::{DataConfig, Dataset, Origin, SourceKind};
-use polytune::study::{run_study_blocking, write_atomic, StudyConfig, StudyDir, StudyError};
+use polytune::fs::write_atomic;
+use polytune::study::{run_study_blocking, StudyConfig, StudyDir, StudyError};
 use polytune::train::{check_weights, TrainConfig};
 
 const ANALYTIC: &str = "[study]\nbudget = 3\nconfirm_seeds = 2\n";

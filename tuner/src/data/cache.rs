@@ -53,6 +53,7 @@ use super::decode::{cached_dims, image_dims, load_item, PadResizer};
 use super::error::{DataError, Result};
 use super::images::{ImageSet, Origin, Pixels};
 use super::source::{Item, Split};
+use crate::progress::{Progress, ProgressKind};
 
 const MAGIC: &[u8; 8] = b"PTUNEIMG";
 const TRAILER: &[u8; 8] = b"PTUNEEND";
@@ -420,7 +421,7 @@ fn build(path: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Result
     let tmp = path.with_file_name(format!("{file_name}.tmp.{}.{nanos}", std::process::id()));
     let result = write_tmp(&tmp, fp, req, items).and_then(|decoded| {
         std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
-        sync_dir(req.cache_dir);
+        crate::fs::sync_dir_best_effort(req.cache_dir);
         Ok(decoded)
     });
     if result.is_err() {
@@ -663,33 +664,18 @@ fn decode_all(
             .collect::<Vec<_>>()
     };
     let results = in_pool(req, work)?;
-    bar.finish_and_clear();
+    bar.finish();
     tracing::debug!(decoded = done.load(Ordering::Relaxed), "decode finished");
     Ok(results)
 }
-fn progress_bar(len: u64, req: &CacheRequest<'_>) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
+fn progress_bar(len: u64, req: &CacheRequest<'_>) -> Progress {
+    let bar = Progress::start(ProgressKind::Decode, len);
     bar.set_message(format!(
         "decoding {} {} ({}px)",
         req.kind, req.split, req.item_size
     ));
     bar
 }
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) {}
 
 /// Removes leftovers `<name>.tmp.*` of killed builds that are over an hour
 /// old (younger ones may belong to a concurrent build).

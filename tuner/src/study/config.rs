@@ -192,7 +192,58 @@ pub struct StudyConfig {
     pub data: toml::Table,
 }
 
+/// The embedded default study config (`configs/digits-small-resnet.toml`):
+/// the small ResNet on the embedded digits set, a few seconds per trial.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../configs/digits-small-resnet.toml");
+/// The name the embedded default goes by (in messages and as the default
+/// study directory `studies/<name>`).
+pub const EMBEDDED_NAME: &str = "digits-small-resnet";
+/// Where the embedded default comes from, in messages and `study.toml`.
+pub const EMBEDDED_SOURCE: &str = "<embedded default>";
+
+/// A study config with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The config.
+    pub config: StudyConfig,
+    /// Where it came from, for messages: the path, or [`EMBEDDED_SOURCE`].
+    pub source: String,
+    /// The name of its default study directory `studies/<name>`: the
+    /// file's stem, or [`EMBEDDED_NAME`].
+    pub name: String,
+}
+
 impl StudyConfig {
+    /// The embedded default ([`EMBEDDED_DEFAULT`]).
+    ///
+    /// ```
+    /// let cfg = polytune::study::StudyConfig::embedded_default()?;
+    /// assert_eq!(cfg.train["model"].as_str(), Some("small-resnet"));
+    /// # Ok::<(), polytune::study::StudyConfigError>(())
+    /// ```
+    pub fn embedded_default() -> Result<Self, StudyConfigError> {
+        Self::from_toml_str(EMBEDDED_DEFAULT, EMBEDDED_SOURCE)
+    }
+
+    /// The config at `path` (what `--config` names), or the embedded
+    /// default without one, with its source and default study name.
+    pub fn load_or_default(path: Option<&Path>) -> Result<LoadedConfig, StudyConfigError> {
+        match path {
+            Some(p) => Ok(LoadedConfig {
+                config: Self::load(p)?,
+                source: p.display().to_string(),
+                name: p
+                    .file_stem()
+                    .map_or("study".into(), |s| s.to_string_lossy().into_owned()),
+            }),
+            None => Ok(LoadedConfig {
+                config: Self::embedded_default()?,
+                source: EMBEDDED_SOURCE.into(),
+                name: EMBEDDED_NAME.into(),
+            }),
+        }
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, StudyConfigError> {
         let path = path.as_ref();

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -254,14 +253,14 @@ impl StudyDir {
             let text = toml::to_string_pretty(&meta).map_err(|e| {
                 io(&meta_path)(std::io::Error::other(format!("cannot serialise: {e}")))
             })?;
-            write_atomic(&meta_path, text.as_bytes()).map_err(io(&meta_path))?;
+            crate::fs::write_atomic(&meta_path, text.as_bytes()).map_err(io(&meta_path))?;
         }
         // The config used now (budget, workers etc. may have changed).
         let text = format!(
             "# polytune study config (resolved), from {source}\n# fingerprint {fingerprint}\n{}",
             cfg.to_toml_string()
         );
-        write_atomic(&config_path, text.as_bytes()).map_err(io(&config_path))?;
+        crate::fs::write_atomic(&config_path, text.as_bytes()).map_err(io(&config_path))?;
         Ok(Self {
             root: root.to_path_buf(),
             fingerprint,
@@ -294,46 +293,5 @@ impl StudyDir {
     /// True when the directory already held this study.
     pub fn resumed(&self) -> bool {
         self.resumed
-    }
-}
-
-/// Writes a file atomically: a temporary file created exclusively
-/// (`O_CREAT | O_EXCL`, random name `.NAME.XXXXXX.tmp`, so a planted file or
-/// symlink is never opened) in the target's directory, written and fsynced,
-/// renamed over `path` (which replaces a symlink there rather than following
-/// it), then the directory fsynced.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(&dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    // On failure the temporary file is removed when `PersistError` drops.
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir_strict(&dir)
-}
-
-/// fsyncs a directory (after a rename in it); file systems that cannot sync
-/// directories are not an error.
-pub(crate) fn sync_dir_strict(dir: &Path) -> std::io::Result<()> {
-    match File::open(dir).and_then(|d| d.sync_all()) {
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(libc::EROFS)
-            ) =>
-        {
-            Ok(())
-        }
-        r => r,
     }
 }

@@ -18,7 +18,7 @@
 //! `[data]` tables are the program's own: polytune reads no file named there.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
@@ -179,15 +179,6 @@ pub(crate) fn digest_differences(
             (None, None) => unreachable!("key from one of the maps"),
         })
         .collect()
-}
-
-/// Whether two paths name the same existing file (same device and inode).
-pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
 }
 
 /// The role part of a digest label (`train.weights`, `data index`, `data
