@@ -6,8 +6,10 @@
 
 pub mod data;
 pub mod fs;
+pub mod hash;
 pub mod orchestrator;
 pub mod progress;
+pub mod rng;
 pub mod search;
 pub mod serve;
 pub mod stats;

@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::hash::ContentHasher;
 use crate::search::SearchConfig;
 
 /// An error loading or checking a study config; names the file and key.
@@ -377,14 +377,14 @@ impl StudyConfig {
 
     /// SHA-256 (hex) of [`StudyConfig::fingerprint_fields`].
     pub fn fingerprint(&self) -> String {
-        let mut h = Sha256::new();
+        let mut h = ContentHasher::new();
         for (k, v) in self.fingerprint_fields() {
             h.update(k.as_bytes());
             h.update([0]);
             h.update(v.as_bytes());
             h.update([0]);
         }
-        hex(&h.finalize())
+        h.finish_hex()
     }
 
     /// The fingerprinted keys whose values differ, as `key: a ≠ b` lines.
@@ -403,11 +403,6 @@ impl StudyConfig {
     }
 }
 
-/// Lower-case hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
     match v {
         serde_json::Value::Object(m) => {
@@ -424,22 +419,6 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, Strin
             out.insert(prefix.to_string(), other.to_string());
         }
     }
-}
-
-/// SHA-256 (hex) of a file, streamed.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
 }
 
 #[cfg(test)]
@@ -467,7 +446,7 @@ mod tests {
         let empty = tempfile_path("fp_empty");
         std::fs::write(&empty, b"").unwrap();
         assert_eq!(
-            sha256_file(&empty).unwrap(),
+            crate::hash::sha256_file(&empty).unwrap(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         let _ = std::fs::remove_file(empty);

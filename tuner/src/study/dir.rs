@@ -8,12 +8,12 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::config::{hex, StudyConfig};
+use super::config::StudyConfig;
 use super::inputs::{digest_differences, digest_inputs};
 use super::journal::rfc3339;
 use super::StudyError;
+use crate::hash::ContentHasher;
 
 /// The resolved config of the study (TOML).
 pub const CONFIG_FILE: &str = "config.toml";
@@ -30,9 +30,11 @@ pub const SUMMARY_FILE: &str = "summary.txt";
 /// The lock file (locked with `flock`, as the directory itself is).
 pub const LOCK_FILE: &str = ".lock";
 /// Version of the fingerprint's recipe, recorded in `study.toml`. 2: the
-/// config plus content digests of the weights and data. A study recorded
-/// with another version cannot be checked against its inputs and is refused.
-pub const FINGERPRINT_VERSION: u32 = 2;
+/// config plus content digests of the weights and data. 3: the random and
+/// particle-swarm searches draw from [`crate::rng`] streams, so a journal
+/// of version 2 would not replay. A study recorded with another version
+/// cannot be checked against its inputs or replayed and is refused.
+pub const FINGERPRINT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,7 +135,7 @@ fn not_a_study(root: &Path, why: String) -> StudyError {
 
 /// The study's fingerprint: the config's, then the input digests.
 fn study_fingerprint(cfg: &StudyConfig, inputs: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
+    let mut h = ContentHasher::new();
     h.update(format!("polytune study fingerprint v{FINGERPRINT_VERSION}\0").as_bytes());
     h.update(cfg.fingerprint().as_bytes());
     for (k, v) in inputs {
@@ -142,7 +144,7 @@ fn study_fingerprint(cfg: &StudyConfig, inputs: &BTreeMap<String, String>) -> St
         h.update([0]);
         h.update(v.as_bytes());
     }
-    hex(&h.finalize())
+    h.finish_hex()
 }
 
 impl StudyDir {
@@ -210,7 +212,7 @@ impl StudyDir {
                 return Err(not_a_study(
                     root,
                     format!(
-                        "{} was made by polytune {} with fingerprint version {} (this one uses {FINGERPRINT_VERSION}, which checks the weights and data by content), so its trials cannot be checked against the inputs",
+                        "{} was made by polytune {} with fingerprint version {} (this one uses {FINGERPRINT_VERSION}), so its trials cannot be checked against the inputs or replayed",
                         root.display(),
                         meta.polytune_version,
                         meta.fingerprint_version

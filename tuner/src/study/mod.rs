@@ -66,11 +66,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use config::{
-    sha256_file, LoadedConfig, ProvenanceConfig, StudyConfig, StudyConfigError, StudySettings,
-    TrialConfig, EMBEDDED_DEFAULT, EMBEDDED_NAME, EMBEDDED_SOURCE, STUDY_FORMAT,
+    LoadedConfig, ProvenanceConfig, StudyConfig, StudyConfigError, StudySettings, TrialConfig,
+    EMBEDDED_DEFAULT, EMBEDDED_NAME, EMBEDDED_SOURCE, STUDY_FORMAT,
 };
 pub use config::{MAX_BUDGET, MAX_SECONDS, MAX_SEED, MAX_WORKERS};
-pub use dir::{StudyDir, CONFIG_FILE, META_FILE, PLOT_FILE, SUMMARY_FILE, TRIALS_FILE, TUNED_FILE};
+pub use dir::{
+    StudyDir, CONFIG_FILE, FINGERPRINT_VERSION, META_FILE, PLOT_FILE, SUMMARY_FILE, TRIALS_FILE,
+    TUNED_FILE,
+};
 pub use journal::{
     format_row, header, parse_row, rfc3339, Journal, JournalError, Opened, RowState, TrialRecord,
 };
