@@ -1,5 +1,6 @@
 //! Seeded random streams: every random choice polytune makes (data order,
-//! the digits split, augmentation, the random and particle-swarm searches)
+//! the digits split, augmentation, the head's initialisation and dropout,
+//! the random and particle-swarm searches)
 //! comes from a [`Stream`] derived from a seed, a stream name and an index.
 //!
 //! A stream is ChaCha8 keyed by the words (name, seed, index…): the words
@@ -84,6 +85,10 @@ pub mod names {
     pub const SWARM_INIT: StreamName = StreamName::new("pso-init");
     /// argmin's particle-swarm moves (its own generator); no index.
     pub const SWARM_MOVES: StreamName = StreamName::new("pso-move");
+    /// The classification head's initial weights; no index.
+    pub const HEAD_INIT: StreamName = StreamName::new("head");
+    /// The head's dropout masks over a run; no index.
+    pub const DROPOUT: StreamName = StreamName::new("dropout");
 }
 
 /// A deterministic random stream (ChaCha8) for one (name, seed, index).
@@ -170,6 +175,8 @@ mod tests {
             names::RANDOM_SEARCH,
             names::SWARM_INIT,
             names::SWARM_MOVES,
+            names::HEAD_INIT,
+            names::DROPOUT,
         ];
         for (i, a) in all.iter().enumerate() {
             assert!(all[i + 1..].iter().all(|b| b != a), "{a:?} twice");

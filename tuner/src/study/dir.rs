@@ -31,8 +31,9 @@ pub const SUMMARY_FILE: &str = "summary.txt";
 pub const LOCK_FILE: &str = ".lock";
 /// Version of the fingerprint's recipe, recorded in `study.toml`. 2: the
 /// config plus content digests of the weights and data. 3: the random and
-/// particle-swarm searches draw from [`crate::rng`] streams, so a journal
-/// of version 2 would not replay. A study recorded with another version
+/// particle-swarm searches and the head's initialisation and dropout draw
+/// from [`crate::rng`] streams, so a journal of version 2 would not replay
+/// (other ε) or would mix results of two initialisations. A study recorded with another version
 /// cannot be checked against its inputs or replayed and is refused.
 pub const FINGERPRINT_VERSION: u32 = 3;
 
