@@ -39,11 +39,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use polytune::orchestrator::{
-    ChildCommand, FnRunner, TrialOutcome, TrialPhase, TrialResult, TrialRunner, TrialSpec,
-};
+use polytune::orchestrator::{ChildCommand, FnRunner, TrialOutcome, TrialRunner};
+
 use polytune::search::SolverKind;
 use polytune::study::{child_runner, run_study_blocking, StudyConfig, StudyOptions, StudyReport};
+use polytune::trial::{TrialPhase, TrialResult, TrialSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;

@@ -22,8 +22,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use polytune::cli::load_config;
 use polytune::data::{DataConfig, Dataset, SourceKind};
+use polytune::study::{LoadedConfig, StudyConfig};
 use polytune::train::{
     data_config_from_table, train, FeatureOrigin, TrainConfig, TrainOptions, TrainReport,
 };
@@ -140,7 +140,11 @@ fn main() {
     println!("polytune trainer benchmark: {threads} compute threads, release build\n");
 
     // 1a. The embedded default.
-    let (study, source, _) = load_config(None).unwrap();
+    let LoadedConfig {
+        config: study,
+        source,
+        ..
+    } = StudyConfig::load_or_default(None).unwrap();
     let digits_cfg = TrainConfig::from_table(&study.train, &source).unwrap();
     let mut digits_data = data_config_from_table(&study.data, &source).unwrap();
     digits_data.cache_dir = tmp.path().join("digits-cache");

@@ -1,14 +1,16 @@
-//! `polytune`: see [`polytune::cli`] for the commands.
+//! `polytune`: see [`cli`] for the commands.
+
+mod cli;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    match polytune::cli::run(polytune::cli::Cli::parse()) {
+    match cli::run(cli::Cli::parse()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            polytune::cli::print_stderr(&format!("error: {}\n", error_chain(&e)));
+            cli::print_stderr(&format!("error: {}\n", error_chain(&e)));
             ExitCode::from(1)
         }
     }

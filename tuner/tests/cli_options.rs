@@ -369,8 +369,8 @@ fn weights_converted_by_the_script_load_with_weights() {
 #[cfg(feature = "cuda")]
 #[test]
 fn worker_k_trains_on_gpu_k() {
-    use polytune::orchestrator::{TrialPhase, TrialSpec};
-    use polytune::train::run_trial;
+    use polytune::trial::run_trial;
+    use polytune::trial::{TrialPhase, TrialSpec};
     let spec = |device: &str, worker: Option<usize>| TrialSpec {
         trial: 0,
         phase: TrialPhase::Search,

@@ -27,7 +27,8 @@ use common::{analytic, config, options};
 use hardening_support::*;
 use polytune::data::decode::decode_rgb;
 use polytune::data::{DataConfig, Dataset, Origin, SourceKind};
-use polytune::study::{run_study_blocking, write_atomic, StudyConfig, StudyDir, StudyError};
+use polytune::fs::write_atomic;
+use polytune::study::{run_study_blocking, StudyConfig, StudyDir, StudyError, FINGERPRINT_VERSION};
 use polytune::train::{check_weights, TrainConfig};
 
 const ANALYTIC: &str = "[study]\nbudget = 3\nconfirm_seeds = 2\n";
@@ -239,20 +240,45 @@ fn a_replaced_weights_or_label_file_is_a_foreign_study_naming_the_file() {
     // 3 search trials and 2 × 2 confirmation runs, all from the journal.
     assert_eq!((r.replayed, ran.load(Ordering::SeqCst)), (7, 0));
 
-    // A study recorded by an older polytune (no fingerprint version) is
-    // refused cleanly rather than resumed unchecked.
+    // A study recorded by an older polytune — with the previous fingerprint
+    // version (whose searches drew from other random streams, so its
+    // journal would not replay), or with none at all — is refused cleanly,
+    // naming the directory and both versions, rather than resumed; and no
+    // trial runs.
     let meta = std::fs::read_to_string(study.join("study.toml")).unwrap();
-    let old: String = meta
-        .lines()
-        .filter(|l| !l.starts_with("fingerprint_version"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(study.join("study.toml"), old).unwrap();
-    let (runner, _) = counting_runner(analytic);
-    let msg = run_study_blocking(config(&text), options(&study), runner)
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains("fingerprint version 0"), "{msg}");
+    let current = format!("fingerprint_version = {FINGERPRINT_VERSION}");
+    assert!(meta.lines().any(|l| l == current), "{meta}");
+    let previous = FINGERPRINT_VERSION - 1;
+    for (version_line, old_version) in [
+        (Some(format!("fingerprint_version = {previous}")), previous),
+        (None, 0),
+    ] {
+        let old: String = meta
+            .lines()
+            .filter_map(|l| {
+                if l.starts_with("fingerprint_version") {
+                    version_line.clone()
+                } else {
+                    Some(l.to_string())
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(study.join("study.toml"), old).unwrap();
+        let (runner, ran) = counting_runner(analytic);
+        let msg = run_study_blocking(config(&text), options(&study), runner)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(&study.display().to_string())
+                && msg.contains(&format!(
+                    "with fingerprint version {old_version} (this one uses {FINGERPRINT_VERSION})"
+                ))
+                && msg.contains("not a study directory of this polytune"),
+            "{msg}"
+        );
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
 }
 
 // ---------------------------------------------------------------- item 5

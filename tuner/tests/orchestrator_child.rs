@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use polytune::orchestrator::{
-    ChildCommand, ChildRunner, Shutdown, StopLevel, TrialOutcome, TrialPhase, TrialRunner,
-    TrialSpec,
+    ChildCommand, ChildRunner, Shutdown, StopLevel, TrialOutcome, TrialRunner,
 };
+
+use polytune::trial::{TrialPhase, TrialSpec};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use common::{fixture, ok, tuned_core};
 use db::{fresh_db, rt, server};
 use load::{run_load, LoadTrial};
-use polytune::orchestrator::TrialPhase;
 use polytune::storage::pg::{PgStore, StudyRow};
 use polytune::storage::PgTarget;
+use polytune::trial::TrialPhase;
 
 /// (phase, trial, ε, seed, accuracy) of an ended trial, as text.
 type Outcome = (String, u64, String, u64, String);

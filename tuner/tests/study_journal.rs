@@ -1,7 +1,7 @@
 //! The journal file on its own: round trip, torn last line, corruption.
 
-use polytune::orchestrator::TrialPhase;
 use polytune::study::{header, Journal, RowState, TrialRecord};
+use polytune::trial::TrialPhase;
 
 fn row(trial: u64, eps: Vec<f64>, state: RowState, error: &str) -> TrialRecord {
     let finished = state == RowState::Finished;

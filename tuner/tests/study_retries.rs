@@ -106,8 +106,8 @@ fn retries_are_bounded_and_counted_across_a_resume() {
     // An in-process runner that reports every attempt of trial 1 as lost.
     let cfg = config(STUDY);
     let tmp = tempfile::tempdir().unwrap();
-    let runner = FnRunner::new(|spec: &polytune::orchestrator::TrialSpec| {
-        if spec.phase == polytune::orchestrator::TrialPhase::Search && spec.trial == 1 {
+    let runner = FnRunner::new(|spec: &polytune::trial::TrialSpec| {
+        if spec.phase == polytune::trial::TrialPhase::Search && spec.trial == 1 {
             polytune::orchestrator::TrialOutcome::Transient("killed by signal 9 (SIGKILL)".into())
         } else {
             analytic(spec)

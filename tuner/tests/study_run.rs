@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use polytune::orchestrator::{ChildCommand, FnRunner, Shutdown, StopLevel, TrialSpec};
+use polytune::orchestrator::{ChildCommand, FnRunner, Shutdown, StopLevel};
 use polytune::study::{child_runner, run_study_blocking, StudyError};
+use polytune::trial::TrialSpec;
 
 const NM: &str = r#"
 [study]

@@ -4,11 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use polytune::cli::{load_config, EMBEDDED_DEFAULT};
 use polytune::data::augment::ResizeMode;
 use polytune::data::SourceKind;
 use polytune::search::SolverKind;
-use polytune::study::StudyConfig;
+use polytune::study::{LoadedConfig, StudyConfig, EMBEDDED_DEFAULT};
 use polytune::train::{data_config_from_table, FrozenBn, HeadKind, ModelKind, TrainConfig};
 
 fn config_path(name: &str) -> PathBuf {
@@ -20,7 +19,11 @@ fn config_path(name: &str) -> PathBuf {
 #[test]
 fn flowers102_resnet50_is_the_real_study() {
     let path = config_path("flowers102-resnet50.toml");
-    let (cfg, source, name) = load_config(Some(&path)).unwrap();
+    let LoadedConfig {
+        config: cfg,
+        source,
+        name,
+    } = StudyConfig::load_or_default(Some(&path)).unwrap();
     assert_eq!(name, "flowers102-resnet50");
     let t = TrainConfig::from_table(&cfg.train, &source).unwrap();
     let d = data_config_from_table(&cfg.data, &source).unwrap();
@@ -58,7 +61,11 @@ fn flowers102_resnet50_is_the_real_study() {
 #[test]
 fn flowers102_resnet50_seed_reproduces_the_seeds_run() {
     let path = config_path("flowers102-resnet50-seed.toml");
-    let (cfg, source, name) = load_config(Some(&path)).unwrap();
+    let LoadedConfig {
+        config: cfg,
+        source,
+        name,
+    } = StudyConfig::load_or_default(Some(&path)).unwrap();
     assert_eq!(name, "flowers102-resnet50-seed");
     let t = TrainConfig::from_table(&cfg.train, &source).unwrap();
     let d = data_config_from_table(&cfg.data, &source).unwrap();
@@ -100,7 +107,11 @@ fn flowers102_resnet50_seed_reproduces_the_seeds_run() {
 fn the_embedded_default_is_the_digits_file() {
     let text = std::fs::read_to_string(config_path("digits-small-resnet.toml")).unwrap();
     assert_eq!(text, EMBEDDED_DEFAULT);
-    let (cfg, source, _) = load_config(None).unwrap();
+    let LoadedConfig {
+        config: cfg,
+        source,
+        ..
+    } = StudyConfig::load_or_default(None).unwrap();
     let t = TrainConfig::from_table(&cfg.train, &source).unwrap();
     let d = data_config_from_table(&cfg.data, &source).unwrap();
     assert_eq!(t.model_kind(), ModelKind::SmallResNet);

@@ -10,7 +10,7 @@ use std::path::Path;
 use dfdx::prelude::*;
 use poly_loss::nn::pretrained::{load_pretrained, tensor_names, LoadOptions};
 use poly_loss::nn::resnet::{builders, SmallResNet};
-use polytune::cli::load_config;
+use polytune::study::{LoadedConfig, StudyConfig};
 use polytune::train::metrics::Accumulator;
 use polytune::train::{
     check_weights, data_config_from_table, train, TrainConfig, TrainError, TrainOptions,
@@ -27,7 +27,11 @@ fn train_error(dir: &Path, name: &str, train_lines: &str) -> (String, String) {
         format!("[study]\nbudget = 3\n\n[train]\nmodel = \"small-resnet\"\n{train_lines}\n"),
     )
     .unwrap();
-    let (cfg, source, _) = load_config(Some(&path)).unwrap();
+    let LoadedConfig {
+        config: cfg,
+        source,
+        ..
+    } = StudyConfig::load_or_default(Some(&path)).unwrap();
     assert_eq!(source, path.display().to_string());
     let e = TrainConfig::from_table(&cfg.train, &source).unwrap_err();
     (path.display().to_string(), e.to_string())
@@ -70,7 +74,11 @@ fn config_errors_name_the_file_and_the_key() {
     // [data] and the study sections.
     let path = dir.path().join("data.toml");
     std::fs::write(&path, "[data]\nsource = \"digits\"\nimage_sise = 16\n").unwrap();
-    let (cfg, source, _) = load_config(Some(&path)).unwrap();
+    let LoadedConfig {
+        config: cfg,
+        source,
+        ..
+    } = StudyConfig::load_or_default(Some(&path)).unwrap();
     let e = data_config_from_table(&cfg.data, &source)
         .unwrap_err()
         .to_string();
@@ -83,13 +91,17 @@ fn config_errors_name_the_file_and_the_key() {
     );
     let path = dir.path().join("study.toml");
     std::fs::write(&path, "[study]\nbudgte = 3\n").unwrap();
-    let e = load_config(Some(&path)).unwrap_err().to_string();
+    let e = StudyConfig::load_or_default(Some(&path))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with(&format!("{}: ", path.display())) && e.contains("budgte"),
         "{e}"
     );
     let missing = dir.path().join("missing.toml");
-    let e = load_config(Some(&missing)).unwrap_err().to_string();
+    let e = StudyConfig::load_or_default(Some(&missing))
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with(&missing.display().to_string()), "{e}");
 
     // The trainer itself re-checks a config built in code.

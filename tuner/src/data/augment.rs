@@ -69,7 +69,7 @@ use serde::{Deserialize, Serialize};
 
 use super::decode::PadGeometry;
 use super::error::{DataError, Result};
-use super::rng::{stream, uniform, unit, TAG_AUGMENT};
+use crate::rng::{names, Stream};
 
 /// How an image becomes a square (`[data] resize`): fastai's
 /// `ResizeMethod.Crop` (the seed's `Resize(460)`) or `ResizeMethod.Pad`.
@@ -298,14 +298,14 @@ impl AugmentParams {
     /// Draws the augmentation of sample `index` in view `view` of a run
     /// seeded with `seed`.
     pub fn draw(cfg: &AugmentConfig, seed: u64, view: u64, index: u64) -> Self {
-        let mut r = stream(&[TAG_AUGMENT, seed, view, index]);
+        let mut r = Stream::new(names::AUGMENT, seed, &[view, index]);
         let p = cfg.p;
         // Every draw is made unconditionally, in a fixed order.
-        let coin = |r: &mut _| unit(r) < p;
-        let flip = (unit(&mut r) < cfg.p_flip) & cfg.flip;
+        let coin = |r: &mut Stream| r.unit() < p;
+        let flip = (r.unit() < cfg.p_flip) & cfg.flip;
         let sym = |r: &mut _, m: f64| -> f64 {
             let on = coin(r);
-            let v = uniform(r, -m, m);
+            let v = r.uniform(-m, m);
             if on {
                 v
             } else {
@@ -315,24 +315,24 @@ impl AugmentParams {
         let warp_x = sym(&mut r, cfg.max_warp);
         let warp_y = sym(&mut r, cfg.max_warp);
         let rotate_deg = sym(&mut r, cfg.max_rotate);
-        let zoom_on = unit(&mut r) < p;
-        let zoom_v = uniform(&mut r, cfg.min_zoom, cfg.max_zoom);
-        let zoom_center = (unit(&mut r), unit(&mut r));
+        let zoom_on = r.unit() < p;
+        let zoom_v = r.uniform(cfg.min_zoom, cfg.max_zoom);
+        let zoom_center = (r.unit(), r.unit());
         let ml = cfg.max_lighting;
-        let b_on = unit(&mut r) < p;
-        let b_v = uniform(&mut r, 0.5 * (1.0 - ml), 0.5 * (1.0 + ml));
-        let log_uniform = |r: &mut _, m: f64| uniform(r, (1.0 - m).ln(), -(1.0 - m).ln()).exp();
-        let c_on = unit(&mut r) < p;
+        let b_on = r.unit() < p;
+        let b_v = r.uniform(0.5 * (1.0 - ml), 0.5 * (1.0 + ml));
+        let log_uniform = |r: &mut Stream, m: f64| r.uniform((1.0 - m).ln(), -(1.0 - m).ln()).exp();
+        let c_on = r.unit() < p;
         let c_v = log_uniform(&mut r, ml);
-        let s_on = unit(&mut r) < cfg.p_hsv;
+        let s_on = r.unit() < cfg.p_hsv;
         let s_v = log_uniform(&mut r, cfg.max_saturation);
-        let h_on = unit(&mut r) < cfg.p_hsv;
+        let h_on = r.unit() < cfg.p_hsv;
         let h_v = log_uniform(&mut r, cfg.max_hue);
-        let pad_pct = (unit(&mut r), unit(&mut r));
+        let pad_pct = (r.unit(), r.unit());
         // RandomResizedCropGPU with ratio 1: area fraction U(min_scale, 1),
         // the square's top-left uniform over the free space.
-        let area = uniform(&mut r, cfg.min_scale, 1.0);
-        let (tx, ty) = (unit(&mut r), unit(&mut r));
+        let area = r.uniform(cfg.min_scale, 1.0);
+        let (tx, ty) = (r.unit(), r.unit());
         let half = area.sqrt().min(1.0);
         let centre = |t: f64| -1.0 + half + 2.0 * (1.0 - half) * t;
         AugmentParams {

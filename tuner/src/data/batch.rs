@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::augment::{augment_into, AugmentConfig, AugmentParams, AugmentScratch, CachedImage};
 use super::error::{DataError, Result};
 use super::images::ImageSet;
-use super::rng::{shuffle, stream, TAG_ORDER};
+use crate::rng::{names, Stream};
 
 /// ImageNet channel means (RGB), applied after scaling to [0, 1].
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -131,7 +131,7 @@ impl BatchPlan {
 /// The order of `len` samples in `epoch` of a run seeded with `seed`.
 pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
-    shuffle(&mut stream(&[TAG_ORDER, seed, epoch]), &mut order);
+    Stream::new(names::ORDER, seed, &[epoch]).shuffle(&mut order);
     order
 }
 

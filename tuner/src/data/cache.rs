@@ -53,6 +53,8 @@ use super::decode::{cached_dims, image_dims, load_item, PadResizer};
 use super::error::{DataError, Result};
 use super::images::{ImageSet, Origin, Pixels};
 use super::source::{Item, Split};
+use crate::hash::FastHash;
+use crate::progress::{Progress, ProgressKind};
 
 const MAGIC: &[u8; 8] = b"PTUNEIMG";
 const TRAILER: &[u8; 8] = b"PTUNEEND";
@@ -65,33 +67,6 @@ const HEADER_LEN: usize = 64;
 const PREPROCESS_ID: &str = "fastai-item-resize/pil-bilinear/fast_image_resize-6/v2";
 /// File extension of cache files.
 pub const CACHE_EXT: &str = "u8img";
-
-/// 64-bit FNV-1a: a stable, dependency-free hash for cache keys (not for
-/// security: nobody forges cache files against themselves).
-pub(crate) struct Fnv(u64);
-
-impl Fnv {
-    pub(crate) fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    pub(crate) fn bytes(&mut self, b: &[u8]) {
-        for &x in b {
-            self.0 ^= x as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    pub(crate) fn u64(&mut self, v: u64) {
-        self.bytes(&v.to_le_bytes());
-    }
-    pub(crate) fn str(&mut self, s: &str) {
-        self.u64(s.len() as u64);
-        self.bytes(s.as_bytes());
-    }
-    pub(crate) fn finish(&self) -> u64 {
-        // One SplitMix round so nearby inputs give unrelated outputs.
-        super::rng::mix64(self.0)
-    }
-}
 
 /// What to load and where its cache lives.
 #[derive(Debug, Clone)]
@@ -119,7 +94,7 @@ pub struct CacheRequest<'a> {
 /// The cache file for a request.
 pub fn cache_path(req: &CacheRequest<'_>) -> PathBuf {
     let root = std::fs::canonicalize(req.root).unwrap_or_else(|_| req.root.to_path_buf());
-    let mut h = Fnv::new();
+    let mut h = FastHash::new();
     h.str(req.kind);
     h.bytes(root.as_os_str().as_encoded_bytes());
     req.cache_dir.join(format!(
@@ -142,7 +117,7 @@ fn resize_name(r: ResizeMode) -> &'static str {
 /// Fingerprint of the source files of a split (stats every file; a missing
 /// file is an error naming it).
 pub fn fingerprint(req: &CacheRequest<'_>, items: &[Item]) -> Result<u64> {
-    let mut h = Fnv::new();
+    let mut h = FastHash::new();
     h.u64(VERSION as u64);
     h.str(PREPROCESS_ID);
     h.str(req.kind);
@@ -420,7 +395,7 @@ fn build(path: &Path, fp: u64, req: &CacheRequest<'_>, items: &[Item]) -> Result
     let tmp = path.with_file_name(format!("{file_name}.tmp.{}.{nanos}", std::process::id()));
     let result = write_tmp(&tmp, fp, req, items).and_then(|decoded| {
         std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
-        sync_dir(req.cache_dir);
+        crate::fs::sync_dir_best_effort(req.cache_dir);
         Ok(decoded)
     });
     if result.is_err() {
@@ -663,33 +638,18 @@ fn decode_all(
             .collect::<Vec<_>>()
     };
     let results = in_pool(req, work)?;
-    bar.finish_and_clear();
+    bar.finish();
     tracing::debug!(decoded = done.load(Ordering::Relaxed), "decode finished");
     Ok(results)
 }
-fn progress_bar(len: u64, req: &CacheRequest<'_>) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
+fn progress_bar(len: u64, req: &CacheRequest<'_>) -> Progress {
+    let bar = Progress::start(ProgressKind::Decode, len);
     bar.set_message(format!(
         "decoding {} {} ({}px)",
         req.kind, req.split, req.item_size
     ));
     bar
 }
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) {}
 
 /// Removes leftovers `<name>.tmp.*` of killed builds that are over an hour
 /// old (younger ones may belong to a concurrent build).

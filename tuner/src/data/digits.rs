@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::decode::PadResizer;
 use super::images::ImageSet;
-use super::rng::{shuffle, stream, TAG_SPLIT};
+use crate::rng::{names, Stream};
 
 /// Side of the digits images as shipped.
 pub const NATIVE_SIZE: u32 = 8;
@@ -49,7 +49,7 @@ pub fn split_indices(labels: &[usize], valid_fraction: f64, seed: u64) -> (Vec<u
     let mut valid = Vec::new();
     for c in 0..classes {
         let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).collect();
-        shuffle(&mut stream(&[TAG_SPLIT, seed, c as u64]), &mut idx);
+        Stream::new(names::SPLIT, seed, &[c as u64]).shuffle(&mut idx);
         let n_valid = (valid_fraction * idx.len() as f64).round() as usize;
         valid.extend_from_slice(&idx[..n_valid]);
         train.extend_from_slice(&idx[n_valid..]);

@@ -8,6 +8,7 @@ use memmap2::Mmap;
 
 use super::augment::ResizeMode;
 use super::error::{DataError, Result};
+use crate::hash::FastHash;
 
 /// How an [`ImageSet`] came to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +112,7 @@ impl ImageSet {
         }
         let n = labels.len();
         let fingerprint = {
-            let mut h = super::cache::Fnv::new();
+            let mut h = FastHash::new();
             h.u64(image_size as u64);
             h.bytes(&pixels);
             for &l in &labels {
@@ -183,7 +184,7 @@ impl ImageSet {
             ));
         }
         if image_size != self.image_size {
-            let mut h = super::cache::Fnv::new();
+            let mut h = FastHash::new();
             h.u64(self.fingerprint);
             h.str("image_size");
             h.u64(image_size as u64);
@@ -217,7 +218,7 @@ impl ImageSet {
         for &i in idx {
             pixels.extend_from_slice(self.image(i));
         }
-        let mut h = super::cache::Fnv::new();
+        let mut h = FastHash::new();
         h.u64(self.fingerprint);
         for &i in idx {
             h.u64(i as u64);

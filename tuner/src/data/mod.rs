@@ -38,7 +38,6 @@ pub mod folders;
 pub mod images;
 pub mod manifest;
 pub mod mat;
-mod rng;
 pub mod source;
 
 pub use augment::{AugmentConfig, AugmentParams, AugmentScratch, CachedImage};

@@ -9,8 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::{BoxFuture, StopLevel, TrialOutcome, TrialRunner, TrialSpec};
-use crate::orchestrator::TrialResult;
+use super::{BoxFuture, StopLevel, TrialOutcome, TrialRunner};
+use crate::trial::{TrialResult, TrialSpec};
 
 /// How much of a child's stdout / stderr is kept (the tail).
 const KEEP_BYTES: usize = 64 * 1024;

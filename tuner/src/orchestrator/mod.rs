@@ -10,9 +10,11 @@
 //! * [`Shutdown`] is the stop switch: on the first signal no new trial
 //!   starts, running ones get a grace period to finish, then they are killed
 //!   (a second signal kills at once).
+//!
+//! What a trial is and the spec / result formats it speaks live in
+//! [`crate::trial`]; this module only starts, watches and stops processes.
 
 mod child;
-mod protocol;
 pub mod stop_signal;
 
 use std::future::Future;
@@ -22,8 +24,9 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 
+use crate::trial::{TrialResult, TrialSpec};
+
 pub use child::{ChildCommand, ChildRunner};
-pub use protocol::{ResultError, SpecError, TrialPhase, TrialResult, TrialSpec};
 
 /// How one trial ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -395,6 +398,7 @@ impl Drop for SlotGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trial::TrialPhase;
 
     fn spec(i: u64) -> TrialSpec {
         TrialSpec {

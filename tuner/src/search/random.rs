@@ -2,15 +2,9 @@
 //! solvers must beat).
 
 use argmin::core::{CostFunction, Error, IterState, Problem, Solver, KV};
-use rand_xoshiro::rand_core::{RngCore, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::space::Bounds;
-
-/// A uniform draw in `[0, 1)` with 53 random bits.
-pub(crate) fn unit(rng: &mut Xoshiro256PlusPlus) -> f64 {
-    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
+use crate::rng::{names, Stream};
 
 /// Draws points uniformly in the box, `batch` per iteration (evaluated
 /// concurrently through `bulk_cost`). `init` evaluates the baseline and the
@@ -19,7 +13,7 @@ pub(crate) fn unit(rng: &mut Xoshiro256PlusPlus) -> f64 {
 pub struct RandomSearch {
     bounds: Bounds,
     batch: usize,
-    rng: Xoshiro256PlusPlus,
+    rng: Stream,
 }
 
 impl RandomSearch {
@@ -28,7 +22,7 @@ impl RandomSearch {
         Self {
             bounds,
             batch: batch.max(1),
-            rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed_0f5e_a4c4),
+            rng: Stream::new(names::RANDOM_SEARCH, seed, &[]),
         }
     }
 
@@ -36,7 +30,7 @@ impl RandomSearch {
         let p: Vec<f64> = (0..self.bounds.dim())
             .map(|j| {
                 let (lo, hi) = (self.bounds.lower[j], self.bounds.upper[j]);
-                lo + (hi - lo) * unit(&mut self.rng)
+                self.rng.uniform(lo, hi)
             })
             .collect();
         self.bounds.clamp(&p)

@@ -3,14 +3,12 @@
 
 use argmin::core::{CostFunction, Error, PopulationState, Problem, Solver, KV};
 use argmin::solver::particleswarm::{Particle, ParticleSwarm};
-use rand_xoshiro::rand_core::SeedableRng;
-use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::config::SwarmOptions;
-use super::random::unit;
 use super::space::Bounds;
+use crate::rng::{names, Stream};
 
-type Swarm = ParticleSwarm<Vec<f64>, f64, Xoshiro256PlusPlus>;
+type Swarm = ParticleSwarm<Vec<f64>, f64, Stream>;
 type PState = PopulationState<Particle<Vec<f64>, f64>, f64>;
 
 /// [`ParticleSwarm`] with a deterministic generator and a chosen initial
@@ -27,10 +25,10 @@ pub struct SeededSwarm {
 impl SeededSwarm {
     /// A swarm of `opts.particles` seeded with `seed`.
     pub fn new(bounds: &Bounds, opts: &SwarmOptions, seed: u64) -> Result<Self, Error> {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5a7a_57a7);
+        let mut rng = Stream::new(names::SWARM_INIT, seed, &[]);
         let inner =
             ParticleSwarm::new((bounds.lower.clone(), bounds.upper.clone()), opts.particles)
-                .with_rng_generator(Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x0b5e_55ed))
+                .with_rng_generator(Stream::new(names::SWARM_MOVES, seed, &[]))
                 .with_inertia_factor(opts.inertia)?
                 .with_cognitive_factor(opts.cognitive)?
                 .with_social_factor(opts.social)?;
@@ -39,7 +37,7 @@ impl SeededSwarm {
         while positions.len() < opts.particles {
             positions.push(
                 (0..n)
-                    .map(|j| bounds.lower[j] + (bounds.upper[j] - bounds.lower[j]) * unit(&mut rng))
+                    .map(|j| rng.uniform(bounds.lower[j], bounds.upper[j]))
                     .collect(),
             );
         }
@@ -47,9 +45,7 @@ impl SeededSwarm {
         let velocities = (0..opts.particles)
             .map(|_| {
                 (0..n)
-                    .map(|j| {
-                        (bounds.upper[j] - bounds.lower[j]) * 0.25 * (2.0 * unit(&mut rng) - 1.0)
-                    })
+                    .map(|j| (bounds.upper[j] - bounds.lower[j]) * 0.25 * (2.0 * rng.unit() - 1.0))
                     .collect()
             })
             .collect();

@@ -23,7 +23,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::registry::{Registry, RequestError, StudyState};
@@ -83,7 +82,7 @@ fn not_found(id: u64) -> ApiError {
 /// SHA-256 of a token: compared in constant time, and the same length
 /// whatever the token's, so the comparison leaks neither.
 pub fn token_digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    crate::hash::sha256(token.as_bytes())
 }
 
 async fn require_token(State(s): State<Shared>, req: Request, next: Next) -> Response {

@@ -293,7 +293,7 @@ pub async fn serve(
     );
     // For scripts and tests that listen on port 0.
     let addr_file = dir.join(ADDR_FILE);
-    crate::study::write_atomic(&addr_file, format!("{addr}\n").as_bytes())
+    crate::fs::write_atomic(&addr_file, format!("{addr}\n").as_bytes())
         .map_err(ServeError::io(&addr_file))?;
     ready(addr);
     let stop = shutdown.clone();

@@ -27,11 +27,11 @@ use tokio::sync::Notify;
 
 use super::confine::Confinement;
 use super::ServeError;
+use crate::fs::write_atomic;
 use crate::orchestrator::{Shutdown, StopLevel};
 use crate::storage::PgTarget;
 use crate::study::{
-    child_runner, run_study_blocking, trial_program, write_atomic, StudyConfig, StudyError,
-    StudyOptions,
+    child_runner, run_study_blocking, trial_program, StudyConfig, StudyError, StudyOptions,
 };
 
 /// Longest study name accepted.

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use super::pg::{PgStore, QueueRow, StudyRow, WorkerRow};
 use super::StorageError;
-use crate::orchestrator::TrialPhase;
 use crate::study::{Journal, RowState, StudyConfig, StudyError, CONFIG_FILE, TRIALS_FILE};
+use crate::trial::TrialPhase;
 
 /// A study's standing.
 #[derive(Debug, Clone, PartialEq)]

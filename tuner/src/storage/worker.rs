@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use super::pg::{Claim, PgStore};
 use super::StorageError;
-use crate::orchestrator::{Shutdown, StopLevel, TrialOutcome, TrialRun, TrialRunner, TrialSpec};
+use crate::orchestrator::{Shutdown, StopLevel, TrialOutcome, TrialRun, TrialRunner};
 use crate::study::{RowState, StudyConfig};
+use crate::trial::TrialSpec;
 
 /// Makes the trial runner for a study's config.
 pub type RunnerFactory =
@@ -378,7 +379,7 @@ mod tests {
     fn relative_inputs_resolve_under_the_data_root_and_device_is_forced() {
         let mut spec = TrialSpec {
             trial: 3,
-            phase: crate::orchestrator::TrialPhase::Search,
+            phase: crate::trial::TrialPhase::Search,
             epsilon: vec![1.0],
             seed: 7,
             train: toml::toml! { weights = "w/r50.safetensors" device = "cpu" },

@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::hash::ContentHasher;
 use crate::search::SearchConfig;
 
 /// An error loading or checking a study config; names the file and key.
@@ -192,7 +192,58 @@ pub struct StudyConfig {
     pub data: toml::Table,
 }
 
+/// The embedded default study config (`configs/digits-small-resnet.toml`):
+/// the small ResNet on the embedded digits set, a few seconds per trial.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../configs/digits-small-resnet.toml");
+/// The name the embedded default goes by (in messages and as the default
+/// study directory `studies/<name>`).
+pub const EMBEDDED_NAME: &str = "digits-small-resnet";
+/// Where the embedded default comes from, in messages and `study.toml`.
+pub const EMBEDDED_SOURCE: &str = "<embedded default>";
+
+/// A study config with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The config.
+    pub config: StudyConfig,
+    /// Where it came from, for messages: the path, or [`EMBEDDED_SOURCE`].
+    pub source: String,
+    /// The name of its default study directory `studies/<name>`: the
+    /// file's stem, or [`EMBEDDED_NAME`].
+    pub name: String,
+}
+
 impl StudyConfig {
+    /// The embedded default ([`EMBEDDED_DEFAULT`]).
+    ///
+    /// ```
+    /// let cfg = polytune::study::StudyConfig::embedded_default()?;
+    /// assert_eq!(cfg.train["model"].as_str(), Some("small-resnet"));
+    /// # Ok::<(), polytune::study::StudyConfigError>(())
+    /// ```
+    pub fn embedded_default() -> Result<Self, StudyConfigError> {
+        Self::from_toml_str(EMBEDDED_DEFAULT, EMBEDDED_SOURCE)
+    }
+
+    /// The config at `path` (what `--config` names), or the embedded
+    /// default without one, with its source and default study name.
+    pub fn load_or_default(path: Option<&Path>) -> Result<LoadedConfig, StudyConfigError> {
+        match path {
+            Some(p) => Ok(LoadedConfig {
+                config: Self::load(p)?,
+                source: p.display().to_string(),
+                name: p
+                    .file_stem()
+                    .map_or("study".into(), |s| s.to_string_lossy().into_owned()),
+            }),
+            None => Ok(LoadedConfig {
+                config: Self::embedded_default()?,
+                source: EMBEDDED_SOURCE.into(),
+                name: EMBEDDED_NAME.into(),
+            }),
+        }
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, StudyConfigError> {
         let path = path.as_ref();
@@ -326,14 +377,14 @@ impl StudyConfig {
 
     /// SHA-256 (hex) of [`StudyConfig::fingerprint_fields`].
     pub fn fingerprint(&self) -> String {
-        let mut h = Sha256::new();
+        let mut h = ContentHasher::new();
         for (k, v) in self.fingerprint_fields() {
             h.update(k.as_bytes());
             h.update([0]);
             h.update(v.as_bytes());
             h.update([0]);
         }
-        hex(&h.finalize())
+        h.finish_hex()
     }
 
     /// The fingerprinted keys whose values differ, as `key: a ≠ b` lines.
@@ -352,11 +403,6 @@ impl StudyConfig {
     }
 }
 
-/// Lower-case hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
     match v {
         serde_json::Value::Object(m) => {
@@ -373,22 +419,6 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, Strin
             out.insert(prefix.to_string(), other.to_string());
         }
     }
-}
-
-/// SHA-256 (hex) of a file, streamed.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
 }
 
 #[cfg(test)]
@@ -416,7 +446,7 @@ mod tests {
         let empty = tempfile_path("fp_empty");
         std::fs::write(&empty, b"").unwrap();
         assert_eq!(
-            sha256_file(&empty).unwrap(),
+            crate::hash::sha256_file(&empty).unwrap(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         let _ = std::fs::remove_file(empty);

@@ -3,18 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::config::{hex, StudyConfig};
+use super::config::StudyConfig;
 use super::inputs::{digest_differences, digest_inputs};
 use super::journal::rfc3339;
 use super::StudyError;
+use crate::hash::ContentHasher;
 
 /// The resolved config of the study (TOML).
 pub const CONFIG_FILE: &str = "config.toml";
@@ -31,9 +30,12 @@ pub const SUMMARY_FILE: &str = "summary.txt";
 /// The lock file (locked with `flock`, as the directory itself is).
 pub const LOCK_FILE: &str = ".lock";
 /// Version of the fingerprint's recipe, recorded in `study.toml`. 2: the
-/// config plus content digests of the weights and data. A study recorded
-/// with another version cannot be checked against its inputs and is refused.
-pub const FINGERPRINT_VERSION: u32 = 2;
+/// config plus content digests of the weights and data. 3: the random and
+/// particle-swarm searches and the head's initialisation and dropout draw
+/// from [`crate::rng`] streams, so a journal of version 2 would not replay
+/// (other ε) or would mix results of two initialisations. A study recorded with another version
+/// cannot be checked against its inputs or replayed and is refused.
+pub const FINGERPRINT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,7 +136,7 @@ fn not_a_study(root: &Path, why: String) -> StudyError {
 
 /// The study's fingerprint: the config's, then the input digests.
 fn study_fingerprint(cfg: &StudyConfig, inputs: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
+    let mut h = ContentHasher::new();
     h.update(format!("polytune study fingerprint v{FINGERPRINT_VERSION}\0").as_bytes());
     h.update(cfg.fingerprint().as_bytes());
     for (k, v) in inputs {
@@ -143,7 +145,7 @@ fn study_fingerprint(cfg: &StudyConfig, inputs: &BTreeMap<String, String>) -> St
         h.update([0]);
         h.update(v.as_bytes());
     }
-    hex(&h.finalize())
+    h.finish_hex()
 }
 
 impl StudyDir {
@@ -211,7 +213,7 @@ impl StudyDir {
                 return Err(not_a_study(
                     root,
                     format!(
-                        "{} was made by polytune {} with fingerprint version {} (this one uses {FINGERPRINT_VERSION}, which checks the weights and data by content), so its trials cannot be checked against the inputs",
+                        "{} was made by polytune {} with fingerprint version {} (this one uses {FINGERPRINT_VERSION}), so its trials cannot be checked against the inputs or replayed",
                         root.display(),
                         meta.polytune_version,
                         meta.fingerprint_version
@@ -254,14 +256,14 @@ impl StudyDir {
             let text = toml::to_string_pretty(&meta).map_err(|e| {
                 io(&meta_path)(std::io::Error::other(format!("cannot serialise: {e}")))
             })?;
-            write_atomic(&meta_path, text.as_bytes()).map_err(io(&meta_path))?;
+            crate::fs::write_atomic(&meta_path, text.as_bytes()).map_err(io(&meta_path))?;
         }
         // The config used now (budget, workers etc. may have changed).
         let text = format!(
             "# polytune study config (resolved), from {source}\n# fingerprint {fingerprint}\n{}",
             cfg.to_toml_string()
         );
-        write_atomic(&config_path, text.as_bytes()).map_err(io(&config_path))?;
+        crate::fs::write_atomic(&config_path, text.as_bytes()).map_err(io(&config_path))?;
         Ok(Self {
             root: root.to_path_buf(),
             fingerprint,
@@ -294,46 +296,5 @@ impl StudyDir {
     /// True when the directory already held this study.
     pub fn resumed(&self) -> bool {
         self.resumed
-    }
-}
-
-/// Writes a file atomically: a temporary file created exclusively
-/// (`O_CREAT | O_EXCL`, random name `.NAME.XXXXXX.tmp`, so a planted file or
-/// symlink is never opened) in the target's directory, written and fsynced,
-/// renamed over `path` (which replaces a symlink there rather than following
-/// it), then the directory fsynced.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the path names no file"))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(&dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    // On failure the temporary file is removed when `PersistError` drops.
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir_strict(&dir)
-}
-
-/// fsyncs a directory (after a rename in it); file systems that cannot sync
-/// directories are not an error.
-pub(crate) fn sync_dir_strict(dir: &Path) -> std::io::Result<()> {
-    match File::open(dir).and_then(|d| d.sync_all()) {
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(libc::EROFS)
-            ) =>
-        {
-            Ok(())
-        }
-        r => r,
     }
 }

@@ -7,60 +7,13 @@
 //! not exist yet is compared by its resolved directory and name), and
 //! existing files by device and inode, which also catches hard links.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use super::config::StudyConfig;
 use super::dir::{CONFIG_FILE, LOCK_FILE, META_FILE, PLOT_FILE, SUMMARY_FILE, TRIALS_FILE};
-use super::inputs::{image_files, index_files, same_file};
+use super::inputs::{image_files, index_files};
 use super::{StudyError, StudyOptions};
-
-/// `path` made absolute, with `.` and `..` applied the way the kernel does
-/// (after resolving symlinks where the path exists) and symlinks resolved
-/// in the longest prefix that exists.
-pub(crate) fn resolve(path: &Path) -> PathBuf {
-    let abs = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .unwrap_or_else(|_| PathBuf::from("/"))
-            .join(path)
-    };
-    let mut cur = PathBuf::new();
-    for comp in abs.components() {
-        match comp {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if let Ok(c) = std::fs::canonicalize(&cur) {
-                    cur = c;
-                }
-                cur.pop();
-            }
-            other => cur.push(other),
-        }
-    }
-    let mut existing = cur;
-    let mut rest = Vec::new();
-    while std::fs::canonicalize(&existing).is_err() {
-        match (existing.file_name(), existing.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name.to_os_string());
-                existing = parent.to_path_buf();
-            }
-            _ => break,
-        }
-    }
-    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
-    for part in rest.iter().rev() {
-        out.push(part);
-    }
-    out
-}
-
-/// Whether writing `out` would overwrite `input` (same resolved path, or
-/// the same existing file).
-pub(crate) fn same_target(out: &Path, input: &Path) -> bool {
-    resolve(out) == resolve(input) || same_file(out, input)
-}
+use crate::fs::{resolve, same_file};
 
 fn refuse(out: &Path, what: String) -> StudyError {
     StudyError::Output {

@@ -18,14 +18,13 @@
 //! `[data]` tables are the program's own: polytune reads no file named there.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use sha2::{Digest, Sha256};
-
-use super::config::{hex, sha256_file, StudyConfig, StudyConfigError};
+use super::config::{StudyConfig, StudyConfigError};
 use super::StudyError;
 use crate::data::dataset::open_index;
 use crate::data::{flowers, DataConfig, SourceKind};
+use crate::hash::{sha256_file, ContentHasher};
 
 /// An input file of a study: what it is (for messages) and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +129,7 @@ pub(crate) fn digest_inputs(
     }
     if let Some(data) = file_data_config(cfg, origin)? {
         let index = open_index(&data).map_err(|e| data_error(&data, e))?;
-        let mut h = Sha256::new();
+        let mut h = ContentHasher::new();
         let mut count = 0usize;
         for split in crate::data::Split::ALL {
             for it in index.items(split).unwrap_or_default() {
@@ -155,7 +154,7 @@ pub(crate) fn digest_inputs(
             format!("data images {}", root.display()),
             format!(
                 "sha256 {} of the names and sizes of {count} images",
-                hex(&h.finalize())
+                h.finish_hex()
             ),
         );
     }
@@ -179,15 +178,6 @@ pub(crate) fn digest_differences(
             (None, None) => unreachable!("key from one of the maps"),
         })
         .collect()
-}
-
-/// Whether two paths name the same existing file (same device and inode).
-pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
 }
 
 /// The role part of a digest label (`train.weights`, `data index`, `data

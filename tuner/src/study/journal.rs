@@ -15,8 +15,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::orchestrator::TrialPhase;
 use crate::search::{failed_cost, trial_cost};
+use crate::trial::TrialPhase;
 
 /// How a journaled trial ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +199,7 @@ impl Journal {
                 file.write_all(format!("{want}\n").as_bytes()).map_err(io)?;
                 file.sync_all().map_err(io)?;
                 if let Some(dir) = path.parent() {
-                    sync_dir(dir);
+                    crate::fs::sync_dir_best_effort(dir);
                 }
             }
             Some(h) if h == want => {
@@ -286,18 +286,6 @@ impl Journal {
                 path: self.path.clone(),
                 source,
             })
-    }
-}
-
-/// fsyncs a directory so a new file's entry survives a crash (best effort).
-pub(crate) fn sync_dir(dir: &Path) {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

@@ -57,7 +57,6 @@ pub(crate) use inputs::{digest_differences_by_role, digest_inputs};
 mod journal;
 mod output;
 mod plot;
-mod progress;
 mod report;
 mod verdict;
 
@@ -67,12 +66,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use config::{
-    sha256_file, ProvenanceConfig, StudyConfig, StudyConfigError, StudySettings, TrialConfig,
-    STUDY_FORMAT,
+    LoadedConfig, ProvenanceConfig, StudyConfig, StudyConfigError, StudySettings, TrialConfig,
+    EMBEDDED_DEFAULT, EMBEDDED_NAME, EMBEDDED_SOURCE, STUDY_FORMAT,
 };
 pub use config::{MAX_BUDGET, MAX_SECONDS, MAX_SEED, MAX_WORKERS};
 pub use dir::{
-    write_atomic, StudyDir, CONFIG_FILE, META_FILE, PLOT_FILE, SUMMARY_FILE, TRIALS_FILE,
+    StudyDir, CONFIG_FILE, FINGERPRINT_VERSION, META_FILE, PLOT_FILE, SUMMARY_FILE, TRIALS_FILE,
     TUNED_FILE,
 };
 pub use journal::{
@@ -80,13 +79,14 @@ pub use journal::{
 };
 pub use output::{seed_stats, SeedStats};
 pub use plot::write_plot;
-pub use progress::{init_json_logging, init_logging, multi_progress, LogWriter, Progress};
 pub use verdict::{verdict, Verdict};
 
 use crate::orchestrator::{
-    ChildCommand, ChildRunner, Orchestrator, Shutdown, StopLevel, TrialOutcome, TrialPhase,
-    TrialRun, TrialRunner, TrialSpec,
+    ChildCommand, ChildRunner, Orchestrator, Shutdown, StopLevel, TrialOutcome, TrialRun,
+    TrialRunner,
 };
+
+use crate::progress::{Progress, ProgressKind};
 use crate::search::{
     confirm_seed, recommend, run_search, Bounds, Recommendation, SearchEnd, SearchError,
     TrialBackend, TrialRequest,
@@ -95,6 +95,7 @@ use crate::stats::PairedCi;
 use crate::storage::pg::{StudyLock, StudyRegistration};
 use crate::storage::worker::{run_worker, WorkerOptions};
 use crate::storage::{PgStore, PgTarget, StorageError};
+use crate::trial::{TrialPhase, TrialSpec};
 
 /// Anything that stops a study. Messages name the file, key or trial.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +192,9 @@ pub struct StudyOptions {
     pub config_source: String,
     /// Also write the tuned TOML here (atomically).
     pub out: Option<PathBuf>,
-    /// Show the progress bar (hidden anyway when stderr is not a terminal).
+    /// Report the trials to the installed progress display (see
+    /// [`crate::progress`]; the binary's bar hides itself when stderr is not
+    /// a terminal).
     pub progress: bool,
     /// Install the SIGINT / SIGTERM handler (with `study.interrupt_grace_s`).
     pub handle_signals: bool,
@@ -419,7 +422,8 @@ impl Backend {
             ),
             None => format!("last: ε={} {}", fmt_eps(&r.epsilon), r.state.as_str()),
         };
-        self.progress.inc(msg);
+        self.progress.inc(1);
+        self.progress.set_message(msg);
     }
 
     /// Runs `specs` on the pool and journals each attempt as it ends; a
@@ -839,7 +843,12 @@ pub async fn run_study(
     } else {
         None
     };
-    let progress = Progress::new(st.budget, opts.progress);
+    let progress = if opts.progress {
+        Progress::start(ProgressKind::Trials, st.budget)
+    } else {
+        Progress::hidden()
+    };
+    progress.set_prefix("search");
     let mut local_workers = Vec::new();
     let workers_stop = shutdown.child();
     let exec = match (exec_local, &store, &queue) {
@@ -1004,7 +1013,8 @@ async fn drive(
             pairs.push((base_eps.clone(), s));
         }
     }
-    backend.progress.phase("confirm", pairs.len() as u64);
+    backend.progress.set_prefix("confirm");
+    backend.progress.inc_length(pairs.len() as u64);
     let b = backend.clone();
     let confirm = if pairs.is_empty() {
         Some(Vec::new())
@@ -1037,9 +1047,11 @@ async fn drive(
     )?;
     let summary = report.summary_table();
     let summary_path = dir.file(SUMMARY_FILE);
-    write_atomic(&summary_path, summary.as_bytes()).map_err(|source| StudyError::Io {
-        path: summary_path,
-        source,
+    crate::fs::write_atomic(&summary_path, summary.as_bytes()).map_err(|source| {
+        StudyError::Io {
+            path: summary_path,
+            source,
+        }
     })?;
     if opts.plot {
         let plot_path = dir.file(PLOT_FILE);

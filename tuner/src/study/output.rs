@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use poly_loss::config::{LossSection, Provenance, ResultSection};
 use poly_loss::PolyConfig;
 
-use super::config::{sha256_file, StudyConfig};
+use super::config::StudyConfig;
 use super::dir::{StudyDir, TUNED_FILE};
 use super::journal::{rfc3339, TrialRecord};
 use super::verdict::verdict;
 use super::{Confirmation, StudyError, StudyOptions, StudyReport};
+use crate::hash::sha256_file;
 use crate::search::{search_seed, Bounds, Recommendation, SearchEnd, Surrogate, LOSS_TIE_WEIGHT};
 use crate::stats::paired_ci;
 

@@ -14,9 +14,9 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::dir::write_atomic;
 use super::output::observations;
 use super::StudyReport;
+use crate::fs::write_atomic;
 use crate::search::Surrogate;
 
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {

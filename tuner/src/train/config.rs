@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::TrainError;
+use crate::data::{DataConfig, DataError};
 
 /// Largest `train.batch_size` and `train.eval_batch_size`.
 pub const MAX_BATCH_SIZE: i64 = 65_536;
@@ -578,6 +579,50 @@ pub(crate) fn keyed_toml_error(section: &str, text: &str, e: &toml::de::Error) -
     match key {
         Some(k) => format!("{section}.{k}: {}", e.message()),
         None => format!("[{section}]: {}", e.message()),
+    }
+}
+
+/// Parses a `[data]` table (a study config's or a spec's) and validates it;
+/// `origin` names the config in errors.
+///
+/// ```
+/// use polytune::train::data_config_from_table;
+/// let t: toml::Table = toml::from_str("image_size = 16").unwrap();
+/// assert_eq!(data_config_from_table(&t, "c.toml").unwrap().image_size(), 16);
+/// let t: toml::Table = toml::from_str("image_sise = 16").unwrap();
+/// let e = data_config_from_table(&t, "c.toml").unwrap_err().to_string();
+/// assert!(e.starts_with("c.toml: ") && e.contains("image_sise"), "{e}");
+/// ```
+pub fn data_config_from_table(table: &toml::Table, origin: &str) -> Result<DataConfig, TrainError> {
+    let text = toml::to_string(table).map_err(|e| TrainError::ConfigParse {
+        origin: origin.to_string(),
+        message: format!("[data]: {e}"),
+    })?;
+    let cfg: DataConfig = toml::from_str(&text).map_err(|e| TrainError::ConfigParse {
+        origin: origin.to_string(),
+        message: keyed_toml_error("data", &text, &e),
+    })?;
+    cfg.validate().map_err(|e| match e {
+        DataError::Config { .. } => TrainError::ConfigParse {
+            origin: origin.to_string(),
+            message: e.to_string().replace('\n', " "),
+        },
+        other => TrainError::Data(other),
+    })?;
+    Ok(cfg)
+}
+
+/// Makes rayon's global pool use `threads` threads (0 or less: leave the
+/// default). Only the first call in a process takes effect; a later one is
+/// logged as a warning.
+pub fn set_threads(threads: i64) {
+    if threads > 0 {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads as usize)
+            .build_global()
+        {
+            tracing::warn!("cannot set {threads} compute threads: {e}");
+        }
     }
 }
 

@@ -73,9 +73,6 @@ pub enum TrainError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A trial spec could not be read.
-    #[error(transparent)]
-    Spec(#[from] crate::orchestrator::SpecError),
 }
 
 impl TrainError {

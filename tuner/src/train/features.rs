@@ -50,54 +50,13 @@ use poly_loss::nn::VisionDevice;
 
 use super::error::TrainError;
 use crate::data::{Augment, ImageSet};
+use crate::hash::FastHash;
 
 const MAGIC: &[u8; 8] = b"PTUNEFEA";
 const TRAILER: &[u8; 8] = b"PTFEAEND";
 const VERSION: u32 = 2;
 /// File extension of feature cache files.
 pub const FEATURE_EXT: &str = "f32feat";
-
-/// A fast 64-bit hash over words (cache keys and checksums, not security).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WordHash(u64);
-
-impl WordHash {
-    pub(crate) fn new() -> Self {
-        WordHash(0x243F_6A88_85A3_08D3)
-    }
-    pub(crate) fn word(&mut self, w: u64) {
-        self.0 = (self.0 ^ w)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(29);
-    }
-    pub(crate) fn bytes(&mut self, b: &[u8]) {
-        self.word(b.len() as u64);
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            self.word(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let mut last = [0u8; 8];
-        last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        self.word(u64::from_le_bytes(last));
-    }
-    pub(crate) fn f32s(&mut self, v: &[f32]) {
-        self.word(v.len() as u64);
-        let mut pairs = v.chunks_exact(2);
-        for p in &mut pairs {
-            self.word(p[0].to_bits() as u64 | (p[1].to_bits() as u64) << 32);
-        }
-        if let [x] = pairs.remainder() {
-            self.word(x.to_bits() as u64);
-        }
-    }
-    pub(crate) fn finish(self) -> u64 {
-        // SplitMix64's finaliser.
-        let mut z = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// A hash of every tensor of `model` except those under `skip_prefix`
 /// (names, shapes and values, running statistics included).
@@ -106,7 +65,7 @@ where
     M: TensorCollection<f32, D>,
     D: Device<f32>,
 {
-    let mut h = WordHash::new();
+    let mut h = FastHash::new();
     visit_model(model, |item| match item {
         ModelItem::Tensor {
             name,
@@ -116,14 +75,14 @@ where
             if !name.starts_with(skip_prefix) {
                 h.bytes(name.as_bytes());
                 for d in shape {
-                    h.word(d as u64);
+                    h.u64(d as u64);
                 }
                 h.f32s(&values());
             }
         }
         ModelItem::Scalar { name, value } => {
             h.bytes(name.as_bytes());
-            h.word(value.map_or(0, f64::to_bits));
+            h.u64(value.map_or(0, f64::to_bits));
         }
     });
     h.finish()
@@ -180,7 +139,7 @@ impl FeatureKey {
 
     /// The cache file's name: `features-<model>-<hash of the key>.f32feat`.
     pub fn file_name(&self) -> String {
-        let mut h = WordHash::new();
+        let mut h = FastHash::new();
         h.bytes(self.text().as_bytes());
         format!("features-{}-{:016x}.{FEATURE_EXT}", self.model, h.finish())
     }
@@ -330,7 +289,7 @@ impl FrozenFeatures {
         }
         let body = &bytes[head..head + data];
         let stored = u64::from_le_bytes(bytes[head + data..want - 8].try_into().expect("8 bytes"));
-        let mut h = WordHash::new();
+        let mut h = FastHash::new();
         h.bytes(body);
         if h.finish() != stored {
             return Err("checksum mismatch (damaged)".into());
@@ -368,7 +327,7 @@ impl FrozenFeatures {
             for x in self.train.iter().chain(&self.valid) {
                 body.extend_from_slice(&x.to_le_bytes());
             }
-            let mut h = WordHash::new();
+            let mut h = FastHash::new();
             h.bytes(&body);
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
             f.write_all(MAGIC)?;

@@ -53,13 +53,8 @@
 use dfdx::prelude::*;
 use poly_loss::nn::ops::{try_global_avg_pool2d, try_max_pool2d};
 use poly_loss::nn::VisionDevice;
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
-/// Stream tag of the head's initialisation.
-const TAG_HEAD: u64 = 0x6865_6164;
-/// Stream tag of the head's dropout masks.
-const TAG_DROPOUT: u64 = 0x6472_6f70;
+use crate::rng::{names, Stream};
 
 /// A batch of logits with the class count at run time: `(batch, classes)`.
 pub type RuntimeLogits<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
@@ -167,16 +162,14 @@ pub trait DropoutSource {
     fn mask(&mut self, p: f64, len: usize) -> Vec<f32>;
 }
 
-/// Dropout masks from a ChaCha stream keyed by the run's seed, so two runs
+/// Dropout masks from the run's [`names::DROPOUT`] stream, so two runs
 /// that differ only in ε drop the same units.
-pub struct SeededDropout(ChaCha8Rng);
+pub struct SeededDropout(Stream);
 
 impl SeededDropout {
     /// The stream of a run seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        SeededDropout(ChaCha8Rng::seed_from_u64(
-            seed ^ TAG_DROPOUT.rotate_left(23),
-        ))
+        SeededDropout(Stream::new(names::DROPOUT, seed, &[]))
     }
 }
 
@@ -185,7 +178,7 @@ impl DropoutSource for SeededDropout {
         let keep = (1.0 / (1.0 - p)) as f32;
         (0..len)
             .map(|_| {
-                let u = (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                let u = self.0.unit();
                 if u < p {
                     0.0
                 } else {
@@ -410,8 +403,8 @@ impl<D: Device<f32>> Head<D> {
         hidden: usize,
         seed: u64,
     ) -> Result<Self, D::Err> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ TAG_HEAD.rotate_left(17));
-        let mut unit = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let mut rng = Stream::new(names::HEAD_INIT, seed, &[]);
+        let mut unit = move || rng.unit();
         let layers = match kind {
             HeadKind::Linear => {
                 let f = channels;

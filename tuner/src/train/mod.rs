@@ -1,5 +1,5 @@
 //! The fine-tune trainer: fastai's `fine_tune` schedule with Poly-N (a `DynPolyLoss`),
-//! a frozen-phase feature cache, and the trial entry point.
+//! a frozen-phase feature cache.
 //!
 //! | module | what |
 //! | --- | --- |
@@ -11,7 +11,6 @@
 //! | [`metrics`] | top-1 / top-5 / CE, the epoch CSV |
 //! | [`trainer`] | the fine-tune loop ([`train`]) |
 //! | [`weights`] | pretrained weights in, the trained model out |
-//! | [`trial`] | a trial spec in, a trial result out ([`run_trial`]) |
 //!
 //! ```no_run
 //! use polytune::data::Dataset;
@@ -32,10 +31,11 @@ pub mod optimiser;
 pub mod provenance;
 pub mod schedule;
 pub mod trainer;
-pub mod trial;
 pub mod weights;
 
-pub use config::{ComputeDevice, FrozenBn, ModelKind, TrainConfig};
+pub use config::{
+    data_config_from_table, set_threads, ComputeDevice, FrozenBn, ModelKind, TrainConfig,
+};
 pub use error::TrainError;
 pub use features::{FeatureKey, FeatureOrigin, FrozenFeatures};
 pub use head::{Head, HeadKind, Pool};
@@ -45,5 +45,4 @@ pub use trainer::{
     epoch_batches, train, BatchInfo, Loss, Quiet, TrainObserver, TrainOptions, TrainReport,
     MAX_TERMS,
 };
-pub use trial::{data_config_from_table, run_trial};
 pub use weights::{check_weights, save_model};

@@ -194,7 +194,7 @@ where
             path: path.to_path_buf(),
             message: format!("cannot serialise the model: {e:?}"),
         })?;
-    crate::study::write_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
+    crate::fs::write_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
 }
 
 /// Checks that `cfg.weights` (if set) loads into `cfg.model`: what a study

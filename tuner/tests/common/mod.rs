@@ -3,8 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use polytune::orchestrator::{TrialOutcome, TrialResult, TrialSpec};
+use polytune::orchestrator::TrialOutcome;
+
 use polytune::study::{StudyConfig, StudyOptions};
+use polytune::trial::{TrialResult, TrialSpec};
 
 /// The seed's shared effect on every ε: `0.002 · ((7·seed + 3) mod 5)`.
 pub fn seed_effect(seed: u64) -> f64 {

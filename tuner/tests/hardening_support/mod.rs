@@ -9,7 +9,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use polytune::orchestrator::{FnRunner, TrialOutcome, TrialRunner, TrialSpec};
+use polytune::orchestrator::{FnRunner, TrialOutcome, TrialRunner};
+
+use polytune::trial::TrialSpec;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_polytune");
 

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use polytune::orchestrator::{
-    ChildCommand, ChildRunner, FnRunner, Shutdown, StopLevel, TrialOutcome, TrialPhase,
-    TrialResult, TrialRunner, TrialSpec,
+    ChildCommand, ChildRunner, FnRunner, Shutdown, StopLevel, TrialOutcome, TrialRunner,
 };
+
 use polytune::storage::pg::{PgStore, StudyRegistration};
 use polytune::storage::worker::{run_worker, WorkerOptions};
 use polytune::study::StudyConfig;
+use polytune::trial::{TrialPhase, TrialResult, TrialSpec};
 
 /// How each trial runs.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use polytune::cli::load_config;
 use polytune::data::{DataConfig, Dataset};
+use polytune::study::{LoadedConfig, StudyConfig};
 use polytune::train::{
     data_config_from_table, BatchInfo, EpochMetrics, FeatureOrigin, TrainConfig, TrainObserver,
     TrainReport,
@@ -14,7 +14,11 @@ use polytune::train::{
 
 /// The embedded default study config's `[train]`, `[data]` and seed.
 pub fn embedded_default() -> (TrainConfig, DataConfig, u64) {
-    let (cfg, source, _) = load_config(None).unwrap();
+    let LoadedConfig {
+        config: cfg,
+        source,
+        ..
+    } = StudyConfig::load_or_default(None).unwrap();
     let train = TrainConfig::from_table(&cfg.train, &source).unwrap();
     let data = data_config_from_table(&cfg.data, &source).unwrap();
     (train, data, cfg.study.seed)

@@ -33,8 +33,8 @@ pub use connect::{PgEnv, PgTarget};
 pub use schema::SCHEMA_VERSION;
 
 use super::StorageError;
-use crate::orchestrator::{TrialPhase, TrialSpec};
 use crate::study::{RowState, TrialRecord};
+use crate::trial::{TrialPhase, TrialSpec};
 
 /// Classid of the study advisory locks (`'poly'`).
 const STUDY_LOCK_CLASS: i32 = 0x706f_6c79;

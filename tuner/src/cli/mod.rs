@@ -15,52 +15,50 @@
 //! polytune cancel ID --server URL [--token-file F]
 //! ```
 //!
-//! `serve` runs the tuner as a daemon (see [`crate::serve`]): an HTTP API
+//! `serve` runs the tuner as a daemon (see [`polytune::serve`]): an HTTP API
 //! and dashboard, a queue of submitted studies; `submit`, `status
 //! --server`, `fetch` and `cancel` are its clients.
 //!
 //! `--storage postgresql://…` keeps the study's trials in PostgreSQL
-//! (see [`crate::storage`]): `polytune [search]` coordinates and runs
+//! (see [`polytune::storage`]): `polytune [search]` coordinates and runs
 //! `--local-workers` (default `--workers`) workers itself; `polytune worker`
 //! adds workers on any machine.
 //!
-//! Without `--config` the embedded default ([`EMBEDDED_DEFAULT`]: the small
-//! ResNet on the embedded digits set) is used. A config is a study config
-//! (see [`crate::study::StudyConfig`]): `train` uses its `[train]` and
+//! Without `--config` the embedded default
+//! ([`polytune::study::EMBEDDED_DEFAULT`]: the small ResNet on the embedded
+//! digits set) is used. A config is a study config
+//! (see [`polytune::study::StudyConfig`]): `train` uses its `[train]` and
 //! `[data]` sections and `study.seed`.
+//!
+//! Only the binary parses arguments, sets up logging and draws progress
+//! bars ([`display`]); everything it runs is `polytune`'s library.
+
+mod display;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::Dataset;
-use crate::orchestrator::stop_signal;
-use crate::orchestrator::TrialSpec;
-use crate::search::SolverKind;
-use crate::search::MAX_ABS_BOUND;
-use crate::storage::worker::{run_worker, WorkerOptions};
-use crate::storage::{status, PgStore, PgTarget};
-use crate::study::guard::same_target;
-use crate::study::{
-    child_runner, init_logging, multi_progress, run_study_blocking, trial_program, StudyConfig,
-    StudyError, StudyOptions,
+use polytune::data::Dataset;
+use polytune::fs::same_target;
+use polytune::orchestrator::stop_signal;
+use polytune::search::SolverKind;
+use polytune::search::MAX_ABS_BOUND;
+use polytune::storage::worker::{run_worker, WorkerOptions};
+use polytune::storage::{status, PgStore, PgTarget};
+use polytune::study::{
+    child_runner, run_study_blocking, trial_program, LoadedConfig, StudyConfig, StudyError,
+    StudyOptions,
 };
-use crate::study::{MAX_BUDGET, MAX_SEED, MAX_WORKERS};
-use crate::train::config::check_batch_memory;
-use crate::train::{
-    check_weights, data_config_from_table, provenance_of, run_trial, train, BatchInfo,
-    EpochMetrics, Phase, TrainConfig, TrainObserver, TrainOptions,
+use polytune::study::{MAX_BUDGET, MAX_SEED, MAX_WORKERS};
+use polytune::train::config::check_batch_memory;
+use polytune::train::{
+    check_weights, data_config_from_table, provenance_of, set_threads, train, TrainConfig,
+    TrainOptions,
 };
-
-/// The embedded default study config (`configs/digits-small-resnet.toml`):
-/// the small ResNet on the embedded digits set, a few seconds per trial.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../../configs/digits-small-resnet.toml");
-/// The name the embedded default goes by (in messages and as the default
-/// study directory `studies/<name>`).
-pub const EMBEDDED_NAME: &str = "digits-small-resnet";
+use polytune::trial::run_trial_command;
 
 /// polytune: tunes the ε₁..εₙ of PolyLoss by searching over short fine-tunes.
 #[derive(Parser, Debug)]
@@ -117,7 +115,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = ".")]
     pub data_root: PathBuf,
     /// Address to listen on; anything but loopback needs --token-file.
-    #[arg(long, default_value = crate::serve::DEFAULT_LISTEN)]
+    #[arg(long, default_value = polytune::serve::DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
     /// File holding the bearer token clients must send (one line, ≥ 16 characters).
     #[arg(long)]
@@ -132,7 +130,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub max_running: usize,
     /// Request body cap in bytes; 1024..=67108864 (larger bodies get 413).
-    #[arg(long, default_value_t = crate::serve::DEFAULT_MAX_BODY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=(64 << 20)))]
+    #[arg(long, default_value_t = polytune::serve::DEFAULT_MAX_BODY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=(64 << 20)))]
     pub max_body_bytes: usize,
     /// Let submitted configs run a `[trial] command` program (only programs under --data-root).
     #[arg(long)]
@@ -235,7 +233,7 @@ fn parse_grace(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if (0.0..=crate::study::MAX_SECONDS).contains(&v) {
+    if (0.0..=polytune::study::MAX_SECONDS).contains(&v) {
         Ok(v)
     } else {
         Err(format!("{v} must be in [0, 1e7] seconds"))
@@ -332,11 +330,13 @@ pub struct TrialArgs {
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let json = matches!(&cli.command, Some(Command::Serve(a)) if a.log_format == LogFormat::Json);
     if json {
-        crate::study::init_json_logging()
+        display::init_json_logging()
     } else {
-        init_logging()
+        display::init_logging()
     }
     .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    // The library's progress (study trials, image decoding) as bars.
+    polytune::progress::install(display::Bars)?;
     match cli.command {
         None => search(cli.search),
         Some(Command::Search(a)) => search(a),
@@ -348,25 +348,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Submit(a)) => submit_command(a),
         Some(Command::Fetch(a)) => fetch_command(a),
         Some(Command::Cancel(a)) => cancel_command(a),
-    }
-}
-
-/// The study config from `--config`, or the embedded default: (config,
-/// source for messages, name for the default study directory).
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<(StudyConfig, String, String)> {
-    match path {
-        Some(p) => {
-            let cfg = StudyConfig::load(p)?;
-            let name = p
-                .file_stem()
-                .map_or("study".into(), |s| s.to_string_lossy().into_owned());
-            Ok((cfg, p.display().to_string(), name))
-        }
-        None => Ok((
-            StudyConfig::from_toml_str(EMBEDDED_DEFAULT, "<embedded default>")?,
-            "<embedded default>".into(),
-            EMBEDDED_NAME.into(),
-        )),
     }
 }
 
@@ -390,21 +371,13 @@ fn override_tables(
     }
 }
 
-/// Makes rayon use `threads` threads (0: leave the default).
-fn set_threads(threads: i64) {
-    if threads > 0 {
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads as usize)
-            .build_global()
-        {
-            tracing::warn!("cannot set {threads} compute threads: {e}");
-        }
-    }
-}
-
 fn search(a: SearchArgs) -> anyhow::Result<u8> {
     let storage = a.storage.as_deref().map(PgTarget::parse).transpose()?;
-    let (mut cfg, source, name) = load_config(a.config.as_deref())?;
+    let LoadedConfig {
+        config: mut cfg,
+        source,
+        name,
+    } = StudyConfig::load_or_default(a.config.as_deref())?;
     if let Some(b) = a.budget {
         cfg.study.budget = b;
     }
@@ -510,7 +483,11 @@ pub fn print_stderr(text: &str) {
 }
 
 fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
-    let (mut cfg, source, _) = load_config(a.config.as_deref())?;
+    let LoadedConfig {
+        config: mut cfg,
+        source,
+        ..
+    } = StudyConfig::load_or_default(a.config.as_deref())?;
     override_tables(
         &mut cfg,
         a.data_dir.as_deref(),
@@ -571,7 +548,7 @@ fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
         data.image_size(),
         a.epsilon
     );
-    let mut bars = Bars::new(train_cfg.total_epochs() as u64);
+    let mut bars = display::TrainBars::new(train_cfg.total_epochs() as u64);
     let opts = TrainOptions {
         epsilon: a.epsilon.clone(),
         seed,
@@ -618,19 +595,7 @@ fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
 }
 
 fn trial_command(a: TrialArgs) -> anyhow::Result<u8> {
-    let spec = TrialSpec::read(&a.spec)?;
-    // The thread count is part of the config (results are reproducible
-    // bit for bit for a fixed count), so apply it before any work.
-    if let Some(t) = spec.train.get("threads").and_then(toml::Value::as_integer) {
-        set_threads(t);
-    }
-    let (result, _) = run_trial(&spec, None).with_context(|| {
-        format!(
-            "trial {} (ε = {:?}, seed {})",
-            spec.trial, spec.epsilon, spec.seed
-        )
-    })?;
-    result.print()?;
+    run_trial_command(&a.spec)?;
     Ok(0)
 }
 
@@ -654,7 +619,7 @@ fn worker_command(a: WorkerArgs) -> anyhow::Result<u8> {
         let store = PgStore::open(&target, &format!("polytune worker {}", opts.id)).await?;
         if let Some(name) = &a.study {
             let row = store.study(name).await?.ok_or_else(|| {
-                crate::storage::StorageError::UnknownStudy {
+                polytune::storage::StorageError::UnknownStudy {
                     study: name.clone(),
                     target: target.redacted().into(),
                 }
@@ -664,7 +629,7 @@ fn worker_command(a: WorkerArgs) -> anyhow::Result<u8> {
         opts.device = a.device.clone();
         opts.max_trials = a.max_trials;
         opts.data_root = a.data_root.clone();
-        let shutdown = crate::orchestrator::Shutdown::new();
+        let shutdown = polytune::orchestrator::Shutdown::new();
         let listener = shutdown
             .listen_for_signals(std::time::Duration::from_secs_f64(a.grace_s))
             .context("cannot install signal handlers")?;
@@ -681,7 +646,7 @@ fn worker_command(a: WorkerArgs) -> anyhow::Result<u8> {
 }
 
 fn serve_command(a: ServeArgs) -> anyhow::Result<u8> {
-    let mut opts = crate::serve::ServeOptions::new(&a.dir, &a.data_root);
+    let mut opts = polytune::serve::ServeOptions::new(&a.dir, &a.data_root);
     opts.listen = a.listen;
     opts.token_file = a.token_file.clone();
     opts.storage = a.storage.as_deref().map(PgTarget::parse).transpose()?;
@@ -691,11 +656,11 @@ fn serve_command(a: ServeArgs) -> anyhow::Result<u8> {
     opts.allow_trial_command = a.allow_trial_command;
     opts.grace = std::time::Duration::from_secs_f64(a.grace_s);
     runtime()?.block_on(async {
-        let shutdown = crate::orchestrator::Shutdown::new();
+        let shutdown = polytune::orchestrator::Shutdown::new();
         let listener = shutdown
             .listen_for_signals(opts.grace)
             .context("cannot install signal handlers")?;
-        let served = crate::serve::serve(opts, shutdown, |_| {}).await;
+        let served = polytune::serve::serve(opts, shutdown, |_| {}).await;
         listener.abort();
         anyhow::Ok(served?)
     })?;
@@ -705,7 +670,10 @@ fn serve_command(a: ServeArgs) -> anyhow::Result<u8> {
 
 /// A client of the daemon named by `--server`, with the token from
 /// `--token-file` or `POLYTUNE_TOKEN`.
-fn client(server: &str, token_file: Option<&Path>) -> anyhow::Result<crate::serve::client::Client> {
+fn client(
+    server: &str,
+    token_file: Option<&Path>,
+) -> anyhow::Result<polytune::serve::client::Client> {
     let token = match token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -717,7 +685,7 @@ fn client(server: &str, token_file: Option<&Path>) -> anyhow::Result<crate::serv
             .ok()
             .filter(|t| !t.is_empty()),
     };
-    Ok(crate::serve::client::Client::new(
+    Ok(polytune::serve::client::Client::new(
         server,
         token,
         std::time::Duration::from_secs(60),
@@ -741,7 +709,7 @@ fn submit_command(a: SubmitArgs) -> anyhow::Result<u8> {
 fn fetch_command(a: FetchArgs) -> anyhow::Result<u8> {
     let c = client(&a.server.server, a.server.token_file.as_deref())?;
     let text = c.tuned_toml(a.id)?;
-    crate::study::write_atomic(&a.out, text.as_bytes())
+    polytune::fs::write_atomic(&a.out, text.as_bytes())
         .with_context(|| format!("{}: cannot write the tuned TOML", a.out.display()))?;
     print_stdout(&format!(
         "study {}: tuned TOML written to {}\n",
@@ -766,9 +734,9 @@ fn status_command(a: StatusArgs) -> anyhow::Result<u8> {
                 let id: u64 = id
                     .parse()
                     .with_context(|| format!("{id:?} is not a study id of the daemon"))?;
-                crate::serve::client::render_detail(&c.study(id)?)
+                polytune::serve::client::render_detail(&c.study(id)?)
             }
-            None => crate::serve::client::render_list(&c.studies()?),
+            None => polytune::serve::client::render_list(&c.studies()?),
         };
         print_stdout(&text)?;
         return Ok(0);
@@ -778,7 +746,7 @@ fn status_command(a: StatusArgs) -> anyhow::Result<u8> {
             let dir = a
                 .study
                 .clone()
-                .unwrap_or_else(|| format!("studies/{EMBEDDED_NAME}"));
+                .unwrap_or_else(|| format!("studies/{}", polytune::study::EMBEDDED_NAME));
             status::render(&status::journal_status(Path::new(&dir))?, &[])
         }
         Some(url) => {
@@ -788,7 +756,7 @@ fn status_command(a: StatusArgs) -> anyhow::Result<u8> {
                 let workers = store.workers().await?;
                 let studies = match &a.study {
                     Some(name) => vec![store.study(name).await?.ok_or_else(|| {
-                        crate::storage::StorageError::UnknownStudy {
+                        polytune::storage::StorageError::UnknownStudy {
                             study: name.clone(),
                             target: target.redacted().into(),
                         }
@@ -815,69 +783,4 @@ fn status_command(a: StatusArgs) -> anyhow::Result<u8> {
     };
     print_stdout(&text)?;
     Ok(0)
-}
-
-/// indicatif bars for `polytune train`: epochs, and batches of the epoch.
-struct Bars {
-    epochs: ProgressBar,
-    batches: ProgressBar,
-}
-
-impl Bars {
-    fn new(epochs: u64) -> Self {
-        let multi = multi_progress();
-        let e = multi.add(ProgressBar::new(epochs));
-        e.set_style(
-            ProgressStyle::with_template("epochs  [{bar:30}] {pos}/{len} {elapsed} | {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        let b = multi.add(ProgressBar::new(0));
-        b.set_style(
-            ProgressStyle::with_template("{prefix:<8}[{bar:30}] {pos}/{len} batches | {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        Bars {
-            epochs: e,
-            batches: b,
-        }
-    }
-
-    fn finish(&self) {
-        self.batches.finish_and_clear();
-        self.epochs.finish_and_clear();
-    }
-}
-
-impl TrainObserver for Bars {
-    fn phase_start(&mut self, phase: Phase, epochs: usize) {
-        if phase == Phase::Frozen {
-            self.batches.set_prefix("frozen");
-            self.batches
-                .set_message("preparing the frozen body's features");
-        }
-        tracing::info!("{} phase: {epochs} epoch(s)", phase.name());
-    }
-
-    fn epoch_start(&mut self, phase: Phase, _epoch: usize, batches: usize) {
-        self.batches.set_prefix(phase.name());
-        self.batches.set_length(batches as u64);
-        self.batches.set_position(0);
-    }
-
-    fn batch_end(&mut self, info: &BatchInfo<'_>) {
-        self.batches.inc(1);
-        self.batches
-            .set_message(format!("loss {:.4}, lr {:.2e}", info.loss, info.lr));
-    }
-
-    fn epoch_end(&mut self, m: &EpochMetrics) {
-        self.epochs.inc(1);
-        self.epochs.set_message(format!(
-            "val top-1 {:.4}, loss {:.4}",
-            m.valid.top1, m.valid.loss
-        ));
-        tracing::info!("{m}");
-    }
 }

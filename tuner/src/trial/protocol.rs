@@ -9,7 +9,7 @@
 //! reason.
 //!
 //! ```
-//! use polytune::orchestrator::{TrialPhase, TrialResult, TrialSpec};
+//! use polytune::trial::{TrialPhase, TrialResult, TrialSpec};
 //!
 //! let spec = TrialSpec {
 //!     trial: 0,
