@@ -14,7 +14,8 @@
 #   each returning an error code; cuInit reports CUDA_ERROR_NO_DEVICE (100),
 #   as on a machine without a GPU.
 #
-# Everything generated goes under ${CARGO_TARGET_DIR:-target}/link-check/.
+# Everything generated goes under ${CARGO_TARGET_DIR:-target}/link-check-env/,
+# the build under ${CARGO_TARGET_DIR:-target}/link-check/ (its own profile).
 # Usage: scripts/link-check.sh   (minutes: it compiles dfdx and the project
 # with the cuda feature)
 set -euo pipefail
@@ -28,7 +29,9 @@ toolkit=$(cd "$(dirname "$nvcc")/.." && pwd)
 command -v cc >/dev/null || die "no C compiler (cc) for the stub libraries"
 
 target=${CARGO_TARGET_DIR:-target}
-work="$target/link-check"
+mkdir -p "$target"
+target=$(cd "$target" && pwd)
+work="$target/link-check-env"
 root="$work/cuda"        # what cudarc and dfdx take for the toolkit root
 rm -rf "$work"
 mkdir -p "$root/lib64" "$work/bin" "$work/stubs"
@@ -80,38 +83,45 @@ stub libcublas cublas/sys.rs cublas libcublas.so.13
 stub libcublasLt cublaslt/sys.rs cublasLt libcublasLt.so.13
 
 # dfdx's build runs `nvcc` from PATH; nvcc finds its nvvm/ and headers from its own directory.
-export PATH="$PWD/$work/bin:$(dirname "$nvcc"):$PATH" CUDA_ROOT="$PWD/$root" NVCC="$nvcc"
+export PATH="$work/bin:$(dirname "$nvcc"):$PATH" CUDA_ROOT="$root" NVCC="$nvcc"
 start=$SECONDS
-echo "cargo build --features cuda: polytune and poly-loss's CUDA test binaries"
-# One invocation: two would unify features differently and build dfdx twice.
-cargo build -p polytune -p poly-loss --features polytune/cuda,poly-loss/cuda \
-  --bin polytune --test cuda_loss --test cuda_nn --test cuda_neg_inf_logits
+echo "cargo build --features cuda: poly-loss's CUDA test binaries and the cuda_devices example"
+# Its own profile (no optimisation, no debug info: this build is never run
+# for speed) in its own target dir, so the dev builds are not disturbed.
+cargo build -p poly-loss --features cuda --profile link-check \
+  --example cuda_devices --test cuda_loss --test cuda_nn --test cuda_neg_inf_logits
 echo "built and linked in $((SECONDS - start)) s"
 
-bin="$target/debug/polytune"
+bin="$target/link-check/examples/cuda_devices"
 needed=$(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')
 case " $needed " in
   *" libcuda.so.1 "*) ;;
   *) die "$bin does not link libcuda.so.1 (needs: $needed)" ;;
 esac
 
-# build.rs's PTX for every default arch is in the binary (dfdx's own kernels are sm_80 only).
+# build.rs compiled every kernel for every default arch (dfdx's own kernels
+# are sm_80 only), and the example embeds the PTX of the two loss kernels it
+# launches for each of them (the linker drops the unused vision modules).
 kernels=$(git ls-files '*.cu' | wc -l)
-for a in 75 86 89 90; do
+for a in 75 80 86 89 90; do
+  n=$(find "$target"/link-check/build/poly-loss-*/out -name "*.sm$a.ptx" -size +0 | wc -l)
+  [ "$n" -ge "$kernels" ] || die "build.rs wrote $n non-empty PTX files for sm_$a, expected $kernels (one per .cu file)"
   n=$(strings "$bin" | grep -c "^\.target sm_$a\$" || true)
-  [ "$n" -ge "$kernels" ] || die "$bin embeds $n PTX modules for sm_$a, expected $kernels (one per .cu file)"
+  [ "$n" -ge 2 ] || die "$bin embeds $n PTX modules for sm_$a, expected the 2 loss kernels"
 done
-echo "$bin embeds PTX of all $kernels kernel files for sm_75/80/86/89/90; needs: $needed"
+echo "PTX of all $kernels kernel files for sm_75/80/86/89/90 built; $bin needs: $needed"
 
-# Run it: without a device the trainer must say so (CudaOpenError) and exit 1, not panic.
+# Run it: without a device try_open_cuda (what the trainer uses) must say so
+# (CudaOpenError) and the example exit 1, not panic.
 log="$work/run.log"
 set +e
-LD_LIBRARY_PATH="$PWD/$root/lib64" "$bin" train --device cuda >"$log" 2>&1
+LD_LIBRARY_PATH="$root/lib64" "$bin" >"$log" 2>&1
 rc=$?
 set -e
 if [ "$rc" = 101 ] || grep -q 'panicked' "$log"; then
-  cat "$log"; die "polytune panicked without a CUDA device"
+  cat "$log"; die "cuda_devices panicked without a CUDA device"
 fi
-grep -q 'CUDA driver could not be initialised' "$log" || { cat "$log"; die "polytune did not report the missing driver (exit $rc)"; }
-echo "polytune train --device cuda without a GPU: exit $rc, $(grep -m1 'CUDA driver' "$log")"
+[ "$rc" = 1 ] && grep -q 'CUDA driver could not be initialised' "$log" ||
+  { cat "$log"; die "cuda_devices did not report the missing driver (exit $rc)"; }
+echo "cuda_devices without a GPU: exit $rc, $(grep -m1 'CUDA driver' "$log")"
 echo "ok: the CUDA path builds, links and fails cleanly without a device"
