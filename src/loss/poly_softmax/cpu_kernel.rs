@@ -97,7 +97,7 @@ fn row_probs(z: &[f32], y: &[f32], p: &SoftmaxParams) -> (f32, RowStat) {
 }
 
 impl SoftmaxKernel for Cpu {
-    type Saved = CpuSoftmaxSaved;
+    type SoftmaxSaved = CpuSoftmaxSaved;
 
     fn softmax_fwd<S: Shape, T, O: Shape>(
         &self,

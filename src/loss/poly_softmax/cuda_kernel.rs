@@ -33,7 +33,7 @@ fn threads_for(c: usize) -> u32 {
 }
 
 impl SoftmaxKernel for Cuda {
-    type Saved = CudaSoftmaxSaved;
+    type SoftmaxSaved = CudaSoftmaxSaved;
 
     fn softmax_fwd<S: Shape, T, O: Shape>(
         &self,

@@ -64,7 +64,7 @@ pub struct SoftmaxJob<D: TargetStorage> {
 /// The device kernels of the op. Implemented for `Cpu` and `Cuda`.
 pub trait SoftmaxKernel: TargetStorage {
     /// What the forward keeps for the backward.
-    type Saved: Send + Sync + 'static;
+    type SoftmaxSaved: Send + Sync + 'static;
     /// Forward: the output tensor (shape `out`) and the saved state.
     #[allow(clippy::type_complexity)]
     fn softmax_fwd<S: Shape, T, O: Shape>(
@@ -72,12 +72,12 @@ pub trait SoftmaxKernel: TargetStorage {
         logits: &Tensor<S, f32, Self, T>,
         job: &SoftmaxJob<Self>,
         out: O,
-    ) -> Result<(Tensor<O, f32, Self>, Self::Saved), Self::Err>;
+    ) -> Result<(Tensor<O, f32, Self>, Self::SoftmaxSaved), Self::Err>;
     /// Backward: accumulates into `grad_logits`.
     fn softmax_bwd(
         &self,
         job: &SoftmaxJob<Self>,
-        saved: &Self::Saved,
+        saved: &Self::SoftmaxSaved,
         grad_logits: &mut <Self as Storage<f32>>::Vec,
         grad_out: &<Self as Storage<f32>>::Vec,
     ) -> Result<(), Self::Err>;
