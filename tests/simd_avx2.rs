@@ -18,46 +18,4 @@ mod nn_common;
 #[path = "support/simd_vision.rs"]
 mod simd_vision;
 
-const PATH: &str = "avx2";
-
-#[test]
-fn loss_matches_f64() {
-    simd_path::check_against_f64(PATH);
-}
-
-#[test]
-fn loss_probability_targets_match_f64() {
-    simd_probs::check_probs_against_f64(PATH);
-}
-
-#[cfg(feature = "vision")]
-#[test]
-fn conv2d_matches_f64() {
-    if simd_path::pin(PATH) {
-        simd_vision::conv2d_matches_f64(PATH);
-    }
-}
-
-#[cfg(feature = "vision")]
-#[test]
-fn batch_norm_matches_f64() {
-    if simd_path::pin(PATH) {
-        simd_vision::batch_norm_matches_f64(PATH);
-    }
-}
-
-#[cfg(feature = "vision")]
-#[test]
-fn add_relu_matches_f64() {
-    if simd_path::pin(PATH) {
-        simd_vision::add_relu_matches_f64(PATH);
-    }
-}
-
-#[cfg(feature = "vision")]
-#[test]
-fn pools_match_f64() {
-    if simd_path::pin(PATH) {
-        simd_vision::pools_match_f64(PATH);
-    }
-}
+simd_tests!("avx2");

@@ -106,3 +106,54 @@ pub fn check_against_f64(path: &str) {
         "{path}: loss {v} vs {want}"
     );
 }
+
+/// The tests of one `simd_*` binary, all on `path`: the fused loss (class and
+/// probability targets) and, with the `vision` feature, every vision op that
+/// dispatches on the instruction set. Expects the modules `simd_path`,
+/// `simd_probs` and (with `vision`) `simd_vision` beside it.
+#[macro_export]
+macro_rules! simd_tests {
+    ($path:literal) => {
+        #[test]
+        fn loss_matches_f64() {
+            simd_path::check_against_f64($path);
+        }
+
+        #[test]
+        fn loss_probability_targets_match_f64() {
+            simd_probs::check_probs_against_f64($path);
+        }
+
+        #[cfg(feature = "vision")]
+        #[test]
+        fn conv2d_matches_f64() {
+            if simd_path::pin($path) {
+                simd_vision::conv2d_matches_f64($path);
+            }
+        }
+
+        #[cfg(feature = "vision")]
+        #[test]
+        fn batch_norm_matches_f64() {
+            if simd_path::pin($path) {
+                simd_vision::batch_norm_matches_f64($path);
+            }
+        }
+
+        #[cfg(feature = "vision")]
+        #[test]
+        fn add_relu_matches_f64() {
+            if simd_path::pin($path) {
+                simd_vision::add_relu_matches_f64($path);
+            }
+        }
+
+        #[cfg(feature = "vision")]
+        #[test]
+        fn pools_match_f64() {
+            if simd_path::pin($path) {
+                simd_vision::pools_match_f64($path);
+            }
+        }
+    };
+}
