@@ -240,6 +240,37 @@ fn parse_grace(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The options of `search` and `train` that override a config's inputs.
+#[derive(Args, Debug, Clone, Default)]
+pub struct InputOverrides {
+    /// Data directory (or CSV manifest): overrides [data].path.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Pretrained weights (torchvision state dict as safetensors): overrides [train].weights.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Compute device of the training: cpu, cuda or cuda:N (overrides [train].device).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+impl InputOverrides {
+    /// Applies `--data-dir`, `--weights` and `--device` to the config's opaque tables.
+    fn apply(&self, cfg: &mut StudyConfig) {
+        let path_value = |p: &Path| toml::Value::String(p.display().to_string());
+        if let Some(d) = &self.data_dir {
+            cfg.data.insert("path".into(), path_value(d));
+        }
+        if let Some(w) = &self.weights {
+            cfg.train.insert("weights".into(), path_value(w));
+        }
+        if let Some(d) = &self.device {
+            cfg.train
+                .insert("device".into(), toml::Value::String(d.clone()));
+        }
+    }
+}
+
 /// `polytune [search]`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SearchArgs {
@@ -249,15 +280,8 @@ pub struct SearchArgs {
     /// Study config (TOML); default: the embedded digits / small-ResNet config.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Data directory (or CSV manifest): overrides [data].path.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Pretrained weights (torchvision state dict as safetensors): overrides [train].weights.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Compute device of the trials: cpu, cuda or cuda:N (overrides [train].device).
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub inputs: InputOverrides,
     /// Study directory (journal, tuned TOML, plot); default: studies/<config name>.
     #[arg(long)]
     pub study_dir: Option<PathBuf>,
@@ -298,15 +322,8 @@ pub struct TrainArgs {
     /// Seed of initialisation, data order and augmentation; 0..=2^53 [config: study.seed].
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=MAX_SEED))]
     pub seed: Option<u64>,
-    /// Data directory (or CSV manifest): overrides [data].path.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Pretrained weights: overrides [train].weights.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Compute device: cpu, cuda or cuda:N (overrides [train].device).
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub inputs: InputOverrides,
     /// Save the fine-tuned model here (safetensors, torchvision names).
     #[arg(long)]
     pub save: Option<PathBuf>,
@@ -351,26 +368,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// Applies `--data-dir`, `--weights` and `--device` to the config's opaque tables.
-fn override_tables(
-    cfg: &mut StudyConfig,
-    data_dir: Option<&Path>,
-    weights: Option<&Path>,
-    device: Option<&str>,
-) {
-    let path_value = |p: &Path| toml::Value::String(p.display().to_string());
-    if let Some(d) = data_dir {
-        cfg.data.insert("path".into(), path_value(d));
-    }
-    if let Some(w) = weights {
-        cfg.train.insert("weights".into(), path_value(w));
-    }
-    if let Some(d) = device {
-        cfg.train
-            .insert("device".into(), toml::Value::String(d.into()));
-    }
-}
-
 fn search(a: SearchArgs) -> anyhow::Result<u8> {
     let storage = a.storage.as_deref().map(PgTarget::parse).transpose()?;
     let LoadedConfig {
@@ -390,12 +387,7 @@ fn search(a: SearchArgs) -> anyhow::Result<u8> {
     if let Some(s) = a.solver {
         cfg.search.solver = s;
     }
-    override_tables(
-        &mut cfg,
-        a.data_dir.as_deref(),
-        a.weights.as_deref(),
-        a.device.as_deref(),
-    );
+    a.inputs.apply(&mut cfg);
     cfg.validate_named(&source)?;
 
     // Check the trainer's sections, the data and the weights once, up
@@ -488,12 +480,7 @@ fn train_command(a: TrainArgs) -> anyhow::Result<u8> {
         source,
         ..
     } = StudyConfig::load_or_default(a.config.as_deref())?;
-    override_tables(
-        &mut cfg,
-        a.data_dir.as_deref(),
-        a.weights.as_deref(),
-        a.device.as_deref(),
-    );
+    a.inputs.apply(&mut cfg);
     let train_cfg = TrainConfig::from_table(&cfg.train, &source)?;
     let data_cfg = data_config_from_table(&cfg.data, &source)?;
     check_batch_memory(&train_cfg, data_cfg.image_size(), &source)?;
