@@ -129,7 +129,7 @@ fn capped(best: Level, cap: Option<&str>) -> Level {
 /// Defines functions whose body is compiled for each level up to a maximum
 /// and dispatched on [`level`] at every call:
 ///
-/// ```ignore
+/// ```text
 /// multiversion! { avx2:   // or `avx512:` for an AVX-512 build as well
 ///     /// Docs.
 ///     pub(crate) fn name(a: &[f32]) -> f64 { ... }
