@@ -42,37 +42,8 @@ fn check<const I: usize, const O: usize, const K: usize>(g: Geo, seed: u64, with
         grads.get(&bias).as_vec(),
     );
 
-    // Exact f64 gradients of the linear loss from the direct convolution:
-    // dL/dw[o,c,kh,kw] = Σ r·x_shifted, dL/dx via adjoint, dL/db = Σ r.
-    let (oh, ow) = (g.oh(), g.ow());
-    let mut gx_ref = vec![0.0; g.x_len()];
-    let mut gw_ref = vec![0.0; g.w_len()];
-    let mut gb_ref = vec![0.0; O];
-    for b in 0..g.b {
-        for o in 0..O {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let ry = r64[((b * O + o) * oh + i) * ow + j];
-                    gb_ref[o] += ry;
-                    for c in 0..I {
-                        for kh in 0..K {
-                            for kw in 0..K {
-                                let ih = (i * g.s + kh) as isize - g.p as isize;
-                                let iw = (j * g.s + kw) as isize - g.p as isize;
-                                if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
-                                    continue;
-                                }
-                                let xi = ((b * I + c) * g.h + ih as usize) * g.w + iw as usize;
-                                let wi = ((o * I + c) * K + kh) * K + kw;
-                                gw_ref[wi] += ry * x64[xi];
-                                gx_ref[xi] += ry * w64[wi];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    // Exact f64 gradients of the linear loss from the direct convolution.
+    let (gx_ref, gw_ref, gb_ref) = conv_grad_ref(&g, &x64, &w64, &r64);
     assert_close(&format!("dx {g:?}"), &gx, &gx_ref, 1e-4);
     assert_close(&format!("dw {g:?}"), &gw, &gw_ref, 1e-4);
     assert_close(&format!("db {g:?}"), &gb, &gb_ref, 1e-4);

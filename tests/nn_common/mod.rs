@@ -95,6 +95,42 @@ pub fn conv_ref(g: &Geo, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64>
     y
 }
 
+/// Exact f64 gradients `(dx, dw, db)` of the linear loss `Σ conv(x, w, b)·r`
+/// from the direct convolution: dL/dw[o,c,kh,kw] = Σ r·x_shifted, dL/dx by
+/// the adjoint, dL/db = Σ r.
+pub fn conv_grad_ref(g: &Geo, x: &[f64], w: &[f64], r: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (oh, ow, ci, co, k) = (g.oh(), g.ow(), g.ci, g.co, g.k);
+    let mut gx = vec![0.0; g.x_len()];
+    let mut gw = vec![0.0; g.w_len()];
+    let mut gb = vec![0.0; co];
+    for b in 0..g.b {
+        for o in 0..co {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let ry = r[((b * co + o) * oh + i) * ow + j];
+                    gb[o] += ry;
+                    for c in 0..ci {
+                        for kh in 0..k {
+                            for kw in 0..k {
+                                let ih = (i * g.s + kh) as isize - g.p as isize;
+                                let iw = (j * g.s + kw) as isize - g.p as isize;
+                                if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * ci + c) * g.h + ih as usize) * g.w + iw as usize;
+                                let wi = ((o * ci + c) * k + kh) * k + kw;
+                                gw[wi] += ry * x[xi];
+                                gx[xi] += ry * w[wi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (gx, gw, gb)
+}
+
 /// Direct-loop max pooling in f64 (padding never wins).
 pub fn max_pool_ref(
     planes: usize,

@@ -11,7 +11,9 @@ use poly_loss::nn::ops::{
     add_relu, batch_norm2d, conv2d, global_avg_pool2d, max_pool2d, BatchNormParams, Tail,
 };
 
-use crate::nn_common::{assert_close, bn_ref, conv_ref, max_pool_ref, rng, to64, uniform, Geo};
+use crate::nn_common::{
+    assert_close, bn_ref, conv_grad_ref, conv_ref, max_pool_ref, rng, to64, uniform, Geo,
+};
 
 type Img<const C: usize> = Tensor<(usize, Const<C>, usize, usize), f32, Cpu>;
 
@@ -45,35 +47,7 @@ fn check_conv<const I: usize, const O: usize, const K: usize>(path: &str, g: Geo
 
     let rt = dev.tensor_from_vec(rv, *y.shape());
     let grads = (y * rt).sum().backward();
-    let (oh, ow) = (g.oh(), g.ow());
-    let mut gx = vec![0.0; g.x_len()];
-    let mut gw = vec![0.0; g.w_len()];
-    let mut gb = vec![0.0; O];
-    for b in 0..g.b {
-        for o in 0..O {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let ry = r64[((b * O + o) * oh + i) * ow + j];
-                    gb[o] += ry;
-                    for c in 0..I {
-                        for kh in 0..K {
-                            for kw in 0..K {
-                                let ih = (i * g.s + kh) as isize - g.p as isize;
-                                let iw = (j * g.s + kw) as isize - g.p as isize;
-                                if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
-                                    continue;
-                                }
-                                let xi = ((b * I + c) * g.h + ih as usize) * g.w + iw as usize;
-                                let wi = ((o * I + c) * K + kh) * K + kw;
-                                gw[wi] += ry * x64[xi];
-                                gx[xi] += ry * w64[wi];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let (gx, gw, gb) = conv_grad_ref(&g, &x64, &w64, &r64);
     assert_close(&format!("{what} dx"), &grads.get(&x).as_vec(), &gx, RTOL);
     assert_close(&format!("{what} dw"), &grads.get(&w).as_vec(), &gw, RTOL);
     assert_close(&format!("{what} db"), &grads.get(&bias).as_vec(), &gb, RTOL);
